@@ -1,0 +1,105 @@
+//! `losskit`: list, explain, evaluate, train and compare losses.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use losskit_cli::commands::{self, eval::EvalRequest, list::ListFormat};
+use losskit_core::Reduction;
+
+#[derive(Debug, Parser)]
+#[command(name = "losskit", version, about = "Swappable, verifiable loss functions for burn")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List every registered loss.
+    List {
+        /// Only this category: classification, segmentation, regression or composite.
+        #[arg(long)]
+        category: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: ListFormat,
+    },
+    /// Show a loss's documentation, options and an example config.
+    Info {
+        /// The loss's name or alias.
+        name: String,
+    },
+    /// Evaluate a loss on .npy files; prints {"loss": ...}.
+    Eval {
+        /// The loss: a name, a JSON object, or a .json/.toml file.
+        #[arg(long)]
+        loss: String,
+        /// The model output, [N, C, ...] float32/float64.
+        #[arg(long)]
+        output: PathBuf,
+        /// The target: integer class indices [N, ...] or a float array of the output's shape.
+        #[arg(long)]
+        target: PathBuf,
+        /// mean, sum or none (one value per sample).
+        #[arg(long, default_value = "mean")]
+        reduction: Reduction,
+        /// Write d(loss)/d(output) here as float32 .npy.
+        #[arg(long)]
+        grad: Option<PathBuf>,
+        /// Device: cpu (default), flex, ndarray, wgpu.
+        #[arg(long)]
+        device: Option<String>,
+    },
+}
+
+fn run(cli: Cli) -> anyhow::Result<String> {
+    match cli.command {
+        Command::List { category, format } => commands::list::run(category.as_deref(), format),
+        Command::Info { name } => commands::info::run(&name),
+        Command::Eval {
+            loss,
+            output,
+            target,
+            reduction,
+            grad,
+            device,
+        } => commands::eval::run(&EvalRequest {
+            loss: &loss,
+            output: &output,
+            target: &target,
+            reduction,
+            grad: grad.as_deref(),
+            device: device.as_deref(),
+        }),
+    }
+}
+
+fn main() -> ExitCode {
+    // Panics are bugs; even then the user gets one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        let message = message.lines().next().unwrap_or_default().to_string();
+        eprintln!("losskit: internal error: {message} (please report this bug)");
+    }));
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(text) => {
+            if text.ends_with('\n') {
+                print!("{text}");
+            } else {
+                println!("{text}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            let message = format!("{error:#}").replace('\n', " ");
+            eprintln!("losskit: error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Every case of the reference vectors (PyTorch, MONAI, segmentation-models-pytorch), through
+//! the `losskit eval` binary: values within rtol 2e-4 / atol 2e-5, gradients within 2e-3 of
+//! the largest reference gradient.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use losskit_cli::npy::read_npy;
+use losskit_core::input::HostValues;
+use serde_json::Value;
+
+fn repository_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The vectors copied into the repository (so a fresh clone tests on its own).
+fn vectors() -> PathBuf {
+    repository_root().join("tests/reference/vectors")
+}
+
+fn cases() -> Vec<Value> {
+    let text = std::fs::read_to_string(vectors().join("cases.json")).expect("cases.json is readable");
+    let parsed: Value = serde_json::from_str(&text).expect("cases.json is JSON");
+    parsed["cases"].as_array().expect("cases is a list").clone()
+}
+
+fn floats(path: &Path) -> Vec<f64> {
+    match read_npy(path).expect("reads .npy").values {
+        HostValues::Float(values) => values,
+        HostValues::Int(values) => values.into_iter().map(|v| v as f64).collect(),
+    }
+}
+
+fn close(actual: f64, expected: f64) -> bool {
+    (actual - expected).abs() <= 2e-5 + 2e-4 * expected.abs()
+}
+
+fn run_case(case: &Value, device: Option<&str>, scratch: &Path) -> Result<(), String> {
+    let id = case["id"].as_str().unwrap();
+    let dir = vectors().join(id);
+    let grad_path = scratch.join(format!("{id}.grad.npy"));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_losskit"));
+    command
+        .arg("eval")
+        .arg("--loss")
+        .arg(case["loss"].to_string())
+        .arg("--output")
+        .arg(dir.join("output.npy"))
+        .arg("--target")
+        .arg(dir.join("target.npy"))
+        .arg("--reduction")
+        .arg(case["reduction"].as_str().unwrap())
+        .arg("--grad")
+        .arg(&grad_path);
+    if let Some(device) = device {
+        command.arg("--device").arg(device);
+    }
+    let result = command.output().expect("losskit runs");
+    if !result.status.success() {
+        return Err(format!("{id}: exit {:?}: {}", result.status.code(), String::from_utf8_lossy(&result.stderr)));
+    }
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    let line: Value = serde_json::from_str(stdout.trim()).map_err(|e| format!("{id}: bad JSON {stdout}: {e}"))?;
+    let expected: Vec<f64> = match &case["expected"] {
+        Value::Array(values) => values.iter().map(|v| v.as_f64().unwrap()).collect(),
+        value => vec![value.as_f64().unwrap()],
+    };
+    let actual: Vec<f64> = match &line["loss"] {
+        Value::Array(values) => values.iter().map(|v| v.as_f64().unwrap()).collect(),
+        value => vec![value.as_f64().ok_or_else(|| format!("{id}: no number in {stdout}"))?],
+    };
+    if actual.len() != expected.len() || actual.iter().zip(&expected).any(|(a, e)| !close(*a, *e)) {
+        return Err(format!("{id}: loss {actual:?}, expected {expected:?}"));
+    }
+    let reference = floats(&dir.join("grad.npy"));
+    let ours = floats(&grad_path);
+    let scale = reference.iter().fold(0f64, |m, v| m.max(v.abs())).max(f64::MIN_POSITIVE);
+    if ours.len() != reference.len() {
+        return Err(format!("{id}: gradient has {} values, expected {}", ours.len(), reference.len()));
+    }
+    let worst = ours
+        .iter()
+        .zip(&reference)
+        .map(|(a, e)| (a - e).abs() / scale)
+        .fold(0f64, f64::max);
+    if worst.is_nan() || worst > 2e-3 {
+        return Err(format!("{id}: gradient differs by {worst:.3e} of the largest reference gradient"));
+    }
+    Ok(())
+}
+
+fn run_all(device: Option<&str>) {
+    let scratch = std::env::temp_dir().join(format!("losskit-reference-{}-{}", std::process::id(), device.unwrap_or("cpu")));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let cases = cases();
+    assert!(cases.len() >= 38, "expected the full reference set, got {}", cases.len());
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|case| run_case(case, device, &scratch).err())
+        .collect();
+    std::fs::remove_dir_all(&scratch).ok();
+    assert!(failures.is_empty(), "{} of {} reference cases fail:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+#[test]
+fn every_reference_case_passes_on_the_default_cpu_device() {
+    run_all(None);
+}
+
+#[cfg(feature = "ndarray")]
+#[test]
+fn every_reference_case_passes_on_ndarray() {
+    run_all(Some("ndarray"));
+}
+
+#[test]
+fn the_copied_vectors_match_shared_when_present() {
+    let shared = repository_root().join("../shared/reference/vectors/cases.json");
+    if let Ok(original) = std::fs::read(&shared) {
+        let copy = std::fs::read(vectors().join("cases.json")).unwrap();
+        assert_eq!(original, copy, "tests/reference is stale: copy ../shared/reference again");
+    }
+}

@@ -1,0 +1,154 @@
+//! Devices by name, among the backends compiled in.
+//!
+//! burn's `Device::default()` prefers GPUs (a software Vulkan driver counts), so losskit never
+//! uses it: the default is the default CPU backend, and anything else is asked for by name.
+
+use burn::tensor::Device;
+
+/// A device name that cannot be used in this build.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct DeviceError {
+    message: String,
+}
+
+/// The backends compiled into this build, default CPU backend first.
+pub fn compiled_backends() -> Vec<&'static str> {
+    let mut backends = Vec::new();
+    if cfg!(feature = "flex") {
+        backends.push("flex");
+    }
+    if cfg!(feature = "ndarray") {
+        backends.push("ndarray");
+    }
+    if cfg!(feature = "wgpu") {
+        backends.push("wgpu");
+    }
+    backends
+}
+
+/// The name of the default CPU backend (`flex` when compiled in: measured faster than ndarray).
+pub fn default_cpu_backend() -> Option<&'static str> {
+    compiled_backends()
+        .into_iter()
+        .find(|name| *name == "flex" || *name == "ndarray")
+}
+
+/// The default device: the default CPU backend.
+pub fn default_device() -> Result<Device, DeviceError> {
+    parse_device("cpu")
+}
+
+/// Every CPU device compiled in (for cross-device checks).
+pub fn cpu_devices() -> Vec<(&'static str, Device)> {
+    compiled_backends()
+        .into_iter()
+        .filter(|name| *name != "wgpu")
+        .filter_map(|name| parse_device(name).ok().map(|device| (name, device)))
+        .collect()
+}
+
+/// A device from its name: `cpu` (the default CPU backend), `flex`, `ndarray`, or `wgpu`
+/// (`wgpu`, `wgpu:discrete:N`, `wgpu:integrated:N`, `wgpu:virtual:N`, `wgpu:cpu`).
+pub fn parse_device(name: &str) -> Result<Device, DeviceError> {
+    let compiled = compiled_backends();
+    let missing = |wanted: &str| DeviceError {
+        message: format!(
+            "device `{wanted}` is not compiled into this build; available: {} (rebuild with `--features {wanted}` to add it)",
+            if compiled.is_empty() { "none".to_string() } else { compiled.join(", ") }
+        ),
+    };
+    let lowered = name.trim().to_ascii_lowercase();
+    let mut parts = lowered.split(':');
+    let backend = parts.next().unwrap_or_default();
+    let rest: Vec<&str> = parts.collect();
+    match backend {
+        "cpu" if rest.is_empty() => match default_cpu_backend() {
+            Some(cpu) => parse_device(cpu),
+            None => Err(DeviceError {
+                message: format!(
+                    "no CPU backend is compiled into this build (available: {}); rebuild with `--features flex`",
+                    compiled.join(", ")
+                ),
+            }),
+        },
+        "flex" if rest.is_empty() => {
+            #[cfg(feature = "flex")]
+            return Ok(Device::flex());
+            #[cfg(not(feature = "flex"))]
+            return Err(missing("flex"));
+        }
+        "ndarray" if rest.is_empty() => {
+            #[cfg(feature = "ndarray")]
+            #[allow(deprecated)]
+            return Ok(Device::ndarray());
+            #[cfg(not(feature = "ndarray"))]
+            return Err(missing("ndarray"));
+        }
+        "wgpu" => {
+            #[cfg(feature = "wgpu")]
+            return wgpu_device(name, &rest);
+            #[cfg(not(feature = "wgpu"))]
+            {
+                let _ = rest;
+                return Err(missing("wgpu"));
+            }
+        }
+        _ => Err(DeviceError {
+            message: format!(
+                "unknown device `{name}`; expected cpu, flex, ndarray or wgpu[:discrete:N|:integrated:N|:virtual:N|:cpu] (compiled in: {})",
+                compiled.join(", ")
+            ),
+        }),
+    }
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu_device(name: &str, rest: &[&str]) -> Result<Device, DeviceError> {
+    use burn::tensor::DeviceKind;
+    let index = |text: &str| {
+        text.parse::<usize>().map_err(|_| DeviceError {
+            message: format!("device `{name}`: `{text}` is not an adapter index"),
+        })
+    };
+    let kind = match rest {
+        [] => DeviceKind::DefaultDevice,
+        ["cpu"] => DeviceKind::Cpu,
+        ["discrete", n] => DeviceKind::DiscreteGpu(index(n)?),
+        ["integrated", n] => DeviceKind::IntegratedGpu(index(n)?),
+        ["virtual", n] => DeviceKind::VirtualGpu(index(n)?),
+        _ => {
+            return Err(DeviceError {
+                message: format!(
+                    "device `{name}`: expected wgpu, wgpu:discrete:N, wgpu:integrated:N, wgpu:virtual:N or wgpu:cpu"
+                ),
+            });
+        }
+    };
+    Ok(Device::wgpu(kind))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_devices_list_the_choices() {
+        let error = parse_device("tpu").unwrap_err().to_string();
+        assert!(error.contains("unknown device `tpu`"), "{error}");
+    }
+
+    #[cfg(not(feature = "wgpu"))]
+    #[test]
+    fn a_backend_not_compiled_in_says_how_to_add_it() {
+        let error = parse_device("wgpu").unwrap_err().to_string();
+        assert!(error.contains("--features wgpu"), "{error}");
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn cpu_means_flex_when_flex_is_built() {
+        assert_eq!(default_cpu_backend(), Some("flex"));
+        assert!(parse_device("cpu").is_ok());
+    }
+}

@@ -1,0 +1,145 @@
+//! The object-safe loss trait.
+
+use std::fmt;
+
+use burn::tensor::Tensor;
+
+use crate::{
+    error::Error,
+    input::{LossInput, Reduction},
+};
+
+/// A loss function: any device, any supported input shape, built from a config.
+///
+/// Implementations compute with burn tensor operations only, so the same code runs on every
+/// backend and autodiff records the gradient.
+pub trait Loss: Send + Sync + fmt::Debug {
+    /// The loss of `input`, reduced as asked. `Mean` and `Sum` give shape `[1]`, `None` gives
+    /// `[N]`.
+    fn forward(&self, input: LossInput, reduction: Reduction) -> Result<LossValue, Error>;
+
+    /// What this loss (with its options) accepts and promises; used by callers to validate
+    /// input and by the conformance kit to generate it.
+    fn capabilities(&self) -> Capabilities;
+}
+
+/// A loss value, with the values of its terms for composite losses.
+#[derive(Debug, Clone)]
+pub struct LossValue {
+    /// The loss: `[1]` for `mean`/`sum`, `[N]` for `none`.
+    pub value: Tensor<1>,
+    /// Named parts of a composite loss (already weighted), reduced the same way.
+    pub terms: Vec<(String, Tensor<1>)>,
+}
+
+impl LossValue {
+    /// A loss value without terms.
+    pub fn new(value: Tensor<1>) -> Self {
+        Self {
+            value,
+            terms: Vec::new(),
+        }
+    }
+}
+
+impl From<Tensor<1>> for LossValue {
+    fn from(value: Tensor<1>) -> Self {
+        Self::new(value)
+    }
+}
+
+/// A kind of target a loss accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TargetKind {
+    /// Class indices `[N, ...]`.
+    ClassIndices,
+    /// Class probabilities over C (each position sums to 1), dense.
+    Probabilities,
+    /// Independent binary labels in {0, 1} per channel (multi-label, masks), dense.
+    BinaryMask,
+    /// Real values, dense (regression).
+    Real,
+    /// Non-negative real values, dense (counts, rates).
+    NonNegative,
+}
+
+/// What the output holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutputDomain {
+    /// Unbounded logits.
+    Logits,
+    /// Probabilities over C, each position sums to 1.
+    Probabilities,
+    /// Independent probabilities in [0, 1].
+    UnitInterval,
+    /// Real values (regression).
+    Real,
+    /// Real values above -1 (e.g. for `log1p`).
+    AboveMinusOne,
+}
+
+/// What a configured loss accepts and promises.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Capabilities {
+    /// Target kinds accepted.
+    pub targets: Vec<TargetKind>,
+    /// Output ranks accepted (2 = `[N, C]`, 4 = `[N, C, H, W]`, 5 = `[N, C, D, H, W]`).
+    pub ranks: Vec<usize>,
+    /// The fewest channels C accepted.
+    pub min_channels: usize,
+    /// The most channels C accepted, if bounded.
+    pub max_channels: Option<usize>,
+    /// What the output is expected to hold.
+    pub output: OutputDomain,
+    /// Whether `none` gives each sample's share of `sum`, and `mean` is `sum` over a count of
+    /// elements (so `sum(none) = sum` and `sum / mean` is that count).
+    pub per_sample: bool,
+    /// The loss's value for a perfect prediction, if it has a minimum there.
+    pub minimum: Option<f64>,
+}
+
+impl Capabilities {
+    /// Capabilities of a classification loss over logits and class indices, any rank.
+    pub fn classification() -> Self {
+        Self {
+            targets: vec![TargetKind::ClassIndices],
+            ranks: vec![2, 3, 4, 5],
+            min_channels: 2,
+            max_channels: None,
+            output: OutputDomain::Logits,
+            per_sample: true,
+            minimum: None,
+        }
+    }
+
+    /// Capabilities of a regression loss over real values, any rank.
+    pub fn regression() -> Self {
+        Self {
+            targets: vec![TargetKind::Real],
+            ranks: vec![2, 3, 4, 5],
+            min_channels: 1,
+            max_channels: None,
+            output: OutputDomain::Real,
+            per_sample: true,
+            minimum: Some(0.0),
+        }
+    }
+
+    /// Capabilities of a segmentation overlap loss (Dice family) over logits.
+    pub fn segmentation() -> Self {
+        Self {
+            targets: vec![TargetKind::ClassIndices, TargetKind::Probabilities],
+            ranks: vec![3, 4, 5],
+            min_channels: 2,
+            max_channels: None,
+            output: OutputDomain::Logits,
+            per_sample: false,
+            minimum: Some(0.0),
+        }
+    }
+
+    /// Whether targets of `kind` are accepted.
+    pub fn accepts(&self, kind: TargetKind) -> bool {
+        self.targets.contains(&kind)
+    }
+}

@@ -1,0 +1,46 @@
+//! # losskit-losses
+//!
+//! losskit's built-in losses, one file each. Every loss registers itself with
+//! [`losskit_core::register_loss!`]; nothing else lists them. Link this crate (e.g.
+//! `extern crate losskit_losses;`) and they appear in [`losskit_core::Registry::global`].
+#![warn(missing_docs)]
+
+mod elementwise;
+
+// Classification.
+mod binary_cross_entropy;
+mod cross_entropy;
+mod focal;
+mod kl_div;
+mod multi_margin;
+mod quadratic;
+mod weighted_cross_entropy;
+
+// Regression.
+mod huber;
+mod log_cosh;
+mod mae;
+mod mse;
+mod msle;
+mod poisson_nll;
+mod quantile;
+mod smooth_l1;
+
+pub use binary_cross_entropy::*;
+pub use cross_entropy::*;
+pub use focal::*;
+pub use huber::*;
+pub use kl_div::*;
+pub use log_cosh::*;
+pub use mae::*;
+pub use mse::*;
+pub use msle::*;
+pub use multi_margin::*;
+pub use poisson_nll::*;
+pub use quadratic::*;
+pub use quantile::*;
+pub use smooth_l1::*;
+pub use weighted_cross_entropy::*;
+
+#[cfg(test)]
+pub(crate) mod testing;

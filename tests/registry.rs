@@ -1,0 +1,99 @@
+//! Invariants that hold for every registered loss: adding a loss adds these tests for it.
+
+use losskit_core::{Category, Registry};
+use losskit_tests::EXPECTED_LOSSES;
+
+fn registry() -> &'static Registry {
+    Registry::global().expect("the registry builds without duplicate names")
+}
+
+#[test]
+fn every_expected_loss_is_registered() {
+    let registry = registry();
+    let missing: Vec<&&str> = EXPECTED_LOSSES.iter().filter(|name| registry.get(name).is_err()).collect();
+    assert!(missing.is_empty(), "not registered (is the crate linked?): {missing:?}");
+}
+
+#[test]
+fn names_and_aliases_are_snake_case_and_unique() {
+    let mut seen = std::collections::BTreeSet::new();
+    for entry in registry().iter() {
+        for name in std::iter::once(entry.name).chain(entry.aliases.iter().copied()) {
+            let snake = !name.is_empty()
+                && name.starts_with(|c: char| c.is_ascii_lowercase())
+                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && !name.contains("__")
+                && !name.ends_with('_');
+            assert!(snake, "`{name}` is not snake_case");
+            assert!(seen.insert(name), "`{name}` is claimed twice");
+        }
+    }
+}
+
+#[test]
+fn every_loss_is_documented_in_sections() {
+    for entry in registry().iter() {
+        let docs = entry.documentation();
+        for section in ["# What it does", "# When to use it", "# Options", "# Example", "# References"] {
+            assert!(docs.contains(section), "`{}` docs lack `{section}`", entry.name);
+        }
+        assert!(!entry.summary.is_empty() && entry.summary.len() <= 160, "`{}` summary must be one line", entry.name);
+        assert!(!entry.summary.contains('\n'), "`{}` summary must be one line", entry.name);
+    }
+}
+
+#[test]
+fn every_example_config_builds_and_round_trips() {
+    let registry = registry();
+    for entry in registry.iter() {
+        entry
+            .build_example()
+            .unwrap_or_else(|error| panic!("`{}` example config fails: {error}", entry.name));
+        let example = entry.example_config();
+        registry
+            .build_value(&example)
+            .unwrap_or_else(|error| panic!("`{}` example does not rebuild: {error}", entry.name));
+        for (option, _) in entry.required {
+            let mut without = example.as_object().unwrap().clone();
+            without.remove(*option);
+            let error = registry.build(&without).err().unwrap_or_else(|| panic!("`{}` builds without required `{option}`", entry.name));
+            assert!(error.to_string().contains(option), "{error}");
+        }
+    }
+}
+
+#[test]
+fn the_documented_example_config_in_each_docs_builds() {
+    let registry = registry();
+    for entry in registry.iter() {
+        let docs = entry.documentation();
+        let example = docs
+            .split("```json")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .unwrap_or_else(|| panic!("`{}` docs have no ```json example", entry.name));
+        registry
+            .build_spec(example.trim())
+            .unwrap_or_else(|error| panic!("`{}` documented example fails: {error}", entry.name));
+    }
+}
+
+#[test]
+fn unknown_options_and_names_get_suggestions() {
+    let registry = registry();
+    for entry in registry.iter() {
+        let mut config = entry.example_config().as_object().unwrap().clone();
+        config.insert("no_such_option".into(), serde_json::json!(1));
+        let error = registry.build(&config).err().expect("unknown option rejected").to_string();
+        assert!(error.contains("no_such_option"), "{error}");
+    }
+    let error = registry.get("cross_entropi").unwrap_err().to_string();
+    assert!(error.contains("cross_entropy"), "{error}");
+}
+
+#[test]
+fn every_category_is_known() {
+    for entry in registry().iter() {
+        assert!(Category::ALL.contains(&entry.category));
+    }
+}
