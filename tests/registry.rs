@@ -1,7 +1,7 @@
 //! Invariants that hold for every registered loss: adding a loss adds these tests for it.
 
 use losskit_core::{Category, Registry};
-use losskit_tests::EXPECTED_LOSSES;
+use losskit_tests::{PLUGIN_LOSSES, expected_losses};
 
 fn registry() -> &'static Registry {
     Registry::global().expect("the registry builds without duplicate names")
@@ -10,8 +10,14 @@ fn registry() -> &'static Registry {
 #[test]
 fn every_expected_loss_is_registered() {
     let registry = registry();
-    let missing: Vec<&&str> = EXPECTED_LOSSES.iter().filter(|name| registry.get(name).is_err()).collect();
+    let missing: Vec<&str> = expected_losses().into_iter().filter(|name| registry.get(name).is_err()).collect();
     assert!(missing.is_empty(), "not registered (is the crate linked?): {missing:?}");
+    assert!(PLUGIN_LOSSES.len() >= 2, "the example plugins are linked");
+    for (plugin, names) in PLUGIN_LOSSES {
+        for name in *names {
+            assert_eq!(registry.get(name).unwrap().crate_name, *plugin, "`{name}` comes from {plugin}");
+        }
+    }
 }
 
 #[test]
@@ -96,4 +102,18 @@ fn every_category_is_known() {
     for entry in registry().iter() {
         assert!(Category::ALL.contains(&entry.category));
     }
+}
+
+#[test]
+fn the_readme_loss_table_is_generated_from_the_registry() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README.md");
+    let start = readme.find("<!-- losses:start -->").expect("README has <!-- losses:start -->");
+    let end = readme.find("<!-- losses:end -->").expect("README has <!-- losses:end -->");
+    let table = readme[start + "<!-- losses:start -->".len()..end].trim();
+    let generated = losskit_cli::commands::list::run(None, losskit_cli::commands::list::ListFormat::Markdown).unwrap();
+    assert_eq!(
+        table,
+        generated.trim(),
+        "README's loss table is stale: paste the output of `cargo run --release -p losskit-cli -- list --format markdown`"
+    );
 }

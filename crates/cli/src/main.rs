@@ -15,6 +15,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Train a bundled example (a CNN on blood-cell images by default) with any loss,
+    /// optimizer and schedule; live loss statistics, checkpoints, metrics.csv, summary.json,
+    /// loss.svg.
+    Train(commands::train_args::TrainArgs),
+    /// Train once per --loss on the same data, model and seed, and compare them.
+    Compare(commands::train_args::CompareArgs),
+    /// Evaluate a trained checkpoint on its validation data (or --data).
+    Evaluate(commands::train_args::EvaluateArgs),
     /// List every registered loss.
     List {
         /// Only this category: classification, segmentation, regression or composite.
@@ -23,6 +31,17 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: ListFormat,
+    },
+    /// Scaffold a new loss as a plugin crate under plugins/NAME and link it into losskit.
+    NewLoss {
+        /// The loss's name, snake_case (also the crate's name).
+        name: String,
+        /// classification, segmentation, regression or composite.
+        #[arg(long, default_value = "classification")]
+        category: losskit_core::Category,
+        /// The repository root (default: the checkout around the current directory).
+        #[arg(long)]
+        root: Option<PathBuf>,
     },
     /// Show a loss's documentation, options and an example config.
     Info {
@@ -54,8 +73,12 @@ enum Command {
 
 fn run(cli: Cli) -> anyhow::Result<String> {
     match cli.command {
+        Command::Train(args) => args.run(),
+        Command::Compare(args) => args.run(),
+        Command::Evaluate(args) => args.run(),
         Command::List { category, format } => commands::list::run(category.as_deref(), format),
         Command::Info { name } => commands::info::run(&name),
+        Command::NewLoss { name, category, root } => commands::new_loss::run(&name, category, root.as_deref()),
         Command::Eval {
             loss,
             output,

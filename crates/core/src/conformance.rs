@@ -8,7 +8,7 @@
 //! | property | what must hold |
 //! | --- | --- |
 //! | `finite` | value and gradient are finite on random inputs |
-//! | `extreme` | value and gradient stay finite at logits ±1e4, probabilities of exactly 0 and 1, large residuals, empty masks |
+//! | `extreme` | value and gradient stay finite at logits ±1e4, probabilities of exactly 0 and 1, residuals around 1e3, log-rates of ±30, empty masks |
 //! | `gradient` | autodiff gradient = central finite differences: `|g - fd| <= 2e-2·max|g| + 1e-4` in float32 (step `1e-3·max(1, |x|)`); elements where the one-sided slopes disagree (a kink) are skipped |
 //! | `reduction` | `none` has one finite value per sample; for per-sample losses `sum(none) = sum` and `sum / mean` is a count of elements (N, N·S, N·C or N·C·S), within 1e-4 relative |
 //! | `batch_order` | reversing the batch leaves `mean` and `sum` unchanged and reverses `none` |
@@ -186,7 +186,6 @@ pub struct Case {
 impl Case {
     /// A random input of `rank` with targets of `kind`, fitting `capabilities`.
     pub fn random(capabilities: &Capabilities, rank: usize, kind: TargetKind, seed: u64) -> Case {
-        let mut rng = SplitMix::new(seed);
         let channels = capabilities
             .min_channels
             .max(3)
@@ -197,17 +196,28 @@ impl Case {
             4 => vec![2, channels, 4, 3],
             _ => vec![2, channels, 2, 3, 2],
         };
+        Case::generate(capabilities, &shape, kind, seed, 1.0)
+    }
+
+    /// A random input of `shape` with targets of `kind`; unbounded outputs (logits, real
+    /// values) are multiplied by `scale`.
+    pub fn generate(capabilities: &Capabilities, shape: &[usize], kind: TargetKind, seed: u64, scale: f64) -> Case {
+        let mut rng = SplitMix::new(seed);
         let count: usize = shape.iter().product();
-        let positions = count / (shape[0] * shape[1]);
+        let positions = count / (shape[0] * shape[1]).max(1);
+        let mut values = random_output(capabilities.output, shape, &mut rng);
+        if matches!(capabilities.output, OutputDomain::Logits | OutputDomain::Real) {
+            values.iter_mut().for_each(|v| *v *= scale);
+        }
         let output = HostArray {
-            shape: shape.clone(),
-            values: HostValues::Float(random_output(capabilities.output, &shape, &mut rng)),
+            shape: shape.to_vec(),
+            values: HostValues::Float(values),
         };
-        let target = random_target(kind, &shape, positions, &mut rng);
+        let target = random_target(kind, shape, positions, &mut rng);
         Case {
             output,
             target,
-            description: format!("output {shape:?} of {:?}, target {kind:?} (seed {seed})", capabilities.output),
+            description: format!("output {shape:?} of {:?} (scale {scale}), target {kind:?} (seed {seed})", capabilities.output),
         }
     }
 
@@ -507,7 +517,7 @@ impl Kit<'_> {
 fn random_output(domain: OutputDomain, shape: &[usize], rng: &mut SplitMix) -> Vec<f64> {
     let count: usize = shape.iter().product();
     match domain {
-        OutputDomain::Logits | OutputDomain::Real => (0..count).map(|_| 1.5 * rng.normal()).collect(),
+        OutputDomain::Logits | OutputDomain::Real | OutputDomain::LogRate => (0..count).map(|_| 1.5 * rng.normal()).collect(),
         OutputDomain::Probabilities => softmax_over_channels(&(0..count).map(|_| rng.normal()).collect::<Vec<_>>(), shape),
         OutputDomain::UnitInterval => (0..count).map(|_| 0.05 + 0.9 * rng.uniform()).collect(),
         OutputDomain::AboveMinusOne => (0..count).map(|_| 3.0 * rng.uniform()).collect(),
@@ -607,7 +617,7 @@ fn perfect_case(case: &Case, capabilities: &Capabilities) -> Case {
     let output = match capabilities.output {
         OutputDomain::Logits => truth.iter().map(|t| if *t > 0.5 { 30.0 } else { -30.0 }).collect(),
         OutputDomain::Probabilities | OutputDomain::UnitInterval => truth.clone(),
-        OutputDomain::Real | OutputDomain::AboveMinusOne => truth.clone(),
+        OutputDomain::Real | OutputDomain::AboveMinusOne | OutputDomain::LogRate => truth.clone(),
     };
     Case {
         output: HostArray {
@@ -650,6 +660,9 @@ fn extreme_cases(case: &Case, capabilities: &Capabilities) -> Vec<Case> {
         }
         OutputDomain::Real | OutputDomain::AboveMinusOne => {
             cases.push(case.with_output(base.iter().map(|v| v * 1e3 + 1e3).collect(), "residuals around 1e3"));
+        }
+        OutputDomain::LogRate => {
+            cases.push(case.with_output(base.iter().map(|v| if *v >= 0.0 { 30.0 } else { -30.0 }).collect(), "log-rates of ±30"));
         }
     }
     // Empty masks: every target position background (class 0), or all-zero masks.

@@ -76,6 +76,8 @@ pub enum OutputDomain {
     Real,
     /// Real values above -1 (e.g. for `log1p`).
     AboveMinusOne,
+    /// The log of a rate or scale: real values whose `exp` must stay finite (|x| < 80).
+    LogRate,
 }
 
 /// What a configured loss accepts and promises.

@@ -41,6 +41,11 @@ pub fn checked_indices(
 
 /// One-hot encoding `[N, C, S]` of class indices `[N, S]` (which must be in range).
 pub fn one_hot(indices: Tensor<2, Int>, classes: usize) -> Tensor<3> {
+    if classes == 1 {
+        // burn's one_hot refuses a single class; its only index, 0, encodes as all ones.
+        let [n, s] = indices.dims();
+        return indices.float().reshape([n, 1, s]).zeros_like() + 1.0;
+    }
     indices.one_hot::<3>(classes).float().swap_dims(1, 2)
 }
 

@@ -129,21 +129,31 @@ impl FocalLoss {
         Ok(Some(Tensor::<1>::from_data(TensorData::new(alpha.clone(), [channels]), &input.device()).reshape([1, channels, 1])))
     }
 
-    fn modulating(&self, complement: Tensor<3>) -> Tensor<3> {
-        complement.clamp_min(MIN_COMPLEMENT).powf_scalar(self.config.gamma as f64)
+}
+
+/// The focal loss of each element `[N, C, S]` of logits against a dense target, before class
+/// weights and reduction: the softmax form (over C) or the sigmoid form (each element alone).
+pub(crate) fn focal_elements(output: Tensor<3>, target: Tensor<3>, gamma: f64, sigmoid_form: bool) -> Tensor<3> {
+    let modulating = |complement: Tensor<3>| complement.clamp_min(MIN_COMPLEMENT).powf_scalar(gamma);
+    if sigmoid_form {
+        let bce = (target.clone().neg() + 1.0) * output.clone() + softplus(output.clone().neg(), 1.0);
+        let complement = target.clone() * sigmoid(output.clone().neg()) + (target.neg() + 1.0) * sigmoid(output);
+        return modulating(complement) * bce;
     }
+    let log_p = log_softmax(output, 1);
+    let complement = log_p.clone().exp().neg() + 1.0;
+    (modulating(complement) * log_p * target).neg()
 }
 
 impl Loss for FocalLoss {
     fn forward(&self, input: LossInput, reduction: Reduction) -> Result<LossValue, Error> {
         let [n, channels, s] = input.output().dims();
         let alpha = self.alpha(channels, &input)?;
+        let gamma = self.config.gamma as f64;
         if self.uses_sigmoid(channels) {
             let (target, _) = dense_target(input.target(), channels, None)?;
             let (output, _) = input.into_parts();
-            let bce = (target.clone().neg() + 1.0) * output.clone() + softplus(output.clone().neg(), 1.0);
-            let complement = target.clone() * sigmoid(output.clone().neg()) + (target.clone().neg() + 1.0) * sigmoid(output);
-            let mut loss = self.modulating(complement) * bce;
+            let mut loss = focal_elements(output, target.clone(), gamma, true);
             if let Some(alpha) = alpha {
                 loss = loss * (target.clone() * alpha.clone() + (target.neg() + 1.0) * (alpha.neg() + 1.0));
             }
@@ -152,13 +162,11 @@ impl Loss for FocalLoss {
         let (target, valid) = dense_target(input.target(), channels, self.config.ignore_index)?;
         let is_indices = matches!(input.target(), Target::Indices(_));
         let (output, _) = input.into_parts();
-        let log_p = log_softmax(output, 1);
-        let complement = log_p.clone().exp().neg() + 1.0;
-        let mut loss = self.modulating(complement) * log_p * target;
+        let mut loss = focal_elements(output, target, gamma, false);
         if let Some(alpha) = alpha {
             loss = loss * alpha;
         }
-        let loss = loss.sum_dim(1).reshape([n, s]).neg();
+        let loss = loss.sum_dim(1).reshape([n, s]);
         Ok(match (valid, is_indices) {
             (Some(valid), _) => reduce_weighted(loss, valid, reduction),
             _ => reduce_positions(loss, reduction),

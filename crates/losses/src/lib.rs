@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 mod elementwise;
+mod overlap;
 
 // Classification.
 mod binary_cross_entropy;
@@ -15,6 +16,19 @@ mod kl_div;
 mod multi_margin;
 mod quadratic;
 mod weighted_cross_entropy;
+
+// Segmentation.
+mod dice;
+mod dice_ce;
+mod dice_focal;
+mod focal_tversky;
+mod generalized_dice;
+mod jaccard;
+mod lovasz;
+mod tversky;
+
+// Composite.
+mod weighted_sum;
 
 // Regression.
 mod huber;
@@ -28,10 +42,17 @@ mod smooth_l1;
 
 pub use binary_cross_entropy::*;
 pub use cross_entropy::*;
+pub use dice::*;
+pub use dice_ce::*;
+pub use dice_focal::*;
 pub use focal::*;
+pub use focal_tversky::*;
+pub use generalized_dice::*;
 pub use huber::*;
+pub use jaccard::*;
 pub use kl_div::*;
 pub use log_cosh::*;
+pub use lovasz::*;
 pub use mae::*;
 pub use mse::*;
 pub use msle::*;
@@ -40,7 +61,9 @@ pub use poisson_nll::*;
 pub use quadratic::*;
 pub use quantile::*;
 pub use smooth_l1::*;
+pub use tversky::*;
 pub use weighted_cross_entropy::*;
+pub use weighted_sum::*;
 
 #[cfg(test)]
 pub(crate) mod testing;

@@ -97,7 +97,7 @@ impl Loss for PoissonNllLoss {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             targets: vec![TargetKind::NonNegative],
-            output: if self.config.log_input { OutputDomain::Real } else { OutputDomain::UnitInterval },
+            output: if self.config.log_input { OutputDomain::LogRate } else { OutputDomain::UnitInterval },
             minimum: None,
             ..Capabilities::regression()
         }

@@ -11,6 +11,8 @@ pub enum ListFormat {
     Table,
     /// A JSON array.
     Json,
+    /// A Markdown table (the README's loss table).
+    Markdown,
 }
 
 /// Prints the registered losses, optionally of one category.
@@ -38,6 +40,20 @@ pub fn run(category: Option<&str>, format: ListFormat) -> Result<String> {
                 })
                 .collect();
             serde_json::to_string_pretty(&rows)?
+        }
+        ListFormat::Markdown => {
+            let mut out = String::from("| loss | aliases | category | summary |\n| --- | --- | --- | --- |\n");
+            for entry in &selected {
+                let aliases: Vec<String> = entry.aliases.iter().map(|a| format!("`{a}`")).collect();
+                out.push_str(&format!(
+                    "| `{}` | {} | {} | {} |\n",
+                    entry.name,
+                    aliases.join(", "),
+                    entry.category.as_str(),
+                    entry.summary.replace('|', "\\|")
+                ));
+            }
+            out
         }
         ListFormat::Table => {
             let name_width = selected.iter().map(|e| e.name.len()).max().unwrap_or(4).max(4);

@@ -1,8 +1,13 @@
 //! One module per `losskit` command.
 
+pub mod compare;
 pub mod eval;
+pub mod evaluate;
 pub mod info;
 pub mod list;
+pub mod new_loss;
+pub mod train;
+pub mod train_args;
 
 use anyhow::Result;
 use burn::tensor::Device;

@@ -1,0 +1,181 @@
+//! The command-line arguments of `train`, `compare` and `evaluate` (kept here so `main.rs`
+//! only lists the commands).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use losskit_optim::{Progress, TaskKind};
+
+use crate::commands::{compare, evaluate, train::{self, TrainRequest}};
+
+/// `--task`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TaskArg {
+    /// The CNN on blood-cell images (or `--data`: an image folder or idx files).
+    Classification,
+    /// The U-Net on cell images with masks (or `--data`: images/ and masks/ folders).
+    Segmentation,
+}
+
+/// `--progress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressArg {
+    /// A live line on a terminal, one line per epoch otherwise.
+    Auto,
+    /// One line per epoch.
+    Lines,
+    /// Nothing on stderr.
+    Quiet,
+}
+
+/// Options shared by `train` and `compare`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// classification (default) or segmentation.
+    #[arg(long, value_enum, default_value = "classification")]
+    pub task: TaskArg,
+    /// Data folder: `<class>/*.png|jpg`, MNIST-format idx files, or `images/` + `masks/`
+    /// (default: generated blood-cell images).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// The optimizer: a name (sgd, adam, adamw, rmsprop, adagrad) or a JSON object such as
+    /// {"name": "sgd", "lr": 0.05, "momentum": 0.9}.
+    #[arg(long, default_value = "adam")]
+    pub optimizer: String,
+    /// The learning-rate schedule: constant (default), step, exponential, cosine, warmup, or a
+    /// JSON object such as {"name": "cosine", "warmup_steps": 50}.
+    #[arg(long)]
+    pub schedule: Option<String>,
+    /// Epochs (default: 6 for classification, 10 for segmentation).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Samples per step (default: 32 for classification, 16 for segmentation).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Device: cpu (default), flex, ndarray, wgpu.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Output folder (default: runs/<task>, or runs/compare-<task> for compare).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Seed of weights, shuffling and generated data.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Class imbalance of the generated classification data: the most frequent class has this
+    /// many times the images of the rarest (eosinophil).
+    #[arg(long, default_value_t = 1.0)]
+    pub imbalance: f64,
+    /// Use at most this many training samples.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// The model's base width (channels of its first block).
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Stop each epoch after this many steps (quick checks).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Replace an earlier run in the output folder.
+    #[arg(long)]
+    pub force: bool,
+    /// How progress is shown on stderr.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressArg,
+}
+
+impl RunArgs {
+    fn request(&self, loss: String, default_out: &str) -> TrainRequest {
+        let task = match self.task {
+            TaskArg::Classification => TaskKind::Classification,
+            TaskArg::Segmentation => TaskKind::Segmentation,
+        };
+        let out = self.out.clone().unwrap_or_else(|| PathBuf::from(format!("{default_out}{}", task.as_str())));
+        let mut request = TrainRequest::new(task, out);
+        request.data = self.data.clone();
+        request.loss = loss;
+        request.optimizer = self.optimizer.clone();
+        request.schedule = self.schedule.clone();
+        request.epochs = self.epochs;
+        request.batch_size = self.batch_size;
+        request.device = self.device.clone();
+        request.seed = self.seed;
+        request.imbalance = self.imbalance;
+        request.limit = self.limit;
+        request.width = self.width;
+        request.max_steps = self.max_steps;
+        request.force = self.force;
+        request.progress = match self.progress {
+            ProgressArg::Auto => Progress::Auto,
+            ProgressArg::Lines => Progress::Lines,
+            ProgressArg::Quiet => Progress::Quiet,
+        };
+        request
+    }
+}
+
+/// `losskit train`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// The loss: a name, a JSON object, or a .json/.toml file.
+    #[arg(long, default_value = "cross_entropy")]
+    pub loss: String,
+    /// Continue the run in --out from its last checkpoint (its settings are kept; --epochs may
+    /// extend it).
+    #[arg(long)]
+    pub resume: bool,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// `losskit compare`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompareArgs {
+    /// A loss to compare (repeat: --loss A --loss B ...).
+    #[arg(long = "loss", required = true)]
+    pub losses: Vec<String>,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// `losskit evaluate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvaluateArgs {
+    /// A checkpoint file, or the run folder holding checkpoint.lkc.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Other data of the same kind (default: the run's validation data).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Device: cpu (default), flex, ndarray, wgpu.
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+impl TrainArgs {
+    /// Runs `train`.
+    pub fn run(&self) -> Result<String> {
+        let mut request = self.run.request(self.loss.clone(), "runs/");
+        request.resume = self.resume;
+        train::run(&request)
+    }
+}
+
+impl CompareArgs {
+    /// Runs `compare`.
+    pub fn run(&self) -> Result<String> {
+        let mut request = self.run.request(String::new(), "runs/compare-");
+        request.force = true;
+        if request.progress == Progress::Auto {
+            request.progress = Progress::Lines;
+        }
+        compare::run(&request, &self.losses)
+    }
+}
+
+impl EvaluateArgs {
+    /// Runs `evaluate`.
+    pub fn run(&self) -> Result<String> {
+        evaluate::run(&self.checkpoint, self.data.as_deref(), self.device.as_deref())
+    }
+}

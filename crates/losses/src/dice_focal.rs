@@ -1,0 +1,254 @@
+use burn::{config::Config, tensor::Tensor};
+use losskit_core::{
+    Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction,
+    config::{OptionError, ensure},
+    reduce::{reduce_positions, reduce_weighted},
+};
+
+use crate::{
+    dice::{DiceLoss, DiceLossConfig},
+    dice_ce::logits_activation,
+    focal::focal_elements,
+    overlap::{Activation, check_non_negative},
+};
+
+/// Options of [`DiceFocalLoss`].
+#[derive(Config, Debug)]
+pub struct DiceFocalLossConfig {
+    /// Weight of the Dice term.
+    #[config(default = 1.0)]
+    pub lambda_dice: f32,
+    /// Weight of the focal term.
+    #[config(default = 1.0)]
+    pub lambda_focal: f32,
+    /// The focal term's focusing parameter γ >= 0.
+    #[config(default = 2.0)]
+    pub gamma: f32,
+    /// `softmax` (softmax focal) or `sigmoid` (sigmoid focal per channel).
+    #[config(default = "String::from(\"softmax\")")]
+    pub activation: String,
+    /// `false` leaves channel 0 (the background) out of both terms.
+    #[config(default = true)]
+    pub include_background: bool,
+    /// Dice: added to the numerator.
+    #[config(default = 1e-5)]
+    pub smooth_nr: f32,
+    /// Dice: added to the denominator (> 0).
+    #[config(default = 1e-5)]
+    pub smooth_dr: f32,
+    /// Dice: squares the prediction and target in the denominator.
+    #[config(default = false)]
+    pub squared_pred: bool,
+    /// Dice: sums over the batch before the ratio.
+    #[config(default = false)]
+    pub batch: bool,
+    /// Dice: soft IoU instead of Dice.
+    #[config(default = false)]
+    pub jaccard: bool,
+    /// Per-class weights of both terms, one per output channel.
+    pub weights: Option<Vec<f32>>,
+    /// A target class index whose positions count in neither term.
+    pub ignore_index: Option<i64>,
+}
+
+impl DiceFocalLossConfig {
+    fn dice(&self) -> DiceLossConfig {
+        DiceLossConfig {
+            activation: self.activation.clone(),
+            include_background: self.include_background,
+            smooth_nr: self.smooth_nr,
+            smooth_dr: self.smooth_dr,
+            squared_pred: self.squared_pred,
+            batch: self.batch,
+            jaccard: self.jaccard,
+            weights: self.weights.clone(),
+            ignore_index: self.ignore_index,
+        }
+    }
+}
+
+impl LossConfig for DiceFocalLossConfig {
+    fn example() -> Self {
+        Self::new()
+    }
+
+    fn validate(&self) -> Result<(), OptionError> {
+        check_non_negative("lambda_dice", self.lambda_dice)?;
+        check_non_negative("lambda_focal", self.lambda_focal)?;
+        ensure(self.gamma.is_finite() && self.gamma >= 0.0, "gamma", || {
+            format!("must be a finite number >= 0, got {}", self.gamma)
+        })?;
+        logits_activation(&self.activation)?;
+        self.dice().validate()
+    }
+
+    fn build(self) -> Result<Box<dyn Loss>, ConfigError> {
+        Ok(Box::new(DiceFocalLoss {
+            dice: DiceLoss::new("dice_focal", self.dice())?,
+            lambda_dice: self.lambda_dice as f64,
+            lambda_focal: self.lambda_focal as f64,
+            gamma: self.gamma as f64,
+        }))
+    }
+}
+
+losskit_core::documented! {
+    /// # What it does
+    /// Dice plus focal loss, each weighted (MONAI's `DiceFocalLoss(softmax=True,
+    /// use_softmax=True)`):
+    ///
+    /// ```text
+    /// loss  = λ_dice · dice(x, y) + λ_focal · focal(x, y)
+    /// focal = 1/(M·K) · Σ_positions Σ_c w_c · l_c         (K counted classes, M positions)
+    /// softmax: l_c = -(1 - p_c)^γ · t_c · log p_c          sigmoid: l_c = (1 - p_t)^γ · BCE(x_c, t_c)
+    /// ```
+    ///
+    /// The Dice term is the `dice` loss with the same options. The focal term follows the
+    /// activation: with `softmax` (the default here) it is the softmax focal loss of the whole
+    /// distribution, with `sigmoid` the sigmoid focal loss of each channel; MONAI's default is
+    /// the sigmoid form unless `use_softmax`, which this loss makes explicit through
+    /// `activation`. As in MONAI the focal mean is over every (position, counted class)
+    /// element, so it is the `focal` loss divided by K; without the background, channel 0 is
+    /// left out of the focal sum too (after the softmax over all channels, where MONAI would
+    /// renormalise over the remaining ones). `sum` and `none` add the focal values over
+    /// positions (over each sample's positions) divided by K; both terms, already weighted, are
+    /// reported as `dice` and `focal`.
+    ///
+    /// Edge cases: empty masks give a Dice term ≈ 0 through the smoothing (no 0/0), absent
+    /// classes contribute as in MONAI, ignored positions count in neither term, and when every
+    /// position is ignored both terms are 0 with a zero gradient; `(1 - p)` is floored before
+    /// the power, so everything stays finite for any finite logits.
+    ///
+    /// # When to use it
+    /// Segmentation with heavy imbalance and many easy background pixels: the focal term
+    /// concentrates on the hard pixels, the Dice term on per-class overlap.
+    ///
+    /// # Options
+    /// - `lambda_dice` (float >= 0, default 1), `lambda_focal` (float >= 0, default 1).
+    /// - `gamma` (float >= 0, default 2).
+    /// - `activation` (`softmax` | `sigmoid`, default `softmax`).
+    /// - Dice: `include_background` (also for the focal term), `smooth_nr`, `smooth_dr`,
+    ///   `squared_pred`, `batch`, `jaccard` (as in `dice`).
+    /// - `weights` (list of floats, one per output channel): per-class weights of both terms.
+    /// - `ignore_index` (integer, default none).
+    ///
+    /// # Example
+    /// ```json
+    /// {"name": "dice_focal", "gamma": 2.0, "lambda_focal": 0.5}
+    /// ```
+    ///
+    /// # References
+    /// - MONAI `monai.losses.DiceFocalLoss`.
+    /// - Lin et al., "Focal Loss for Dense Object Detection" (ICCV 2017).
+    /// - Zhu et al., "AnatomyNet" (Medical Physics 2019), Dice + focal.
+    #[derive(Debug, Clone)]
+    pub struct DiceFocalLoss {
+        dice: DiceLoss,
+        lambda_dice: f64,
+        lambda_focal: f64,
+        gamma: f64,
+    }
+}
+
+losskit_core::register_loss!(DiceFocalLoss {
+    name: "dice_focal",
+    aliases: [],
+    category: Segmentation,
+    summary: "Weighted sum of Dice and focal loss (MONAI DiceFocalLoss), softmax or sigmoid; reports both terms.",
+    config: DiceFocalLossConfig,
+});
+
+impl DiceFocalLoss {
+    /// The focal term: the mean over (position, counted class) elements, as MONAI's
+    /// `FocalLoss` takes it.
+    fn focal(&self, input: &LossInput, reduction: Reduction) -> Result<Tensor<1>, Error> {
+        let overlap = self.dice.overlap();
+        let channels = input.channels();
+        let (target, valid) = overlap.target(input)?;
+        let sigmoid = overlap.activation == Activation::Sigmoid;
+        let elements = overlap.counted_classes(focal_elements(input.output().clone(), target, self.gamma, sigmoid));
+        let [n, classes, s] = elements.dims();
+        let elements = match overlap.class_weights(channels, &input.device())? {
+            Some(weights) => elements * weights.reshape([1, classes, 1]),
+            None => elements,
+        };
+        let per_position = elements.sum_dim(1).reshape([n, s]) / classes as f64;
+        Ok(match valid {
+            Some(valid) => reduce_weighted(per_position * valid.clone(), valid, reduction),
+            None => reduce_positions(per_position, reduction),
+        })
+    }
+}
+
+impl Loss for DiceFocalLoss {
+    fn forward(&self, input: LossInput, reduction: Reduction) -> Result<LossValue, Error> {
+        let focal = self.focal(&input, reduction)? * self.lambda_focal;
+        let dice = self.dice.forward(input, reduction)?.value * self.lambda_dice;
+        Ok(LossValue {
+            value: dice.clone() + focal.clone(),
+            terms: vec![("dice".into(), dice), ("focal".into(), focal)],
+        })
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.dice.capabilities()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::*;
+
+    fn example() -> LossInput {
+        let values = [0.3, -1.0, 2.0, 0.5, 0.1, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9, -1.3];
+        LossInput::with_indices(floats(&values, [2, 3, 2]), ints(&[2, 0, 1, 1], [2, 2])).unwrap()
+    }
+
+    #[test]
+    fn is_dice_plus_the_focal_loss_over_the_classes() {
+        let loss = build(r#"{"name": "dice_focal", "lambda_dice": 0.5, "lambda_focal": 2.0, "gamma": 2.0}"#);
+        let dice = value(build("dice").as_ref(), example(), Reduction::Mean)[0];
+        let focal = value(build(r#"{"name": "focal", "gamma": 2.0}"#).as_ref(), example(), Reduction::Mean)[0];
+        let result = loss.forward(example(), Reduction::Mean).unwrap();
+        assert_close(&losskit_core::input::to_f64_vec(result.value), &[0.5 * dice + 2.0 * focal / 3.0], 1e-6);
+        assert_eq!(result.terms.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(), ["dice", "focal"]);
+    }
+
+    #[test]
+    fn hand_computed_focal_term_and_gradient() {
+        // One position of class 0 with p = [1/2, 1/2]: focal = -(1/2)^2·log(1/2) / 2 classes.
+        let loss = build(r#"{"name": "dice_focal", "lambda_dice": 0.0}"#);
+        let (value, grad) = value_and_grad(loss.as_ref(), floats(&[0.0, 0.0], [1, 2, 1]), |o| {
+            LossInput::with_indices(o, ints(&[0], [1, 1])).unwrap()
+        });
+        assert_close(&[value], &[0.25 * 2f64.ln() / 2.0], 1e-6);
+        // Focal gradient at p = 1/2, γ = 2 (see focal's test), halved.
+        let p: f64 = 0.5;
+        let dz = (2.0 * (1.0 - p) * p.ln() - (1.0 - p).powi(2) / p) * p * (1.0 - p) / 2.0;
+        assert_close(&grad, &[dz, -dz], 1e-5);
+    }
+
+    #[test]
+    fn sigmoid_form_and_ignored_positions() {
+        let loss = build(r#"{"name": "dice_focal", "activation": "sigmoid", "lambda_dice": 0.0, "gamma": 1.0, "ignore_index": 7}"#);
+        // The ignored position would add a large loss.
+        let input = LossInput::with_indices(floats(&[0.0, 9.0], [1, 1, 2]), ints(&[1, 7], [1, 2])).unwrap();
+        // p_t = 1/2: (1/2)·log 2 over the one counted position.
+        assert_close(&value(loss.as_ref(), input, Reduction::Mean), &[0.5 * 2f64.ln()], 1e-6);
+    }
+
+    #[test]
+    fn bad_options_are_named() {
+        assert!(build_error(r#"{"name": "dice_focal", "gamma": -2.0}"#).contains("`gamma`"));
+        assert!(build_error(r#"{"name": "dice_focal", "lambda_focal": -1.0}"#).contains("`lambda_focal`"));
+        assert!(build_error(r#"{"name": "dice_focal", "activation": "none"}"#).contains("`activation`"));
+    }
+
+    #[test]
+    fn passes_the_conformance_kit() {
+        losskit_core::conformance::check_registered("dice_focal").unwrap().assert_passed();
+        let config = r#"{"name": "dice_focal", "activation": "sigmoid", "include_background": false}"#;
+        losskit_core::conformance::check(config, build(config).as_ref()).assert_passed();
+    }
+}

@@ -1,0 +1,259 @@
+//! What the Dice family (Dice, Jaccard, generalised Dice, Tversky, focal Tversky and the
+//! compounds built on Dice) shares: turning the output into probabilities and the target into
+//! masks, the per-class overlap sums every ratio is built from, and one reduction policy.
+//!
+//! Conventions, the same for every loss of the family:
+//! - class indices are one-hot encoded (MONAI's `to_onehot_y`); with a single output channel
+//!   they are the binary mask itself (0 background, 1 foreground);
+//! - ignored positions (`ignore_index`) are removed from both the prediction and the target
+//!   sums; a sample (or, with `batch`, the batch) without any counted position gives 0 with a
+//!   zero gradient;
+//! - the ratios are smoothed (`smooth_nr`, `smooth_dr > 0`), so empty masks never give 0/0.
+
+use burn::tensor::{
+    Tensor, TensorData,
+    activation::{sigmoid, softmax},
+};
+use losskit_core::{
+    Capabilities, Error, LossInput, OutputDomain, Reduction, Target, TargetKind,
+    config::{OptionError, check_weights, ensure},
+    error::InputError,
+    targets::{checked_indices, dense_target},
+};
+
+/// How the output becomes probabilities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Activation {
+    /// Softmax over the channels: mutually exclusive classes.
+    Softmax,
+    /// Sigmoid per element: independent masks (multi-label, binary).
+    Sigmoid,
+    /// The output already holds probabilities.
+    Identity,
+}
+
+impl Activation {
+    /// The `activation` option's value, checked.
+    pub(crate) fn parse(value: &str) -> Result<Self, OptionError> {
+        match value {
+            "softmax" => Ok(Self::Softmax),
+            "sigmoid" => Ok(Self::Sigmoid),
+            "none" => Ok(Self::Identity),
+            other => Err(OptionError::new(
+                "activation",
+                format!("must be \"softmax\", \"sigmoid\" or \"none\", got \"{other}\""),
+            )),
+        }
+    }
+
+    fn apply(self, output: Tensor<3>) -> Tensor<3> {
+        match self {
+            Self::Softmax => softmax(output, 1),
+            Self::Sigmoid => sigmoid(output),
+            Self::Identity => output,
+        }
+    }
+
+    /// What an overlap loss with this activation accepts.
+    pub(crate) fn capabilities(self) -> Capabilities {
+        let segmentation = Capabilities::segmentation();
+        match self {
+            Self::Softmax => segmentation,
+            Self::Sigmoid => Capabilities {
+                targets: vec![TargetKind::BinaryMask, TargetKind::ClassIndices],
+                min_channels: 1,
+                ..segmentation
+            },
+            Self::Identity => Capabilities {
+                targets: vec![TargetKind::ClassIndices, TargetKind::Probabilities, TargetKind::BinaryMask],
+                min_channels: 1,
+                output: OutputDomain::UnitInterval,
+                ..segmentation
+            },
+        }
+    }
+}
+
+/// Checks the options every overlap loss has; returns the activation.
+pub(crate) fn validate_common(
+    activation: &str,
+    smooth_nr: f32,
+    smooth_dr: f32,
+    weights: Option<&[f32]>,
+) -> Result<Activation, OptionError> {
+    let activation = Activation::parse(activation)?;
+    ensure(smooth_nr.is_finite() && smooth_nr >= 0.0, "smooth_nr", || {
+        format!("must be a finite number >= 0, got {smooth_nr}")
+    })?;
+    // A zero denominator smoothing would make empty masks 0/0.
+    ensure(smooth_dr.is_finite() && smooth_dr > 0.0, "smooth_dr", || {
+        format!("must be a finite number > 0 (it keeps empty masks from giving 0/0), got {smooth_dr}")
+    })?;
+    if let Some(weights) = weights {
+        check_weights("weights", weights)?;
+    }
+    Ok(activation)
+}
+
+/// Checks a non-negative, finite coefficient.
+pub(crate) fn check_non_negative(option: &str, value: f32) -> Result<(), OptionError> {
+    ensure(value.is_finite() && value >= 0.0, option, || format!("must be a finite number >= 0, got {value}"))
+}
+
+/// The options that decide which probabilities and masks an overlap loss compares.
+#[derive(Debug, Clone)]
+pub(crate) struct Overlap {
+    /// The loss's name, for errors.
+    pub(crate) name: &'static str,
+    pub(crate) activation: Activation,
+    pub(crate) include_background: bool,
+    pub(crate) squared_pred: bool,
+    pub(crate) batch: bool,
+    /// Per-class weights of the per-class values, one per output channel.
+    pub(crate) weights: Option<Vec<f32>>,
+    pub(crate) ignore_index: Option<i64>,
+}
+
+/// Per-class sums over the positions, `[B, K]`: B = N, or 1 with `batch`; K = the counted
+/// classes.
+#[derive(Debug, Clone)]
+pub(crate) struct Sums {
+    /// `Σ p·t`.
+    pub(crate) intersection: Tensor<2>,
+    /// `Σ p` (`Σ p²` with `squared_pred`).
+    pub(crate) prediction: Tensor<2>,
+    /// `Σ t` (`Σ t²` with `squared_pred`).
+    pub(crate) truth: Tensor<2>,
+    /// `[B, 1]`: 1 where some position counts, 0 where every one is ignored.
+    counted: Option<Tensor<2>>,
+    samples: usize,
+}
+
+impl Overlap {
+    fn unsupported(&self, problem: String) -> Error {
+        InputError::Unsupported {
+            loss: self.name.into(),
+            problem,
+        }
+        .into()
+    }
+
+    /// The dense target `[N, C, S]` and the mask `[N, S]` of counted positions, if some are
+    /// ignored.
+    pub(crate) fn target(&self, input: &LossInput) -> Result<(Tensor<3>, Option<Tensor<2>>), Error> {
+        let channels = input.channels();
+        match input.target() {
+            // One channel: the indices are the binary mask, as MONAI reads a `[N, 1, ...]` label.
+            Target::Indices(indices) if channels == 1 => {
+                let (indices, valid) = checked_indices(indices, 2, self.ignore_index)?;
+                let [n, s] = indices.dims();
+                Ok((indices.float().reshape([n, 1, s]), valid))
+            }
+            target => Ok(dense_target(target, channels, self.ignore_index)?),
+        }
+    }
+
+    /// The probabilities and the target of the counted classes, `[N, K, S]` each, with ignored
+    /// positions zero in both; and the counted-position mask.
+    pub(crate) fn probabilities(&self, input: LossInput) -> Result<(Tensor<3>, Tensor<3>, Option<Tensor<2>>), Error> {
+        if self.activation == Activation::Softmax && input.channels() < 2 {
+            return Err(self.unsupported(
+                "needs at least 2 channels with softmax; use \"activation\": \"sigmoid\" for a single-channel mask".into(),
+            ));
+        }
+        let (target, valid) = self.target(&input)?;
+        let (output, _) = input.into_parts();
+        let mut probabilities = self.activation.apply(output);
+        if let Some(valid) = &valid {
+            probabilities = probabilities * valid.clone().unsqueeze_dim::<3>(1);
+        }
+        Ok((self.counted_classes(probabilities), self.counted_classes(target), valid))
+    }
+
+    /// Drops the background channel 0 unless it is included (or the only channel, as MONAI
+    /// keeps it).
+    pub(crate) fn counted_classes(&self, values: Tensor<3>) -> Tensor<3> {
+        let channels = values.dims()[1];
+        let dropped = self.dropped(channels);
+        values.narrow(1, dropped, channels - dropped)
+    }
+
+    fn dropped(&self, channels: usize) -> usize {
+        usize::from(!self.include_background && channels > 1)
+    }
+
+    /// The per-class sums of `input`.
+    pub(crate) fn sums(&self, input: LossInput) -> Result<Sums, Error> {
+        let samples = input.batch_size();
+        let (probabilities, target, valid) = self.probabilities(input)?;
+        let intersection = self.over_positions(probabilities.clone() * target.clone());
+        let (prediction, truth) = if self.squared_pred {
+            (probabilities.clone() * probabilities, target.clone() * target)
+        } else {
+            (probabilities, target)
+        };
+        let counted = valid.map(|valid| {
+            let per_sample = valid.sum_dim(1);
+            let any = if self.batch { per_sample.sum_dim(0) } else { per_sample };
+            any.greater_elem(0.0).float()
+        });
+        Ok(Sums {
+            intersection,
+            prediction: self.over_positions(prediction),
+            truth: self.over_positions(truth),
+            counted,
+            samples,
+        })
+    }
+
+    /// Sums `[N, K, S]` over the positions (and the batch with `batch`): `[B, K]`.
+    fn over_positions(&self, values: Tensor<3>) -> Tensor<2> {
+        let [n, k, s] = values.dims();
+        if self.batch {
+            values.swap_dims(0, 1).reshape([k, n * s]).sum_dim(1).reshape([1, k])
+        } else {
+            values.sum_dim(2).reshape([n, k])
+        }
+    }
+
+    /// The per-class weights of the counted classes, `[1, K]`.
+    pub(crate) fn class_weights(&self, channels: usize, device: &burn::tensor::Device) -> Result<Option<Tensor<2>>, Error> {
+        let Some(weights) = &self.weights else { return Ok(None) };
+        if weights.len() != channels {
+            return Err(self.unsupported(format!(
+                "has {} class weights but the output has {channels} classes (give one per class, background included)",
+                weights.len()
+            )));
+        }
+        let tensor = Tensor::<1>::from_data(TensorData::new(weights.clone(), [channels]), device).reshape([1, channels, 1]);
+        Ok(Some(self.counted_classes(tensor).reshape([1, channels - self.dropped(channels)])))
+    }
+
+    /// Weighs per-class values `[B, K]` by the class weights, zeroes samples without a counted
+    /// position, and reduces: `mean` and `sum` over every value, `none` the mean over classes
+    /// of each sample (with `batch`, the batch value repeated for each sample).
+    pub(crate) fn reduce(&self, values: Tensor<2>, sums: &Sums, channels: usize, reduction: Reduction) -> Result<Tensor<1>, Error> {
+        let mut values = values;
+        if let Some(weights) = self.class_weights(channels, &values.device())? {
+            values = values * weights;
+        }
+        Ok(reduce_classes(values, sums, reduction))
+    }
+}
+
+/// Zeroes samples without a counted position and reduces `[B, K]` (see [`Overlap::reduce`]).
+pub(crate) fn reduce_classes(values: Tensor<2>, sums: &Sums, reduction: Reduction) -> Tensor<1> {
+    let values = match &sums.counted {
+        Some(counted) => values * counted.clone(),
+        None => values,
+    };
+    match reduction {
+        Reduction::Mean => values.mean(),
+        Reduction::Sum => values.sum(),
+        Reduction::None => {
+            let [b, _] = values.dims();
+            let per_sample = values.mean_dim(1).reshape([b]);
+            if b == sums.samples { per_sample } else { per_sample.repeat_dim(0, sums.samples) }
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! # losskit-optim
+//!
+//! Optimizers and learning-rate schedules by name (wrapping burn's), and a training loop that
+//! takes any registered loss, any optimizer and any device, checkpoints every epoch, resumes,
+//! and reports live loss statistics: the loss of each step, epoch means, the mean over all
+//! epochs, validation loss, task metrics and the per-term values of composite losses.
+#![warn(missing_docs)]
+
+pub mod checkpoint;
+pub mod error;
+pub mod metrics;
+pub mod optimizer;
+mod options;
+pub mod schedule;
+pub mod stats;
+pub mod train;
+
+pub use checkpoint::{CHECKPOINT_FILE, Checkpoint, CheckpointMeta};
+pub use error::{OptimConfigError, TrainError};
+pub use metrics::{Confusion, Metrics, TaskKind};
+pub use optimizer::OptimizerConfig;
+pub use options::{parse_named_spec, split_named};
+pub use schedule::ScheduleConfig;
+pub use stats::{EpochStats, RunStats};
+pub use train::{Progress, Rng, Split, Task, TrainConfig, TrainOutcome, train};

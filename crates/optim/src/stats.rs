@@ -1,0 +1,359 @@
+//! Loss statistics of a run: per-step losses, epoch means, the mean over all epochs,
+//! validation loss, task metrics and per-term values; written as `metrics.csv`, `steps.csv`,
+//! `summary.json` and `loss.svg`.
+
+use std::{fmt::Write as _, path::Path};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::{
+    error::TrainError,
+    metrics::{Metrics, TaskKind},
+};
+
+/// The statistics of one finished epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochStats {
+    /// The epoch, from 1.
+    pub epoch: usize,
+    /// The loss of each optimizer step.
+    pub step_losses: Vec<f64>,
+    /// The mean training loss (weighted by batch size).
+    pub train_loss: f64,
+    /// Mean training values of the loss's terms (composite losses).
+    pub train_terms: Vec<(String, f64)>,
+    /// The training metrics (on the batches as trained, before each step).
+    pub train_metrics: Metrics,
+    /// The validation loss.
+    pub val_loss: f64,
+    /// Validation values of the loss's terms.
+    pub val_terms: Vec<(String, f64)>,
+    /// The validation metrics.
+    pub val_metrics: Metrics,
+    /// The learning rate of the epoch's last step.
+    pub lr: f64,
+    /// Wall time of the epoch in seconds (training and validation).
+    pub seconds: f64,
+}
+
+/// Every epoch so far, and what the run is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunStats {
+    /// The task kind.
+    pub task: TaskKind,
+    /// Class names, index order.
+    pub classes: Vec<String>,
+    /// The finished epochs.
+    pub epochs: Vec<EpochStats>,
+}
+
+impl RunStats {
+    /// The mean of the epoch training losses so far.
+    pub fn avg_loss_all_epochs(&self) -> f64 {
+        if self.epochs.is_empty() {
+            return f64::NAN;
+        }
+        self.epochs.iter().map(|e| e.train_loss).sum::<f64>() / self.epochs.len() as f64
+    }
+
+    /// The last finished epoch.
+    pub fn last(&self) -> Option<&EpochStats> {
+        self.epochs.last()
+    }
+
+    /// One line summing up an epoch (for logs and non-terminal output).
+    pub fn epoch_line(&self, total_epochs: usize) -> String {
+        let Some(e) = self.last() else {
+            return String::new();
+        };
+        let mut line = format!(
+            "epoch {}/{}  train_loss {:.4}  avg_loss_all_epochs {:.4}  val_loss {:.4}",
+            e.epoch,
+            total_epochs,
+            e.train_loss,
+            self.avg_loss_all_epochs(),
+            e.val_loss
+        );
+        match self.task {
+            TaskKind::Classification => {
+                let _ = write!(line, "  val_accuracy {:.4}", e.val_metrics.accuracy);
+            }
+            TaskKind::Segmentation => {
+                let _ = write!(
+                    line,
+                    "  val_dice {:.4}  val_iou {:.4}",
+                    e.val_metrics.dice.unwrap_or(f64::NAN),
+                    e.val_metrics.iou.unwrap_or(f64::NAN)
+                );
+            }
+        }
+        for (name, value) in &e.train_terms {
+            let _ = write!(line, "  {name} {value:.4}");
+        }
+        let _ = write!(line, "  lr {:.2e}  {:.1}s", e.lr, e.seconds);
+        line
+    }
+
+    /// `metrics.csv`: one row per epoch.
+    pub fn metrics_csv(&self) -> String {
+        let term_names: Vec<String> = self
+            .epochs
+            .first()
+            .map(|e| e.train_terms.iter().map(|(n, _)| n.clone()).collect())
+            .unwrap_or_default();
+        let mut out = String::from("epoch,train_loss,avg_loss_all_epochs,val_loss,train_accuracy,val_accuracy");
+        if self.task == TaskKind::Segmentation {
+            out.push_str(",val_dice,val_iou");
+        }
+        for class in &self.classes {
+            let _ = write!(out, ",val_recall_{}", csv_name(class));
+        }
+        for name in &term_names {
+            let _ = write!(out, ",train_{0},val_{0}", csv_name(name));
+        }
+        out.push_str(",lr,seconds\n");
+        let mut running = 0.0;
+        for (i, e) in self.epochs.iter().enumerate() {
+            running += e.train_loss;
+            let _ = write!(
+                out,
+                "{},{},{},{},{},{}",
+                e.epoch,
+                e.train_loss,
+                running / (i + 1) as f64,
+                e.val_loss,
+                e.train_metrics.accuracy,
+                e.val_metrics.accuracy
+            );
+            if self.task == TaskKind::Segmentation {
+                let _ = write!(
+                    out,
+                    ",{},{}",
+                    e.val_metrics.dice.unwrap_or(f64::NAN),
+                    e.val_metrics.iou.unwrap_or(f64::NAN)
+                );
+            }
+            for c in 0..self.classes.len() {
+                let _ = write!(out, ",{}", e.val_metrics.recall.get(c).copied().unwrap_or(f64::NAN));
+            }
+            for name in &term_names {
+                let find = |terms: &[(String, f64)]| {
+                    terms.iter().find(|(n, _)| n == name).map(|(_, v)| *v).unwrap_or(f64::NAN)
+                };
+                let _ = write!(out, ",{},{}", find(&e.train_terms), find(&e.val_terms));
+            }
+            let _ = writeln!(out, ",{},{}", e.lr, e.seconds);
+        }
+        out
+    }
+
+    /// `steps.csv`: the loss of every step.
+    pub fn steps_csv(&self) -> String {
+        let mut out = String::from("epoch,step,global_step,loss\n");
+        let mut global = 0;
+        for e in &self.epochs {
+            for (i, loss) in e.step_losses.iter().enumerate() {
+                global += 1;
+                let _ = writeln!(out, "{},{},{},{}", e.epoch, i + 1, global, loss);
+            }
+        }
+        out
+    }
+
+    /// `summary.json`: the final numbers of the run.
+    pub fn summary(&self, run: &Value) -> Value {
+        let last = self.last();
+        let number = |v: Option<f64>| v.filter(|v| v.is_finite()).map_or(Value::Null, |v| json!(v));
+        let recall: serde_json::Map<String, Value> = self
+            .classes
+            .iter()
+            .enumerate()
+            .map(|(c, name)| {
+                (name.clone(), number(last.and_then(|e| e.val_metrics.recall.get(c).copied())))
+            })
+            .collect();
+        let terms = |select: fn(&EpochStats) -> &Vec<(String, f64)>| -> Value {
+            Value::Object(
+                last.map(|e| select(e).iter().map(|(n, v)| (n.clone(), number(Some(*v)))).collect())
+                    .unwrap_or_default(),
+            )
+        };
+        let mut summary = json!({
+            "task": self.task.as_str(),
+            "epochs": self.epochs.len(),
+            "train_loss": number(last.map(|e| e.train_loss)),
+            "avg_loss_all_epochs": number(Some(self.avg_loss_all_epochs())),
+            "val_loss": number(last.map(|e| e.val_loss)),
+            "val_accuracy": number(last.map(|e| e.val_metrics.accuracy)),
+            "val_recall": recall,
+            "train_terms": terms(|e| &e.train_terms),
+            "val_terms": terms(|e| &e.val_terms),
+            "seconds": self.epochs.iter().map(|e| e.seconds).sum::<f64>(),
+            "run": run,
+        });
+        if self.task == TaskKind::Segmentation {
+            summary["val_dice"] = number(last.and_then(|e| e.val_metrics.dice));
+            summary["val_iou"] = number(last.and_then(|e| e.val_metrics.iou));
+        }
+        summary
+    }
+
+    /// `loss.svg`: training loss per step, epoch means, and validation loss.
+    pub fn loss_svg(&self, title: &str) -> String {
+        let steps: Vec<f64> = self.epochs.iter().flat_map(|e| e.step_losses.iter().copied()).collect();
+        let mut x = 0.0;
+        let mut train = Vec::new();
+        let mut val = Vec::new();
+        for e in &self.epochs {
+            x += e.step_losses.len() as f64;
+            train.push((x, e.train_loss));
+            val.push((x, e.val_loss));
+        }
+        let step_points: Vec<(f64, f64)> = steps.iter().enumerate().map(|(i, v)| ((i + 1) as f64, *v)).collect();
+        let series = vec![
+            Series { label: "train loss (step)".into(), color: "#9ecae1".into(), points: step_points, dots: false, width: 1.0 },
+            Series { label: "train loss (epoch mean)".into(), color: "#08519c".into(), points: train, dots: true, width: 2.0 },
+            Series { label: "validation loss".into(), color: "#d94801".into(), points: val, dots: true, width: 2.0 },
+        ];
+        svg_plot(title, "step", "loss", &series)
+    }
+}
+
+fn csv_name(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
+}
+
+/// One line of a plot.
+#[derive(Debug, Clone)]
+pub struct Series {
+    /// The legend text.
+    pub label: String,
+    /// An SVG colour.
+    pub color: String,
+    /// The points (x, y); non-finite values are skipped.
+    pub points: Vec<(f64, f64)>,
+    /// Draw a dot on each point.
+    pub dots: bool,
+    /// The stroke width.
+    pub width: f64,
+}
+
+/// A line plot as SVG text (no plotting crate: a few hundred bytes of markup).
+pub fn svg_plot(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
+    let (w, h) = (720.0, 420.0);
+    let (left, right, top, bottom) = (70.0, 200.0, 40.0, 50.0);
+    let finite: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.points.iter().copied())
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect();
+    let (mut x0, mut x1) = finite.iter().fold((f64::MAX, f64::MIN), |(a, b), (x, _)| (a.min(*x), b.max(*x)));
+    let (mut y0, mut y1) = finite.iter().fold((f64::MAX, f64::MIN), |(a, b), (_, y)| (a.min(*y), b.max(*y)));
+    if finite.is_empty() {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    if x1 <= x0 {
+        x1 = x0 + 1.0;
+    }
+    y0 = y0.min(0.0);
+    if y1 <= y0 {
+        y1 = y0 + 1.0;
+    }
+    y1 += (y1 - y0) * 0.05;
+    let px = |x: f64| left + (x - x0) / (x1 - x0) * (w - left - right);
+    let py = |y: f64| h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom);
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">{}</text>\n",
+        (left + w - right) / 2.0,
+        escape(title)
+    );
+    for i in 0..=5 {
+        let fy = y0 + (y1 - y0) * i as f64 / 5.0;
+        let fx = x0 + (x1 - x0) * i as f64 / 5.0;
+        let _ = writeln!(
+            out,
+            "<line x1=\"{left}\" x2=\"{}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#e0e0e0\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            w - right, py(fy), py(fy), left - 6.0, py(fy) + 4.0, tick(fy)
+        );
+        let _ = writeln!(
+            out,
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+            px(fx), h - bottom + 18.0, tick(fx)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "<rect x=\"{left}\" y=\"{top}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#444\"/>\n<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n<text x=\"18\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 18 {})\">{}</text>",
+        w - left - right, h - top - bottom,
+        (left + w - right) / 2.0, h - 12.0, escape(x_label),
+        (top + h - bottom) / 2.0, (top + h - bottom) / 2.0, escape(y_label)
+    );
+    for (i, s) in series.iter().enumerate() {
+        let points: Vec<String> = s
+            .points
+            .iter()
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y)))
+            .collect();
+        if !points.is_empty() {
+            let _ = writeln!(
+                out,
+                "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"{}\" points=\"{}\"/>",
+                s.color, s.width, points.join(" ")
+            );
+            if s.dots {
+                for p in &points {
+                    let (cx, cy) = p.split_once(',').unwrap_or(("0", "0"));
+                    let _ = writeln!(out, "<circle cx=\"{cx}\" cy=\"{cy}\" r=\"3\" fill=\"{}\"/>", s.color);
+                }
+            }
+        }
+        let ly = top + 10.0 + i as f64 * 20.0;
+        let _ = writeln!(
+            out,
+            "<line x1=\"{}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{}\" stroke-width=\"3\"/><text x=\"{}\" y=\"{}\">{}</text>",
+            w - right + 10.0, w - right + 30.0, s.color, w - right + 36.0, ly + 4.0, escape(&s.label)
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+fn tick(value: f64) -> String {
+    if value.abs() >= 1000.0 || value == value.trunc() {
+        format!("{value:.0}")
+    } else if value.abs() >= 1.0 {
+        format!("{value:.2}")
+    } else {
+        format!("{value:.3}")
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "file".into());
+    let temp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    std::fs::write(&temp, bytes)
+        .and_then(|()| std::fs::rename(&temp, path))
+        .map_err(|error| {
+            let _ = std::fs::remove_file(&temp);
+            TrainError::Io(format!("cannot write {}: {error}", path.display()))
+        })
+}
+
+/// Writes `metrics.csv`, `steps.csv`, `summary.json` and `loss.svg` into `dir`, each atomically.
+pub fn write_reports(dir: &Path, stats: &RunStats, run: &Value, title: &str) -> Result<(), TrainError> {
+    write_atomically(&dir.join("metrics.csv"), stats.metrics_csv().as_bytes())?;
+    write_atomically(&dir.join("steps.csv"), stats.steps_csv().as_bytes())?;
+    let summary = serde_json::to_string_pretty(&stats.summary(run)).unwrap_or_default();
+    write_atomically(&dir.join("summary.json"), summary.as_bytes())?;
+    write_atomically(&dir.join("loss.svg"), stats.loss_svg(title).as_bytes())
+}

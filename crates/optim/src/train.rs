@@ -1,0 +1,452 @@
+//! The training loop: any [`Loss`], any optimizer, any device; seeded, checkpointed every
+//! epoch, resumable, and stopped with a clear message on a non-finite loss.
+//!
+//! It is a loop of its own rather than burn-train's `Learner`: the `Learner` needs burn's
+//! `train` feature (a rebuild of burn and its dashboard dependencies), and its metrics see a
+//! loss as one number, while this loop reports the per-term values of composite losses
+//! (`LossValue::terms`), per-class recall and Dice/IoU, and writes them as it goes.
+
+use std::{
+    io::{IsTerminal, Write as _},
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use burn::{
+    module::Module,
+    optim::GradientsParams,
+    store::{BurnpackStore, ModuleSnapshot},
+    tensor::{Bytes, Device},
+};
+use losskit_core::{Loss, LossInput, Reduction, Target, input::to_f64_vec};
+use serde_json::Value;
+
+use crate::{
+    checkpoint::{CHECKPOINT_FILE, Checkpoint, CheckpointMeta},
+    error::TrainError,
+    metrics::{Confusion, Metrics, TaskKind},
+    optimizer::OptimizerConfig,
+    schedule::ScheduleConfig,
+    stats::{EpochStats, RunStats, write_reports},
+};
+
+/// Which part of the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// The training set.
+    Train,
+    /// The validation set.
+    Valid,
+}
+
+/// A model and its data: what the loop trains.
+pub trait Task {
+    /// The model.
+    type Model: Module;
+
+    /// Classification or segmentation.
+    fn kind(&self) -> TaskKind;
+
+    /// The class names, index order.
+    fn classes(&self) -> Vec<String>;
+
+    /// A freshly initialised model on `device`.
+    fn init_model(&self, device: &Device) -> Self::Model;
+
+    /// The number of samples in `split`.
+    fn len(&self, split: Split) -> usize;
+
+    /// The model's output on the samples `indices` of `split` with their class-index targets,
+    /// on `device`.
+    fn input(
+        &self,
+        model: &Self::Model,
+        split: Split,
+        indices: &[usize],
+        device: &Device,
+    ) -> Result<LossInput, TrainError>;
+}
+
+/// How progress is shown on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// A line updated in place on a terminal; one line per epoch otherwise.
+    Auto,
+    /// One line per epoch.
+    Lines,
+    /// Nothing.
+    Quiet,
+}
+
+/// The settings of a run.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    /// Epochs to train in total (a resumed run continues up to this number).
+    pub epochs: usize,
+    /// Samples per step.
+    pub batch_size: usize,
+    /// The seed of weight initialisation, shuffling and any randomness in the model.
+    pub seed: u64,
+    /// The output folder: checkpoint, metrics, summary and plot.
+    pub out_dir: PathBuf,
+    /// Continue from the checkpoint in `out_dir`.
+    pub resume: bool,
+    /// How progress is shown.
+    pub progress: Progress,
+    /// A description of the run, stored in the checkpoint and `summary.json`.
+    pub run: Value,
+    /// The plot's title.
+    pub title: String,
+    /// Stop after this many optimizer steps per epoch (for quick checks); `None`: every batch.
+    pub max_steps_per_epoch: Option<usize>,
+}
+
+/// The result of a run.
+#[derive(Debug)]
+pub struct TrainOutcome<M> {
+    /// The trained model.
+    pub model: M,
+    /// The statistics of every epoch.
+    pub stats: RunStats,
+    /// The checkpoint file.
+    pub checkpoint: PathBuf,
+}
+
+/// A small deterministic random generator (SplitMix64) for shuffling and data generation.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Self {
+        Self(seed ^ 0x5DEE_CE66_D1CE_4E5B)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A uniform float in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A uniform float in [low, high).
+    pub fn range(&mut self, low: f64, high: f64) -> f64 {
+        low + (high - low) * self.uniform()
+    }
+
+    /// A uniform index below `n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+
+    /// A standard normal sample.
+    pub fn normal(&mut self) -> f64 {
+        let u1 = self.uniform().max(1e-12);
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+
+    /// Shuffles in place (Fisher-Yates).
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.below(i + 1);
+            items.swap(i, j);
+        }
+    }
+}
+
+/// The order of the training samples in `epoch` (1-based): a function of the seed and epoch only,
+/// so a resumed run sees the same order as an uninterrupted one.
+pub fn epoch_order(seed: u64, epoch: usize, len: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..len).collect();
+    Rng::new(seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64)).shuffle(&mut order);
+    order
+}
+
+fn scalar(tensor: burn::tensor::Tensor<1>) -> f64 {
+    to_f64_vec(tensor).first().copied().unwrap_or(f64::NAN)
+}
+
+struct Display {
+    mode: Progress,
+    tty: bool,
+    last: Option<Instant>,
+}
+
+impl Display {
+    fn new(mode: Progress) -> Self {
+        Self {
+            mode,
+            tty: std::io::stderr().is_terminal(),
+            last: None,
+        }
+    }
+
+    fn step(&mut self, text: impl FnOnce() -> String) {
+        if self.mode != Progress::Auto || !self.tty {
+            return;
+        }
+        if self.last.is_some_and(|t| t.elapsed().as_millis() < 100) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[2K{}", text());
+        let _ = err.flush();
+    }
+
+    fn epoch(&mut self, line: &str) {
+        match self.mode {
+            Progress::Quiet => {}
+            Progress::Auto if self.tty => eprintln!("\r\x1b[2K{line}"),
+            _ => eprintln!("{line}"),
+        }
+        self.last = None;
+    }
+}
+
+/// The mean loss, terms and metrics of a model over a whole split (no gradients).
+pub fn evaluate_split<T: Task>(
+    task: &T,
+    model: &T::Model,
+    loss: &dyn Loss,
+    split: Split,
+    batch_size: usize,
+    device: &Device,
+) -> Result<(f64, Vec<(String, f64)>, Metrics), TrainError> {
+    let classes = task.classes().len();
+    let mut confusion = Confusion::new(classes);
+    let mut total = 0.0;
+    let mut terms: Vec<(String, f64)> = Vec::new();
+    let mut count = 0usize;
+    let len = task.len(split);
+    let indices: Vec<usize> = (0..len).collect();
+    for batch in indices.chunks(batch_size.max(1)) {
+        let input = task.input(model, split, batch, device)?;
+        add_confusion(&mut confusion, &input);
+        let value = loss.forward(input, Reduction::Mean)?;
+        let weight = batch.len() as f64;
+        total += scalar(value.value) * weight;
+        for (name, term) in value.terms {
+            let v = scalar(term) * weight;
+            match terms.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, sum)) => *sum += v,
+                None => terms.push((name, v)),
+            }
+        }
+        count += batch.len();
+    }
+    let n = count.max(1) as f64;
+    for (_, v) in terms.iter_mut() {
+        *v /= n;
+    }
+    Ok((total / n, terms, confusion.metrics(task.kind())))
+}
+
+fn add_confusion(confusion: &mut Confusion, input: &LossInput) {
+    if let Target::Indices(indices) = input.target() {
+        confusion.add_batch(input.output().clone().detach(), indices.clone());
+    }
+}
+
+/// Trains `task`'s model with `loss`, `optimizer` and `schedule` on `device`.
+///
+/// Every epoch ends with a validation pass, a checkpoint and updated reports (`metrics.csv`,
+/// `steps.csv`, `summary.json`, `loss.svg`), all written atomically into `config.out_dir`. With
+/// `config.resume`, training continues from that folder's checkpoint and gives the same model
+/// as an uninterrupted run. A NaN or infinite loss stops the run before the optimizer step; the
+/// last checkpoint is kept.
+pub fn train<T: Task>(
+    task: &T,
+    loss: &dyn Loss,
+    optimizer: &OptimizerConfig,
+    schedule: &ScheduleConfig,
+    device: &Device,
+    config: &TrainConfig,
+) -> Result<TrainOutcome<T::Model>, TrainError> {
+    if config.batch_size == 0 {
+        return Err(TrainError::Task("batch size must be at least 1".into()));
+    }
+    let train_len = task.len(Split::Train);
+    if train_len == 0 {
+        return Err(TrainError::Task("the training set is empty".into()));
+    }
+    let checkpoint_path = config.out_dir.join(CHECKPOINT_FILE);
+    let autodiff = device.clone().autodiff();
+    let batches = train_len.div_ceil(config.batch_size);
+    let steps_per_epoch = config.max_steps_per_epoch.map_or(batches, |m| m.min(batches)).max(1);
+    let total_steps = steps_per_epoch * config.epochs.max(1);
+
+    let mut scheduler = schedule.build(optimizer.lr(), total_steps)?;
+    let mut optim = optimizer.build();
+    let mut model;
+    let mut stats;
+    let mut global_step;
+    let start_epoch;
+    if config.resume {
+        let checkpoint = Checkpoint::read(&checkpoint_path)?;
+        model = task.init_model(&autodiff);
+        let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(checkpoint.model)));
+        model.load_from(&mut store).map_err(|error| {
+            TrainError::Checkpoint(format!("cannot load the model from {}: {error}", checkpoint_path.display()))
+        })?;
+        optim = optim.from_bytes(Bytes::from_bytes_vec(checkpoint.optimizer)).map_err(|error| {
+            TrainError::Checkpoint(format!(
+                "cannot load the optimizer state from {}: {error}",
+                checkpoint_path.display()
+            ))
+        })?;
+        stats = checkpoint.meta.stats;
+        global_step = checkpoint.meta.global_step;
+        start_epoch = checkpoint.meta.epoch;
+        for _ in 0..global_step {
+            scheduler.step();
+        }
+    } else {
+        autodiff.seed(config.seed);
+        model = task.init_model(&autodiff);
+        stats = RunStats {
+            task: task.kind(),
+            classes: task.classes(),
+            epochs: Vec::new(),
+        };
+        global_step = 0;
+        start_epoch = 0;
+    }
+    let mut display = Display::new(config.progress);
+    let classes = task.classes().len();
+    for epoch in start_epoch + 1..=config.epochs {
+        let started = Instant::now();
+        autodiff.seed(config.seed.wrapping_add(epoch as u64));
+        let order = epoch_order(config.seed, epoch, train_len);
+        let mut step_losses = Vec::with_capacity(steps_per_epoch);
+        let mut weighted = 0.0;
+        let mut seen = 0usize;
+        let mut term_sums: Vec<(String, f64)> = Vec::new();
+        let mut confusion = Confusion::new(classes);
+        let mut lr = optimizer.lr();
+        for (step, batch) in order.chunks(config.batch_size).take(steps_per_epoch).enumerate() {
+            let input = task.input(&model, Split::Train, batch, &autodiff)?;
+            add_confusion(&mut confusion, &input);
+            let value = loss.forward(input, Reduction::Mean)?;
+            let current = scalar(value.value.clone().detach());
+            if !current.is_finite() {
+                return Err(TrainError::NonFiniteLoss {
+                    value: format!("{current}"),
+                    epoch,
+                    step: step + 1,
+                    checkpoint: checkpoint_path.exists().then(|| checkpoint_path.display().to_string()),
+                });
+            }
+            for (name, term) in value.terms.iter() {
+                let v = scalar(term.clone().detach()) * batch.len() as f64;
+                match term_sums.iter_mut().find(|(n, _)| n == name) {
+                    Some((_, sum)) => *sum += v,
+                    None => term_sums.push((name.clone(), v)),
+                }
+            }
+            let grads = GradientsParams::from_grads(value.value.backward(), &model);
+            let rates = scheduler.step();
+            lr = rates.base();
+            model = optim.step(rates, model, grads);
+            global_step += 1;
+            step_losses.push(current);
+            weighted += current * batch.len() as f64;
+            seen += batch.len();
+            display.step(|| {
+                let mut text = format!(
+                    "epoch {epoch}/{} step {}/{steps_per_epoch}  loss {current:.4}  epoch mean {:.4}",
+                    config.epochs,
+                    step + 1,
+                    weighted / seen as f64
+                );
+                for (name, sum) in &term_sums {
+                    text.push_str(&format!("  {name} {:.4}", sum / seen as f64));
+                }
+                if let Some(mean) = (!stats.epochs.is_empty()).then(|| stats.avg_loss_all_epochs()) {
+                    text.push_str(&format!("  all-epochs mean {mean:.4}"));
+                }
+                text.push_str(&format!("  lr {lr:.2e}"));
+                text
+            });
+        }
+        let valid = model.valid();
+        let (val_loss, val_terms, val_metrics) =
+            evaluate_split(task, &valid, loss, Split::Valid, config.batch_size, device)?;
+        let seen_f = seen.max(1) as f64;
+        stats.epochs.push(EpochStats {
+            epoch,
+            step_losses,
+            train_loss: weighted / seen_f,
+            train_terms: term_sums.into_iter().map(|(n, s)| (n, s / seen_f)).collect(),
+            train_metrics: confusion.metrics(task.kind()),
+            val_loss,
+            val_terms,
+            val_metrics,
+            lr,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+        save(&config.out_dir, &checkpoint_path, &model, &optim, epoch, global_step, config, &stats)?;
+        display.epoch(&stats.epoch_line(config.epochs));
+    }
+    if start_epoch >= config.epochs && !config.resume {
+        return Err(TrainError::Task("epochs must be at least 1".into()));
+    }
+    Ok(TrainOutcome {
+        model,
+        stats,
+        checkpoint: checkpoint_path,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn save<M: Module>(
+    dir: &Path,
+    checkpoint_path: &Path,
+    model: &M,
+    optim: &burn::optim::ModuleOptimizer,
+    epoch: usize,
+    global_step: usize,
+    config: &TrainConfig,
+    stats: &RunStats,
+) -> Result<(), TrainError> {
+    let mut store = BurnpackStore::from_bytes(None);
+    model
+        .save_into(&mut store)
+        .map_err(|error| TrainError::Checkpoint(format!("cannot encode the model: {error}")))?;
+    let model_bytes = store
+        .get_bytes()
+        .map_err(|error| TrainError::Checkpoint(format!("cannot encode the model: {error}")))?;
+    let optimizer_bytes = optim
+        .into_bytes()
+        .map_err(|error| TrainError::Checkpoint(format!("cannot encode the optimizer state: {error}")))?;
+    let checkpoint = Checkpoint {
+        meta: CheckpointMeta {
+            epoch,
+            global_step,
+            run: config.run.clone(),
+            stats: stats.clone(),
+        },
+        model: model_bytes.to_vec(),
+        optimizer: optimizer_bytes.to_vec(),
+    };
+    checkpoint.write(checkpoint_path)?;
+    write_reports(dir, stats, &config.run, &config.title)
+}
+
+/// Loads a model's weights from a checkpoint onto `device`.
+pub fn load_model<T: Task>(task: &T, checkpoint: &Checkpoint, device: &Device) -> Result<T::Model, TrainError> {
+    let mut model = task.init_model(device);
+    let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(checkpoint.model.clone())));
+    model
+        .load_from(&mut store)
+        .map_err(|error| TrainError::Checkpoint(format!("cannot load the model: {error}")))?;
+    Ok(model)
+}
