@@ -11,7 +11,7 @@ fn scratch_checkout(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(root.join("crates/cli/src")).unwrap();
     std::fs::create_dir_all(root.join("plugins")).unwrap();
-    for file in ["Cargo.toml", "crates/cli/Cargo.toml", "crates/cli/src/plugins.rs"] {
+    for file in ["Cargo.toml", "README.md", "crates/cli/Cargo.toml", "crates/cli/src/plugins.rs"] {
         std::fs::copy(repository().join(file), root.join(file)).unwrap();
     }
     root
@@ -65,6 +65,8 @@ fn scaffolds_and_links_a_plugin_once() {
     assert!(manifest.contains(r#"my_loss = { path = "../../plugins/my_loss" }"#), "{manifest}");
     let list = std::fs::read_to_string(root.join("crates/cli/src/plugins.rs")).unwrap();
     assert!(list.contains(r#"("my_loss", my_loss::LOSS_NAMES),"#), "{list}");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(readme.contains("| `my_loss` |  | regression | One line: what my_loss computes. |"), "README row missing");
 
     let before = snapshot(&root);
     let (ok, _, stderr) = new_loss(&root, &["my_loss"]);

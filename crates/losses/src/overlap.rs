@@ -232,8 +232,7 @@ impl Overlap {
     /// Weighs per-class values `[B, K]` by the class weights, zeroes samples without a counted
     /// position, and reduces: `mean` and `sum` over every value, `none` the mean over classes
     /// of each sample (with `batch`, the batch value repeated for each sample).
-    pub(crate) fn reduce(&self, values: Tensor<2>, sums: &Sums, channels: usize, reduction: Reduction) -> Result<Tensor<1>, Error> {
-        let mut values = values;
+    pub(crate) fn reduce(&self, mut values: Tensor<2>, sums: &Sums, channels: usize, reduction: Reduction) -> Result<Tensor<1>, Error> {
         if let Some(weights) = self.class_weights(channels, &values.device())? {
             values = values * weights;
         }

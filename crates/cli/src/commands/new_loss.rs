@@ -25,6 +25,7 @@ pub fn run(name: &str, category: Category, root: Option<&Path>) -> Result<String
     let plugin_dir = root.join("plugins").join(name);
     let cli_manifest = root.join("crates/cli/Cargo.toml");
     let plugins_list = root.join("crates/cli/src/plugins.rs");
+    let readme = root.join("README.md");
     if plugin_dir.exists() {
         bail!("{} already exists; choose another name (nothing was changed)", plugin_dir.display());
     }
@@ -37,6 +38,10 @@ pub fn run(name: &str, category: Category, root: Option<&Path>) -> Result<String
         .with_context(|| format!("{} has no `{CLI_MANIFEST_MARKER}` section", cli_manifest.display()))?;
     let new_list = insert_before_marker(&list, PLUGINS_LIST_MARKER, &format!("    (\"{name}\", {name}::LOSS_NAMES),\n"))
         .with_context(|| format!("{} has no `{}` line", plugins_list.display(), PLUGINS_LIST_MARKER.trim()))?;
+    // The README's loss table is generated from the registry; add the new row now so that it
+    // stays true before the plugin is first built.
+    let readme_text = fs::read_to_string(&readme).ok();
+    let new_readme = readme_text.as_deref().and_then(|text| insert_readme_row(text, &readme_row(name, category)));
 
     // Write the crate in a hidden folder first, then move it into place in one rename.
     let staging = root.join("plugins").join(format!(".{name}.new"));
@@ -56,9 +61,14 @@ pub fn run(name: &str, category: Category, root: Option<&Path>) -> Result<String
         return Err(error.context(format!("cannot create {}", plugin_dir.display())));
     }
     let linked = write_atomically(&cli_manifest, new_manifest.as_bytes())
-        .and_then(|()| write_atomically(&plugins_list, new_list.as_bytes()));
+        .and_then(|()| write_atomically(&plugins_list, new_list.as_bytes()))
+        .and_then(|()| match &new_readme {
+            Some(text) => write_atomically(&readme, text.as_bytes()),
+            None => Ok(()),
+        });
     if let Err(error) = linked {
         let _ = write_atomically(&cli_manifest, manifest.as_bytes());
+        let _ = write_atomically(&plugins_list, list.as_bytes());
         let _ = fs::remove_dir_all(&plugin_dir);
         return Err(anyhow::Error::new(error).context("cannot link the plugin into crates/cli (nothing was changed)"));
     }
@@ -68,6 +78,28 @@ pub fn run(name: &str, category: Category, root: Option<&Path>) -> Result<String
          cargo test --release -p {name}\n  \
          cargo run --release -p losskit-cli -- info {name}\n"
     ))
+}
+
+fn readme_row(name: &str, category: Category) -> String {
+    format!("| `{name}` |  | {category} | {} |", template_summary(name))
+}
+
+fn template_summary(name: &str) -> String {
+    format!("One line: what {name} computes.")
+}
+
+/// Inserts `row` into the README's generated loss table, keeping it sorted by name.
+fn insert_readme_row(readme: &str, row: &str) -> Option<String> {
+    let start = readme.find("<!-- losses:start -->")?;
+    let end = readme.find("<!-- losses:end -->")?;
+    let mut lines: Vec<&str> = readme[start..end].lines().collect();
+    let header = lines.iter().position(|line| line.starts_with("| ---"))?;
+    let at = lines[header + 1..]
+        .iter()
+        .position(|line| line.starts_with("| `") && *line > row)
+        .map_or(lines.len(), |i| header + 1 + i);
+    lines.insert(at, row);
+    Some(format!("{}{}\n{}", &readme[..start], lines.join("\n"), &readme[end..]))
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -187,6 +219,7 @@ fn plugin_source(name: &str, category: Category) -> String {
             "use losskit_core::{\n    Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction,\n    burn::{self, config::Config, tensor::activation::log_softmax},\n    config::{OptionError, ensure},\n    reduce::reduce_positions,\n    targets::dense_target,\n};",
         )
     };
+    let summary = template_summary(name);
     let category_ident = match category {
         Category::Classification => "Classification",
         Category::Segmentation => "Segmentation",
@@ -261,7 +294,7 @@ losskit_core::register_loss!({loss} {{
     name: "{name}",
     aliases: [],
     category: {category_ident},
-    summary: "One line: what {name} computes.",
+    summary: "{summary}",
     config: {loss}Config,
 }});
 
@@ -304,6 +337,16 @@ mod tests {
             assert!(check_name(bad).is_err(), "{bad} accepted");
         }
         assert!(check_name("my_loss2").is_ok());
+    }
+
+    #[test]
+    fn readme_rows_are_inserted_in_order() {
+        let readme = "intro\n<!-- losses:start -->\n| loss | aliases | category | summary |\n| --- | --- | --- | --- |\n| `a_loss` |  | regression | A. |\n| `c_loss` |  | regression | C. |\n<!-- losses:end -->\nrest\n";
+        let updated = insert_readme_row(readme, "| `b_loss` |  | regression | B. |").unwrap();
+        assert!(updated.contains("| A. |\n| `b_loss` |  | regression | B. |\n| `c_loss`"), "{updated}");
+        assert!(updated.ends_with("<!-- losses:end -->\nrest\n"), "{updated}");
+        let last = insert_readme_row(readme, "| `z_loss` |  | regression | Z. |").unwrap();
+        assert!(last.contains("| C. |\n| `z_loss` |  | regression | Z. |\n<!-- losses:end -->"), "{last}");
     }
 
     #[test]
