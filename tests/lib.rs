@@ -10,21 +10,34 @@ pub use losskit_cli::plugins::PLUGIN_LOSSES;
 
 /// The built-in losses every build must register.
 pub const BUILT_IN_LOSSES: &[&str] = &[
+    // Classification.
     "binary_cross_entropy",
     "cross_entropy",
     "focal",
-    "huber",
     "kl_div",
+    "multi_margin",
+    "quadratic",
+    "weighted_cross_entropy",
+    // Regression.
+    "huber",
     "log_cosh",
     "mae",
     "mse",
     "msle",
-    "multi_margin",
     "poisson_nll",
-    "quadratic",
     "quantile",
     "smooth_l1",
-    "weighted_cross_entropy",
+    // Segmentation.
+    "dice",
+    "dice_ce",
+    "dice_focal",
+    "focal_tversky",
+    "generalized_dice",
+    "jaccard",
+    "lovasz_softmax",
+    "tversky",
+    // Composite.
+    "weighted_sum",
 ];
 
 /// Every name that must be registered: the built-ins and each linked plugin's losses.

@@ -109,7 +109,28 @@ fn main() -> ExitCode {
         let message = message.lines().next().unwrap_or_default().to_string();
         eprintln!("losskit: internal error: {message} (please report this bug)");
     }));
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if !error.use_stderr() => {
+            // --help and --version.
+            let _ = error.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            // clap's message spans lines (the problem, then usage); keep the problem, on one line.
+            let rendered = error.to_string();
+            let problem: Vec<&str> = rendered
+                .lines()
+                .map(str::trim)
+                .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more information"))
+                .filter(|line| !line.is_empty())
+                .collect();
+            let problem = problem.join(" ");
+            let problem = problem.strip_prefix("error: ").unwrap_or(&problem);
+            eprintln!("losskit: error: {problem} (see `losskit --help`)");
+            return ExitCode::from(2);
+        }
+    };
     match run(cli) {
         Ok(text) => {
             if text.ends_with('\n') {

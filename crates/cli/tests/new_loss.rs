@@ -79,7 +79,7 @@ fn scaffolds_and_links_a_plugin_once() {
 fn bad_or_taken_names_change_nothing() {
     let root = scratch_checkout("bad");
     let before = snapshot(&root);
-    for (name, expected) in [("My-Loss", "not a valid loss name"), ("dice_", "not a valid loss name"), ("cross_entropy", "already registered"), ("crate", "reserved")] {
+    for (name, expected) in [("My-Loss", "not a valid loss name"), ("dice_", "not a valid loss name"), ("cross_entropy", "already registered"), ("crate", "reserved"), ("serde_json", "would clash"), ("losskit_core", "would clash")] {
         let (ok, _, stderr) = new_loss(&root, &[name]);
         assert!(!ok && stderr.contains(expected), "{name}: {stderr}");
     }

@@ -72,8 +72,16 @@ pub trait LossConfig: Serialize + DeserializeOwned + Sized + 'static {
         Ok(())
     }
 
-    /// Builds the loss from validated options.
+    /// Builds the loss from options that [`validate`](LossConfig::validate) accepted; call
+    /// [`init`](LossConfig::init) instead, which validates first.
     fn build(self) -> Result<Box<dyn Loss>, ConfigError>;
+
+    /// Validates the options, then builds the loss; errors are reported under `loss`.
+    fn init(self, loss: &str) -> Result<Box<dyn Loss>, ConfigError> {
+        self.validate()
+            .map_err(|error| ConfigError::invalid(loss, &error.option, error.problem))?;
+        self.build()
+    }
 }
 
 /// The options of `C`'s example config, as a JSON object.
@@ -118,10 +126,7 @@ pub fn build_from_options<C: LossConfig>(
         let option = error.path().to_string();
         ConfigError::invalid(loss, &option, describe_serde_error(&error.into_inner().to_string()))
     })?;
-    config
-        .validate()
-        .map_err(|error| ConfigError::invalid(loss, &error.option, error.problem))?;
-    config.build()
+    config.init(loss)
 }
 
 fn describe_serde_error(message: &str) -> String {

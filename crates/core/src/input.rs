@@ -148,7 +148,14 @@ impl LossInput {
     ) -> Result<Self, InputError> {
         let shape = output.dims().to_vec();
         check_output_shape(&shape)?;
-        check_target_shape(&shape, &target.dims())?;
+        let target_shape = target.dims().to_vec();
+        if !check_target_shape(&shape, &target_shape)? {
+            return Err(InputError::ShapeMismatch {
+                output: shape.clone(),
+                target: target_shape,
+                expected: format!("class indices of shape {:?} (a target of the output's shape must be float)", index_shape(&shape)),
+            });
+        }
         let [n, c, s] = canonical(&shape);
         Ok(Self {
             output: output.reshape([n, c, s]),
@@ -221,6 +228,15 @@ impl LossInput {
     ) -> Result<Self, InputError> {
         let shape = output.shape.clone();
         check_output_shape(&shape)?;
+        for (name, array) in [("output", output), ("target", target)] {
+            let expected: usize = array.shape.iter().product();
+            if array.values.len() != expected {
+                return Err(InputError::Unsupported {
+                    loss: "input".into(),
+                    problem: format!("{name} has {} values but its shape {:?} needs {expected}", array.values.len(), array.shape),
+                });
+            }
+        }
         let HostValues::Float(values) = &output.values else {
             return Err(InputError::Unsupported {
                 loss: "input".into(),
@@ -235,11 +251,20 @@ impl LossInput {
         let is_indices = check_target_shape(&shape, &target.shape)?;
         let target = match (&target.values, is_indices) {
             (HostValues::Int(values), true) => {
+                // Devices may hold indices as int32: anything beyond it is out of range anyway.
+                if let Some(&index) = values.iter().find(|v| i32::try_from(**v).is_err()) {
+                    return Err(InputError::ClassIndexOutOfRange {
+                        index,
+                        classes: shape[1],
+                        ignore_index: None,
+                    });
+                }
                 Target::Indices(Tensor::<2, Int>::from_data(TensorData::new(values.clone(), [n, s]), device))
             }
             (HostValues::Float(values), false) => {
                 check_finite("target", values)?;
                 let values: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+                check_finite_f32("target", &values)?;
                 Target::Dense(Tensor::<3>::from_data(TensorData::new(values, [n, c, s]), device))
             }
             (HostValues::Float(_), true) => {

@@ -80,6 +80,29 @@ pub enum OutputDomain {
     LogRate,
 }
 
+/// The number of values a plain `mean` averages over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MeanCount {
+    /// N, one value per sample.
+    Samples,
+    /// N·S, one value per sample and position (pixel, voxel).
+    Positions,
+    /// N·C·S, one value per element of the output.
+    Elements,
+}
+
+impl MeanCount {
+    /// The count for an output of `shape` `[N, C, ...]`.
+    pub fn of(self, shape: &[usize]) -> usize {
+        let positions: usize = shape[2..].iter().product();
+        match self {
+            MeanCount::Samples => shape[0],
+            MeanCount::Positions => shape[0] * positions,
+            MeanCount::Elements => shape[0] * shape[1] * positions,
+        }
+    }
+}
+
 /// What a configured loss accepts and promises.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Capabilities {
@@ -93,11 +116,15 @@ pub struct Capabilities {
     pub max_channels: Option<usize>,
     /// What the output is expected to hold.
     pub output: OutputDomain,
-    /// Whether `none` gives each sample's share of `sum`, and `mean` is `sum` over a count of
-    /// elements (so `sum(none) = sum` and `sum / mean` is that count).
-    pub per_sample: bool,
+    /// What `mean` divides `sum` by, for losses where each sample's value depends on that
+    /// sample alone and the mean is a plain average (`None`: weighted means, ignored
+    /// positions, ratio losses such as Dice). Every loss, whatever this says, gives each
+    /// sample's share of `sum` under `none`, so that `sum(none) = sum`.
+    pub mean_over: Option<MeanCount>,
     /// The loss's value for a perfect prediction, if it has a minimum there.
     pub minimum: Option<f64>,
+    /// The class index the loss ignores, if any (the kit puts it into targets).
+    pub ignore_index: Option<i64>,
 }
 
 impl Capabilities {
@@ -109,8 +136,9 @@ impl Capabilities {
             min_channels: 2,
             max_channels: None,
             output: OutputDomain::Logits,
-            per_sample: true,
+            mean_over: Some(MeanCount::Positions),
             minimum: None,
+            ignore_index: None,
         }
     }
 
@@ -122,8 +150,9 @@ impl Capabilities {
             min_channels: 1,
             max_channels: None,
             output: OutputDomain::Real,
-            per_sample: true,
+            mean_over: Some(MeanCount::Elements),
             minimum: Some(0.0),
+            ignore_index: None,
         }
     }
 
@@ -135,8 +164,9 @@ impl Capabilities {
             min_channels: 2,
             max_channels: None,
             output: OutputDomain::Logits,
-            per_sample: false,
+            mean_over: None,
             minimum: Some(0.0),
+            ignore_index: None,
         }
     }
 

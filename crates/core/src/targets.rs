@@ -1,7 +1,7 @@
 //! Target conversions with validation: class indices checked against the output's classes,
 //! one-hot encodings, ignored positions.
 
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::{
     error::InputError,
@@ -17,25 +17,33 @@ pub fn checked_indices(
     classes: usize,
     ignore_index: Option<i64>,
 ) -> Result<(Tensor<2, Int>, Option<Tensor<2>>), InputError> {
-    let values = to_i64_vec(indices.clone());
-    if let Some(&index) = values
-        .iter()
-        .find(|&&v| (v < 0 || v >= classes as i64) && Some(v) != ignore_index)
-    {
-        return Err(InputError::ClassIndexOutOfRange {
-            index,
-            classes,
-            ignore_index,
-        });
+    // One read-back of the bounds on the hot path; the whole tensor only to name a bad index.
+    let [n, s] = indices.dims();
+    let flat = indices.clone().reshape([n * s]);
+    let bounds = to_i64_vec(Tensor::cat(vec![flat.clone().min(), flat.max()], 0));
+    let in_range = bounds[0] >= 0 && bounds[1] < classes as i64;
+    if !in_range {
+        let values = to_i64_vec(indices.clone());
+        if let Some(&index) = values
+            .iter()
+            .find(|&&v| (v < 0 || v >= classes as i64) && Some(v) != ignore_index)
+        {
+            return Err(InputError::ClassIndexOutOfRange {
+                index,
+                classes,
+                ignore_index,
+            });
+        }
     }
     match ignore_index {
-        Some(ignored) if values.contains(&ignored) => {
+        Some(ignored) if ignored < bounds[0] || ignored > bounds[1] => Ok((indices.clone(), None)),
+        Some(ignored) => {
             let ignored_mask = indices.clone().equal_elem(ignored);
             let valid = ignored_mask.clone().bool_not().float();
             let cleaned = indices.clone().mask_fill(ignored_mask, 0);
             Ok((cleaned, Some(valid)))
         }
-        _ => Ok((indices.clone(), None)),
+        None => Ok((indices.clone(), None)),
     }
 }
 
@@ -67,4 +75,25 @@ pub fn dense_target(
             Ok((encoded, valid))
         }
     }
+}
+
+/// A per-channel option (class weights, `pos_weight`, α) as a `[1, C, 1]` tensor, or an error
+/// naming the loss and option when its length is not the output's C.
+pub fn channel_vector(
+    loss: &str,
+    option: &str,
+    values: &[f32],
+    channels: usize,
+    device: &Device,
+) -> Result<Tensor<3>, InputError> {
+    if values.len() != channels {
+        return Err(InputError::Unsupported {
+            loss: loss.into(),
+            problem: format!(
+                "has {} `{option}` values but the output has {channels} channels",
+                values.len()
+            ),
+        });
+    }
+    Ok(Tensor::<1>::from_data(TensorData::new(values.to_vec(), [channels]), device).reshape([1, channels, 1]))
 }

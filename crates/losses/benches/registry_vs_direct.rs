@@ -1,6 +1,8 @@
-//! A loss built from the registry against the same burn-nn loss called directly: the registry
-//! (a `Box<dyn Loss>` built from JSON once, plus the canonical-layout reshape) must add no
-//! measurable cost. Run with `cargo bench -p losskit-losses --bench registry_vs_direct`.
+//! A loss built from the registry against the same loss called directly: the registry (a
+//! `Box<dyn Loss>` built from JSON once) must add no measurable cost over the concrete type,
+//! and the losskit loss is compared with burn-nn's where burn has one (losskit checks every
+//! class index against C, which burn-nn does not).
+//! Run with `cargo bench -p losskit-losses --bench registry_vs_direct`.
 
 use std::hint::black_box;
 
@@ -46,6 +48,13 @@ fn bench_cross_entropy(criterion: &mut Criterion) {
         b.iter(|| {
             let input = LossInput::with_indices(black_box(output.clone()), black_box(target.clone())).unwrap();
             black_box(registry_loss.forward(input, Reduction::Mean).unwrap().value.into_data())
+        })
+    });
+    let typed = losskit_losses::CrossEntropyLoss::new("cross_entropy", losskit_losses::CrossEntropyLossConfig::new());
+    group.bench_function("typed_losskit", |b| {
+        b.iter(|| {
+            let input = LossInput::with_indices(black_box(output.clone()), black_box(target.clone())).unwrap();
+            black_box(losskit_core::Loss::forward(&typed, input, Reduction::Mean).unwrap().value.into_data())
         })
     });
     group.finish();

@@ -1,14 +1,13 @@
 use burn::{
     config::Config,
-    tensor::{Tensor, TensorData, activation::softplus},
+    tensor::{Tensor, activation::softplus},
 };
 use losskit_core::{
-    Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, OutputDomain,
+    Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, MeanCount, OutputDomain,
     Reduction, TargetKind,
     config::{OptionError, check_weights},
-    error::InputError,
     reduce::reduce_elements,
-    targets::dense_target,
+    targets::{channel_vector, dense_target},
 };
 
 /// Options of [`BinaryCrossEntropyLoss`].
@@ -94,15 +93,11 @@ losskit_core::register_loss!(BinaryCrossEntropyLoss {
     config: BinaryCrossEntropyLossConfig,
 });
 
-fn channel_tensor(name: &str, option: &str, values: &[f32], channels: usize, input: &LossInput) -> Result<Tensor<3>, Error> {
-    if values.len() != channels {
-        return Err(InputError::Unsupported {
-            loss: name.into(),
-            problem: format!("has {} `{option}` values but the output has {channels} channels", values.len()),
-        }
-        .into());
-    }
-    Ok(Tensor::<1>::from_data(TensorData::new(values.to_vec(), [channels]), &input.device()).reshape([1, channels, 1]))
+/// `max(log(x), -100)`, with a zero (not NaN) gradient where `x` is exactly 0: the log's
+/// backward would multiply 0 by `1/0` there, so 0 is replaced before the log.
+fn floored_log(x: Tensor<3>) -> Tensor<3> {
+    let zero = x.clone().lower_equal_elem(0.0);
+    x.mask_fill(zero.clone(), 1.0).log().mask_fill(zero, LOG_FLOOR).clamp_min(LOG_FLOOR)
 }
 
 impl Loss for BinaryCrossEntropyLoss {
@@ -113,13 +108,13 @@ impl Loss for BinaryCrossEntropyLoss {
             .config
             .pos_weight
             .as_deref()
-            .map(|values| channel_tensor(NAME, "pos_weight", values, channels, &input))
+            .map(|values| channel_vector(NAME, "pos_weight", values, channels, &input.device()))
             .transpose()?;
         let weights = self
             .config
             .weights
             .as_deref()
-            .map(|values| channel_tensor(NAME, "weights", values, channels, &input))
+            .map(|values| channel_vector(NAME, "weights", values, channels, &input.device()))
             .transpose()?;
         let (target, _) = dense_target(input.target(), channels, None)?;
         let (output, _) = input.into_parts();
@@ -130,8 +125,8 @@ impl Loss for BinaryCrossEntropyLoss {
             };
             (target.clone().neg() + 1.0) * output.clone() + log_weight * softplus(output.neg(), 1.0)
         } else {
-            let log_p = output.clone().log().clamp_min(LOG_FLOOR);
-            let log_not_p = (output.neg() + 1.0).log().clamp_min(LOG_FLOOR);
+            let log_p = floored_log(output.clone());
+            let log_not_p = floored_log(output.neg() + 1.0);
             let positive = match &pos_weight {
                 Some(pw) => target.clone() * pw.clone() * log_p,
                 None => target.clone() * log_p,
@@ -145,11 +140,15 @@ impl Loss for BinaryCrossEntropyLoss {
     }
 
     fn capabilities(&self) -> Capabilities {
+        // Per-channel options fix C.
+        let fixed = self.config.pos_weight.as_ref().or(self.config.weights.as_ref()).map(Vec::len);
         Capabilities {
+            min_channels: fixed.unwrap_or(1),
+            max_channels: fixed,
             targets: vec![TargetKind::BinaryMask, TargetKind::ClassIndices],
-            min_channels: 1,
             output: if self.config.from_logits { OutputDomain::Logits } else { OutputDomain::UnitInterval },
             minimum: Some(0.0),
+            mean_over: Some(MeanCount::Elements),
             ..Capabilities::classification()
         }
     }
@@ -184,6 +183,23 @@ mod tests {
         let from_probs = build(r#"{"name": "bce", "from_logits": false}"#);
         let input = LossInput::with_dense(floats(&[0.25, 0.5], [1, 2]), floats(&[1.0, 0.0], [1, 2])).unwrap();
         assert_close(&value(from_probs.as_ref(), input, Reduction::Mean), &[-(0.25f64.ln() + 0.5f64.ln()) / 2.0], 1e-6);
+    }
+
+    #[test]
+    fn probabilities_of_exactly_zero_and_one_give_a_finite_value_and_gradient() {
+        let loss = build(r#"{"name": "bce", "from_logits": false}"#);
+        // Right and wrong certain predictions: the wrong ones hit the -100 floor.
+        let (value, grad) = value_and_grad(loss.as_ref(), floats(&[0.0, 1.0, 0.0, 1.0], [1, 4]), |o| {
+            LossInput::with_dense(o, floats(&[0.0, 1.0, 1.0, 0.0], [1, 4])).unwrap()
+        });
+        assert_close(&[value], &[200.0 / 4.0], 1e-6);
+        assert!(grad.iter().all(|g| g.is_finite()), "{grad:?}");
+        let weighted = build(r#"{"name": "bce", "from_logits": false, "pos_weight": [2.0, 1.0]}"#);
+        let (value, grad) = value_and_grad(weighted.as_ref(), floats(&[0.0, 1.0, 1.0, 0.0], [2, 2]), |o| {
+            LossInput::with_dense(o, floats(&[1.0, 1.0, 1.0, 0.0], [2, 2])).unwrap()
+        });
+        assert_close(&[value], &[2.0 * 100.0 / 4.0], 1e-6);
+        assert!(grad.iter().all(|g| g.is_finite()), "{grad:?}");
     }
 
     #[test]

@@ -1,14 +1,13 @@
 use burn::{
     config::Config,
-    tensor::{Tensor, TensorData, activation::log_softmax},
+    tensor::{Tensor, activation::log_softmax},
 };
 use losskit_core::{
     Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction, Target,
     TargetKind,
     config::{OptionError, check_weights, ensure},
-    error::InputError,
-    reduce::{reduce_positions, reduce_weighted},
-    targets::checked_indices,
+    reduce::reduce_maybe_weighted,
+    targets::{channel_vector, checked_indices},
 };
 
 /// Options of [`CrossEntropyLoss`].
@@ -145,18 +144,7 @@ impl CrossEntropyLoss {
         let Some(weights) = &self.weights else {
             return Ok(None);
         };
-        if weights.len() != classes {
-            return Err(InputError::Unsupported {
-                loss: self.name.into(),
-                problem: format!(
-                    "has {} class weights but the output has {classes} classes",
-                    weights.len()
-                ),
-            }
-            .into());
-        }
-        let tensor = Tensor::<1>::from_data(TensorData::new(weights.clone(), [classes]), &input.device());
-        Ok(Some(tensor.reshape([1, classes, 1])))
+        Ok(Some(channel_vector(self.name, "weights", weights, classes, &input.device())?))
     }
 
     /// The loss per position `[N, S]` and, for class-index targets, the weight of each position
@@ -171,22 +159,24 @@ impl CrossEntropyLoss {
             Target::Indices(indices) => {
                 let (indices, valid) = checked_indices(&indices, classes, self.ignore_index)?;
                 let picked = log_p.clone().gather(1, indices.clone().reshape([n, 1, s])).reshape([n, s]);
-                let (target_weight, smooth) = match &weights {
-                    Some(weights) => {
-                        let per_class = weights.clone().reshape([classes]);
-                        let target_weight = per_class
-                            .select(0, indices.reshape([n * s]))
-                            .reshape([n, s]);
-                        let smooth = (log_p * weights.clone()).sum_dim(1).reshape([n, s]);
-                        (Some(target_weight), smooth)
-                    }
-                    None => (None, log_p.sum_dim(1).reshape([n, s])),
-                };
+                let target_weight = weights.as_ref().map(|weights| {
+                    weights
+                        .clone()
+                        .reshape([classes])
+                        .select(0, indices.reshape([n * s]))
+                        .reshape([n, s])
+                });
                 let nll = match &target_weight {
                     Some(w) => picked * w.clone(),
                     None => picked,
                 };
                 let mut loss = if epsilon > 0.0 {
+                    // PyTorch's smoothing term: the (weighted) mean over classes of -log p.
+                    let spread = match &weights {
+                        Some(weights) => log_p * weights.clone(),
+                        None => log_p,
+                    };
+                    let smooth = spread.sum_dim(1).reshape([n, s]);
                     nll * (-(1.0 - epsilon)) - smooth * (epsilon / classes as f64)
                 } else {
                     nll.neg()
@@ -220,17 +210,21 @@ impl CrossEntropyLoss {
 impl Loss for CrossEntropyLoss {
     fn forward(&self, input: LossInput, reduction: Reduction) -> Result<LossValue, Error> {
         let (loss, weights) = self.per_position(input)?;
-        Ok(match weights {
-            Some(weights) => reduce_weighted(loss, weights, reduction),
-            None => reduce_positions(loss, reduction),
-        }
-        .into())
+        Ok(reduce_maybe_weighted(loss, weights, reduction).into())
     }
 
     fn capabilities(&self) -> Capabilities {
         let mut capabilities = Capabilities::classification();
         capabilities.targets.push(TargetKind::Probabilities);
-        capabilities.per_sample = self.weights.is_none() && self.ignore_index.is_none();
+        if self.weights.is_some() || self.ignore_index.is_some() {
+            capabilities.mean_over = None;
+        }
+        if let Some(weights) = &self.weights {
+            // One weight per class: the options fix C.
+            capabilities.min_channels = weights.len();
+            capabilities.max_channels = Some(weights.len());
+        }
+        capabilities.ignore_index = self.ignore_index;
         if !self.from_logits {
             capabilities.output = losskit_core::OutputDomain::Probabilities;
         }

@@ -66,8 +66,9 @@ losskit_core::documented! {
     /// `p` is the softmax (or sigmoid) of the output; class-index targets are one-hot encoded
     /// (with one output channel they are the binary mask itself), dense targets are taken as
     /// given. Works on `[N, C, S]`, `[N, C, H, W]` and `[N, C, D, H, W]` outputs alike.
-    /// `sum` adds every `w_c·f`; `none` gives each sample's mean over classes (with `batch`, the
-    /// batch value for every sample).
+    /// `sum` adds every `w_c·f`; `none` gives each sample's share of `sum`, `Σ_c w_c·f[n, c]`
+    /// (with `batch`, where `f` belongs to the whole batch, `sum / N` for every sample), so
+    /// `Σ none = sum`.
     ///
     /// Edge cases: an empty target with an empty prediction gives `f ≈ 0` through the smoothing
     /// (no 0/0); a class absent from a sample still contributes `1 - smooth_nr / (P + smooth_dr)`,
@@ -86,7 +87,7 @@ losskit_core::documented! {
     /// - `include_background` (bool, default true): false drops channel 0.
     /// - `smooth_nr` (float >= 0, default 1e-5), `smooth_dr` (float > 0, default 1e-5).
     /// - `squared_pred` (bool, default false).
-    /// - `batch` (bool, default false).
+    /// - `batch` (bool, default false): `none` then gives every sample `sum / N`.
     /// - `jaccard` (bool, default false): soft IoU, as the `jaccard` loss.
     /// - `weights` (list of floats, one per output channel, default none): per-class weights
     ///   (the background's is unused when it is excluded; MONAI lists only the counted classes).
@@ -167,7 +168,7 @@ impl Loss for DiceLoss {
     }
 
     fn capabilities(&self) -> Capabilities {
-        self.overlap.activation.capabilities()
+        self.overlap.capabilities()
     }
 }
 
@@ -275,7 +276,27 @@ mod tests {
         let f1 = 1.0 - 1e-5 / (1.0 + 1e-5);
         assert_close(&value(loss.as_ref(), input.clone(), Reduction::Mean), &[2.0 * f1 / 2.0], 1e-6);
         assert_close(&value(loss.as_ref(), input.clone(), Reduction::Sum), &[2.0 * f1], 1e-6);
-        assert_close(&value(loss.as_ref(), input, Reduction::None), &[f1], 1e-6);
+        // `none` is each sample's share of `sum`: its weighted values summed over the classes.
+        assert_close(&value(loss.as_ref(), input, Reduction::None), &[2.0 * f1], 1e-6);
+    }
+
+    #[test]
+    fn none_is_each_samples_share_of_sum() {
+        let values = [0.3, -1.0, 2.0, 0.5, 0.1, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9, -1.3];
+        let make = || LossInput::with_indices(floats(&values, [2, 3, 2]), ints(&[2, 0, 1, 1], [2, 2])).unwrap();
+        for config in [r#"{"name": "dice"}"#, r#"{"name": "dice", "batch": true}"#] {
+            let loss = build(config);
+            let sum = value(loss.as_ref(), make(), Reduction::Sum)[0];
+            let none = value(loss.as_ref(), make(), Reduction::None);
+            assert_close(&[none.iter().sum::<f64>()], &[sum], 1e-6);
+            if config.contains("batch") {
+                assert_close(&none, &[sum / 2.0, sum / 2.0], 1e-6);
+            }
+        }
+        // Per sample, `none` adds the sample's class values; `mean` averages all N·C of them.
+        let loss = build("dice");
+        let mean = value(loss.as_ref(), make(), Reduction::Mean)[0];
+        assert_close(&[value(loss.as_ref(), make(), Reduction::Sum)[0]], &[6.0 * mean], 1e-6);
     }
 
     #[test]
@@ -286,7 +307,7 @@ mod tests {
         assert!(build_error(r#"{"name": "dice", "weights": [1.0, -1.0]}"#).contains("`weights`"));
         let loss = build(r#"{"name": "dice", "weights": [1.0, 1.0, 1.0]}"#);
         let input = LossInput::with_indices(two_by_two(), ints(&[0, 0], [1, 2])).unwrap();
-        assert!(loss.forward(input, Reduction::Mean).unwrap_err().to_string().contains("3 class weights"));
+        assert!(loss.forward(input, Reduction::Mean).unwrap_err().to_string().contains("3 `weights` values"));
     }
 
     #[test]

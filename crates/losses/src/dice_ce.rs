@@ -138,7 +138,8 @@ losskit_core::documented! {
     /// or with `activation: sigmoid` the `binary_cross_entropy` loss of each channel (multi-label
     /// masks; MONAI uses BCE only for one channel). Each term is reduced as its own loss
     /// reduces: `mean` is Dice's mean over samples and classes plus the cross-entropy's mean
-    /// over positions; `none` adds the per-sample values. Both terms, already weighted, are
+    /// over positions; `sum` adds both sums; `none` adds the per-sample values, each term's share
+    /// of its `sum`, so `Σ none = sum`. Both terms, already weighted, are
     /// reported as `dice` and `cross_entropy`.
     ///
     /// Edge cases are the terms': empty masks give a Dice term ≈ 0 through the smoothing (no

@@ -2,7 +2,7 @@ use burn::{config::Config, tensor::Tensor};
 use losskit_core::{
     Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction,
     config::{OptionError, ensure},
-    reduce::{reduce_positions, reduce_weighted},
+    reduce::reduce_maybe_weighted,
 };
 
 use crate::{
@@ -173,10 +173,11 @@ impl DiceFocalLoss {
             None => elements,
         };
         let per_position = elements.sum_dim(1).reshape([n, s]) / classes as f64;
-        Ok(match valid {
-            Some(valid) => reduce_weighted(per_position * valid.clone(), valid, reduction),
-            None => reduce_positions(per_position, reduction),
-        })
+        let (per_position, weights) = match valid {
+            Some(valid) => (per_position * valid.clone(), Some(valid)),
+            None => (per_position, None),
+        };
+        Ok(reduce_maybe_weighted(per_position, weights, reduction))
     }
 }
 

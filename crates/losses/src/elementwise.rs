@@ -29,15 +29,3 @@ pub(crate) fn forward_elementwise(
     let target = dense_only(name, target)?;
     Ok(reduce_elements(per_element(output, target), reduction).into())
 }
-
-/// Fails unless every target value is `>= 0`.
-pub(crate) fn require_non_negative(name: &str, target: &Tensor<3>) -> Result<(), Error> {
-    let smallest = losskit_core::input::to_f64_vec(target.clone().min())[0];
-    if smallest < 0.0 {
-        return Err(InputError::TargetDomain(format!(
-            "loss `{name}` needs non-negative targets, got {smallest}"
-        ))
-        .into());
-    }
-    Ok(())
-}

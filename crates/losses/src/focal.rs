@@ -1,17 +1,17 @@
 use burn::{
     config::Config,
     tensor::{
-        Tensor, TensorData,
+        Tensor,
         activation::{log_softmax, sigmoid, softplus},
     },
 };
 use losskit_core::{
-    Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction, Target,
+    Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, MeanCount, Reduction,
     TargetKind,
     config::{OptionError, check_weights, ensure},
-    error::InputError,
-    reduce::{reduce_elements, reduce_positions, reduce_weighted},
-    targets::dense_target,
+    numerics::floored_pow,
+    reduce::{reduce_elements, reduce_maybe_weighted, reduce_weighted},
+    targets::{channel_vector, dense_target},
 };
 
 /// Options of [`FocalLoss`].
@@ -26,7 +26,8 @@ pub struct FocalLossConfig {
     /// `auto` (softmax for C > 1, sigmoid for C = 1), `softmax` or `sigmoid` (multi-label).
     #[config(default = "String::from(\"auto\")")]
     pub activation: String,
-    /// A target class index that contributes nothing (softmax form).
+    /// A target class index whose positions contribute nothing (in the sigmoid form, in no
+    /// channel).
     pub ignore_index: Option<i64>,
 }
 
@@ -56,9 +57,6 @@ impl LossConfig for FocalLossConfig {
     }
 }
 
-/// Keeps `(1 - p)^γ` differentiable where `p` rounds to 1.
-const MIN_COMPLEMENT: f64 = 1e-12;
-
 losskit_core::documented! {
     /// # What it does
     /// Cross-entropy scaled down on well-classified examples by `(1 - p_t)^γ`:
@@ -66,11 +64,16 @@ losskit_core::documented! {
     /// ```text
     /// softmax form (C > 1):  l = -α_y · (1 - p_y)^γ · log p_y            p = softmax(x)
     /// sigmoid form (C = 1):  l = α_t · (1 - p_t)^γ · BCE(x, y)           p_t = σ(x) if y = 1 else 1 - σ(x)
-    /// mean = 1/M · Σ l      (M = positions, or non-ignored positions)
+    /// mean = 1/M · Σ l
+    ///   softmax form: M = N·S positions (the non-ignored positions with ignore_index)
+    ///   sigmoid form: M = N·C·S elements (C times the non-ignored positions with ignore_index)
     /// ```
     ///
     /// With γ = 0 and no α it equals cross-entropy. Dense probability targets use
-    /// `l = -Σ_c α_c t_c (1 - p_c)^γ log p_c`.
+    /// `l = -Σ_c α_c t_c (1 - p_c)^γ log p_c`. In the sigmoid form class-index targets are
+    /// one-hot encoded (one binary problem per class) and an ignored position counts in no
+    /// channel. `sum` adds every `l`; `none` gives each sample's sum. `(1 - p_t)` is floored at
+    /// 1e-12 before the power, so the gradient stays finite for any γ.
     ///
     /// # When to use it
     /// Heavy class imbalance and many easy negatives (dense detection, rare-class
@@ -82,7 +85,8 @@ losskit_core::documented! {
     /// - `alpha` (list of floats, default none): per-class weights; in the sigmoid form each
     ///   in [0, 1], weighting positives by α and negatives by 1 - α.
     /// - `activation` (`auto` | `softmax` | `sigmoid`, default `auto`).
-    /// - `ignore_index` (integer, default none).
+    /// - `ignore_index` (integer, default none): positions of this class index count nowhere,
+    ///   in either form.
     ///
     /// # Example
     /// ```json
@@ -117,74 +121,86 @@ impl FocalLoss {
         }
     }
 
-    fn alpha(&self, channels: usize, input: &LossInput) -> Result<Option<Tensor<3>>, Error> {
-        let Some(alpha) = &self.config.alpha else { return Ok(None) };
-        if alpha.len() != channels {
-            return Err(InputError::Unsupported {
-                loss: "focal".into(),
-                problem: format!("has {} `alpha` values but the output has {channels} classes", alpha.len()),
-            }
-            .into());
+    /// Whether the options alone fix the sigmoid form (`auto` with a single α is the
+    /// one-channel sigmoid form).
+    fn declares_sigmoid(&self) -> bool {
+        match self.config.activation.as_str() {
+            "sigmoid" => true,
+            "softmax" => false,
+            _ => self.config.alpha.as_ref().is_some_and(|alpha| alpha.len() == 1),
         }
-        Ok(Some(Tensor::<1>::from_data(TensorData::new(alpha.clone(), [channels]), &input.device()).reshape([1, channels, 1])))
     }
-
 }
 
 /// The focal loss of each element `[N, C, S]` of logits against a dense target, before class
 /// weights and reduction: the softmax form (over C) or the sigmoid form (each element alone).
 pub(crate) fn focal_elements(output: Tensor<3>, target: Tensor<3>, gamma: f64, sigmoid_form: bool) -> Tensor<3> {
-    let modulating = |complement: Tensor<3>| complement.clamp_min(MIN_COMPLEMENT).powf_scalar(gamma);
     if sigmoid_form {
         let bce = (target.clone().neg() + 1.0) * output.clone() + softplus(output.clone().neg(), 1.0);
         let complement = target.clone() * sigmoid(output.clone().neg()) + (target.neg() + 1.0) * sigmoid(output);
-        return modulating(complement) * bce;
+        return floored_pow(complement, gamma) * bce;
     }
     let log_p = log_softmax(output, 1);
     let complement = log_p.clone().exp().neg() + 1.0;
-    (modulating(complement) * log_p * target).neg()
+    (floored_pow(complement, gamma) * log_p * target).neg()
 }
 
 impl Loss for FocalLoss {
     fn forward(&self, input: LossInput, reduction: Reduction) -> Result<LossValue, Error> {
         let [n, channels, s] = input.output().dims();
-        let alpha = self.alpha(channels, &input)?;
+        let alpha = self
+            .config
+            .alpha
+            .as_deref()
+            .map(|alpha| channel_vector("focal", "alpha", alpha, channels, &input.device()))
+            .transpose()?;
         let gamma = self.config.gamma as f64;
-        if self.uses_sigmoid(channels) {
-            let (target, _) = dense_target(input.target(), channels, None)?;
-            let (output, _) = input.into_parts();
+        let sigmoid_form = self.uses_sigmoid(channels);
+        // Ignored positions are all-zero in the target and reported in `valid`.
+        let (target, valid) = dense_target(input.target(), channels, self.config.ignore_index)?;
+        let (output, _) = input.into_parts();
+        if sigmoid_form {
             let mut loss = focal_elements(output, target.clone(), gamma, true);
             if let Some(alpha) = alpha {
                 loss = loss * (target.clone() * alpha.clone() + (target.neg() + 1.0) * (alpha.neg() + 1.0));
             }
-            return Ok(reduce_elements(loss, reduction).into());
+            return Ok(match valid {
+                None => reduce_elements(loss, reduction),
+                Some(valid) => {
+                    // An ignored position counts in no channel: `mean` is over C·(counted positions).
+                    let per_position = loss.sum_dim(1).reshape([n, s]) * valid.clone();
+                    reduce_weighted(per_position, valid * channels as f64, reduction)
+                }
+            }
+            .into());
         }
-        let (target, valid) = dense_target(input.target(), channels, self.config.ignore_index)?;
-        let is_indices = matches!(input.target(), Target::Indices(_));
-        let (output, _) = input.into_parts();
         let mut loss = focal_elements(output, target, gamma, false);
         if let Some(alpha) = alpha {
             loss = loss * alpha;
         }
         let loss = loss.sum_dim(1).reshape([n, s]);
-        Ok(match (valid, is_indices) {
-            (Some(valid), _) => reduce_weighted(loss, valid, reduction),
-            _ => reduce_positions(loss, reduction),
-        }
-        .into())
+        Ok(reduce_maybe_weighted(loss, valid, reduction).into())
     }
 
     fn capabilities(&self) -> Capabilities {
         let mut capabilities = Capabilities::classification();
         capabilities.minimum = Some(0.0);
-        match self.config.activation.as_str() {
-            "sigmoid" => {
-                capabilities.targets = vec![TargetKind::BinaryMask, TargetKind::ClassIndices];
-                capabilities.min_channels = 1;
-            }
-            _ => capabilities.targets.push(TargetKind::Probabilities),
+        if self.declares_sigmoid() {
+            capabilities.targets = vec![TargetKind::BinaryMask, TargetKind::ClassIndices];
+            capabilities.min_channels = 1;
+            capabilities.mean_over = Some(MeanCount::Elements);
+        } else {
+            capabilities.targets.push(TargetKind::Probabilities);
         }
-        capabilities.per_sample = self.config.ignore_index.is_none();
+        if let Some(alpha) = &self.config.alpha {
+            // One α per channel: the options fix C.
+            capabilities.min_channels = alpha.len();
+            capabilities.max_channels = Some(alpha.len());
+        }
+        if self.config.ignore_index.is_some() {
+            capabilities.mean_over = None;
+            capabilities.ignore_index = self.config.ignore_index;
+        }
         capabilities
     }
 }
@@ -223,6 +239,32 @@ mod tests {
         let input = LossInput::with_dense(floats(&[0.0], [1, 1]), floats(&[1.0], [1, 1])).unwrap();
         // p_t = 1/2: (1/2)^1 · log 2.
         assert_close(&value(loss.as_ref(), input, Reduction::Mean), &[0.5 * 2f64.ln()], 1e-6);
+    }
+
+    #[test]
+    fn sigmoid_form_leaves_ignored_positions_out_of_every_channel() {
+        let loss = build(r#"{"name": "focal", "activation": "sigmoid", "gamma": 1.0, "ignore_index": -1}"#);
+        // Two positions of two channels; the second position is ignored (it would add a lot).
+        let make = |o| LossInput::with_indices(o, ints(&[1, -1], [1, 2])).unwrap();
+        let (value, grad) = value_and_grad(loss.as_ref(), floats(&[0.0, 9.0, 0.0, -9.0], [1, 2, 2]), make);
+        // Position 0 has class 1: both channels have p_t = 1/2, l = (1/2)·log 2 each, over C·1 = 2.
+        assert_close(&[value], &[0.5 * 2f64.ln()], 1e-6);
+        assert!(grad[1] == 0.0 && grad[3] == 0.0, "{grad:?}");
+        let sum = losskit_core::input::to_f64_vec(
+            loss.forward(make(floats(&[0.0, 9.0, 0.0, -9.0], [1, 2, 2])), Reduction::Sum).unwrap().value,
+        );
+        assert_close(&sum, &[2f64.ln()], 1e-6);
+    }
+
+    #[test]
+    fn passes_the_conformance_kit() {
+        losskit_core::conformance::check_registered("focal").unwrap().assert_passed();
+        for config in [
+            r#"{"name": "focal", "activation": "sigmoid", "ignore_index": -1}"#,
+            r#"{"name": "focal", "alpha": [0.2, 0.3, 0.5], "ignore_index": 7}"#,
+        ] {
+            losskit_core::conformance::check(config, build(config).as_ref()).assert_passed();
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@ use burn::config::Config;
 use losskit_core::{
     Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction,
     config::{OptionError, ensure},
+    numerics::floored_pow,
 };
 
 use crate::{
@@ -75,9 +76,6 @@ impl LossConfig for FocalTverskyLossConfig {
     }
 }
 
-/// Keeps `(1 - TI)^γ` differentiable (γ < 1) where the index rounds to 1.
-const MIN_COMPLEMENT: f64 = 1e-12;
-
 losskit_core::documented! {
     /// # What it does
     /// The Tversky loss raised to a power γ per sample and class, then averaged:
@@ -133,7 +131,7 @@ losskit_core::register_loss!(FocalTverskyLoss {
 impl Loss for FocalTverskyLoss {
     fn forward(&self, input: LossInput, reduction: Reduction) -> Result<LossValue, Error> {
         let (index, sums) = self.tversky.index(input)?;
-        let values = (index.neg() + 1.0).clamp_min(MIN_COMPLEMENT).powf_scalar(self.gamma);
+        let values = floored_pow(index.neg() + 1.0, self.gamma);
         Ok(reduce_classes(values, &sums, reduction).into())
     }
 

@@ -99,10 +99,11 @@ losskit_core::documented! {
     ///
     /// The weights come from the target only (no gradient flows through them). Class-index
     /// targets are one-hot encoded; `sum` adds the per-sample values, `none` gives them (with
-    /// `batch`, the batch value for every sample). Edge cases: an empty target (every weight
-    /// infinite) gives weights 0 and `f = 1 - smooth_nr / smooth_dr` (0 by default) with no
-    /// 0/0; a sample whose positions are all ignored gives 0 with a zero gradient; values and
-    /// gradients stay finite for any finite logits.
+    /// `batch`, the batch value divided by N for every sample, so that `Σ none = sum`).
+    /// Edge cases: an empty target (every weight infinite) gives weights 0 and
+    /// `f = 1 - smooth_nr / smooth_dr` (0 by default) with no 0/0; a sample whose positions are
+    /// all ignored gives 0 with a zero gradient; values and gradients stay finite for any
+    /// finite logits.
     ///
     /// # When to use it
     /// Multi-class segmentation with classes of very different sizes: the inverse-volume
@@ -171,7 +172,7 @@ impl Loss for GeneralizedDiceLoss {
     }
 
     fn capabilities(&self) -> Capabilities {
-        self.overlap.activation.capabilities()
+        self.overlap.capabilities()
     }
 }
 

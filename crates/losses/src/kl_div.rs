@@ -4,7 +4,7 @@ use burn::{
     tensor::activation::log_softmax,
 };
 use losskit_core::{
-    Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction,
+    Capabilities, ConfigError, MeanCount, Error, Loss, LossConfig, LossInput, LossValue, Reduction,
     TargetKind, reduce::reduce_elements, targets::dense_target,
 };
 
@@ -78,6 +78,7 @@ impl Loss for KlDivLoss {
         Capabilities {
             targets: vec![TargetKind::Probabilities, TargetKind::ClassIndices],
             minimum: Some(0.0),
+            mean_over: Some(MeanCount::Samples),
             ..Capabilities::classification()
         }
     }

@@ -43,9 +43,10 @@ losskit_core::documented! {
     ///
     /// Without `per_image` the positions of the whole batch are pooled (one loss for the batch);
     /// with it, each image gets its loss and `mean` averages them. `sum` adds `l_c` over the
-    /// (image, present class) pairs; `none` gives each image's loss (without `per_image`, the
-    /// batch loss for every sample). The gradient flows through the sorted errors; the order
-    /// itself is piecewise constant.
+    /// (image, present class) pairs; `none` gives each image its share of `sum`, `Σ_c l_c` over
+    /// its present classes (without `per_image`, where the classes' losses belong to the whole
+    /// batch, `sum / N` for every sample), so that `Σ none = sum`. The gradient flows through
+    /// the sorted errors; the order itself is piecewise constant.
     ///
     /// Edge cases: only classes present in the target contribute, so an absent class adds
     /// nothing; positions of `ignore_index` are left out; an image (or batch) with no counted
@@ -58,7 +59,8 @@ losskit_core::documented! {
     /// IoU instead of the dataset-level one.
     ///
     /// # Options
-    /// - `per_image` (bool, default false).
+    /// - `per_image` (bool, default false): one loss per image; `none` then gives each image
+    ///   the sum of its classes' losses, and without it every sample gets `sum / N`.
     /// - `ignore_index` (integer, default none).
     ///
     /// # Example
@@ -137,21 +139,22 @@ impl Loss for LovaszSoftmaxLoss {
     fn forward(&self, input: LossInput, reduction: Reduction) -> Result<LossValue, Error> {
         let samples = input.batch_size();
         let (losses, present) = self.per_class(input)?;
-        if reduction == Reduction::Sum {
-            return Ok(losses.sum().into());
-        }
         let groups = losses.dims()[0];
-        let per_group = (losses.sum_dim(1) / present.sum_dim(1).clamp_min(1.0)).reshape([groups]);
         Ok(match reduction {
-            Reduction::None if groups < samples => per_group.repeat_dim(0, samples),
-            Reduction::None => per_group,
-            _ => per_group.mean(),
+            Reduction::Sum => losses.sum(),
+            // Each image's share of `sum`: its classes' losses, or an equal share of the batch's.
+            Reduction::None if groups < samples => (losses.sum() / samples as f64).repeat_dim(0, samples),
+            Reduction::None => losses.sum_dim(1).reshape([groups]),
+            Reduction::Mean => (losses.sum_dim(1) / present.sum_dim(1).clamp_min(1.0)).reshape([groups]).mean(),
         }
         .into())
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::segmentation()
+        Capabilities {
+            ignore_index: self.config.ignore_index,
+            ..Capabilities::segmentation()
+        }
     }
 }
 
@@ -241,8 +244,19 @@ mod tests {
         let first = reference(&softmax_host(&logits[..6], 2, 3), &[0, 1, 1]);
         let image1 = [logits[6], logits[8], logits[9], logits[11]];
         let second = reference(&softmax_host(&image1, 2, 2), &[0, 1]);
-        assert_close(&value(loss.as_ref(), input.clone(), Reduction::None), &[first, second], 1e-5);
+        // Both classes are present in both images: each image's share of `sum` is twice its mean.
+        assert_close(&value(loss.as_ref(), input.clone(), Reduction::None), &[2.0 * first, 2.0 * second], 1e-5);
+        assert_close(&value(loss.as_ref(), input.clone(), Reduction::Sum), &[2.0 * (first + second)], 1e-5);
         assert_close(&value(loss.as_ref(), input, Reduction::Mean), &[(first + second) / 2.0], 1e-5);
+    }
+
+    #[test]
+    fn none_without_per_image_shares_the_batch_sum_equally() {
+        let logits = [0.3, -1.0, 2.0, 0.5, 0.1, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9, -1.3];
+        let loss = build("lovasz_softmax");
+        let input = LossInput::with_indices(floats(&logits, [2, 2, 3]), ints(&[0, 1, 1, 0, 0, 1], [2, 3])).unwrap();
+        let sum = value(loss.as_ref(), input.clone(), Reduction::Sum)[0];
+        assert_close(&value(loss.as_ref(), input, Reduction::None), &[sum / 2.0, sum / 2.0], 1e-6);
     }
 
     #[test]
@@ -263,7 +277,12 @@ mod tests {
     #[test]
     fn passes_the_conformance_kit() {
         losskit_core::conformance::check_registered("lovasz_softmax").unwrap().assert_passed();
-        let config = r#"{"name": "lovasz_softmax", "per_image": true}"#;
-        losskit_core::conformance::check(config, build(config).as_ref()).assert_passed();
+        for config in [
+            r#"{"name": "lovasz_softmax", "per_image": true}"#,
+            r#"{"name": "lovasz_softmax", "ignore_index": -1}"#,
+            r#"{"name": "lovasz_softmax", "per_image": true, "ignore_index": 255}"#,
+        ] {
+            losskit_core::conformance::check(config, build(config).as_ref()).assert_passed();
+        }
     }
 }

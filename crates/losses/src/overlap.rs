@@ -8,17 +8,20 @@
 //! - ignored positions (`ignore_index`) are removed from both the prediction and the target
 //!   sums; a sample (or, with `batch`, the batch) without any counted position gives 0 with a
 //!   zero gradient;
-//! - the ratios are smoothed (`smooth_nr`, `smooth_dr > 0`), so empty masks never give 0/0.
+//! - the ratios are smoothed (`smooth_nr`, `smooth_dr > 0`), so empty masks never give 0/0;
+//! - `sum` adds every per-(sample, class) value, `mean` averages them, and `none` gives each
+//!   sample its share of `sum`: the sum over the counted classes of its values (with `batch`,
+//!   where the values belong to the whole batch, every sample gets `sum / N`).
 
 use burn::tensor::{
-    Tensor, TensorData,
+    Tensor,
     activation::{sigmoid, softmax},
 };
 use losskit_core::{
     Capabilities, Error, LossInput, OutputDomain, Reduction, Target, TargetKind,
     config::{OptionError, check_weights, ensure},
     error::InputError,
-    targets::{checked_indices, dense_target},
+    targets::{channel_vector, checked_indices, dense_target},
 };
 
 /// How the output becomes probabilities.
@@ -64,8 +67,10 @@ impl Activation {
                 min_channels: 1,
                 ..segmentation
             },
+            // Masks first: the kit's one-channel input uses the first kind, and one-channel class
+            // indices are read as the mask itself (0 background), not as a one-class one-hot.
             Self::Identity => Capabilities {
-                targets: vec![TargetKind::ClassIndices, TargetKind::Probabilities, TargetKind::BinaryMask],
+                targets: vec![TargetKind::BinaryMask, TargetKind::ClassIndices, TargetKind::Probabilities],
                 min_channels: 1,
                 output: OutputDomain::UnitInterval,
                 ..segmentation
@@ -219,19 +224,25 @@ impl Overlap {
     /// The per-class weights of the counted classes, `[1, K]`.
     pub(crate) fn class_weights(&self, channels: usize, device: &burn::tensor::Device) -> Result<Option<Tensor<2>>, Error> {
         let Some(weights) = &self.weights else { return Ok(None) };
-        if weights.len() != channels {
-            return Err(self.unsupported(format!(
-                "has {} class weights but the output has {channels} classes (give one per class, background included)",
-                weights.len()
-            )));
-        }
-        let tensor = Tensor::<1>::from_data(TensorData::new(weights.clone(), [channels]), device).reshape([1, channels, 1]);
+        let tensor = channel_vector(self.name, "weights", weights, channels, device)?;
         Ok(Some(self.counted_classes(tensor).reshape([1, channels - self.dropped(channels)])))
     }
 
+    /// What the loss accepts: the activation's capabilities, the ignored index, and exactly
+    /// as many channels as there are class weights when they are given.
+    pub(crate) fn capabilities(&self) -> Capabilities {
+        let mut capabilities = self.activation.capabilities();
+        capabilities.ignore_index = self.ignore_index;
+        if let Some(weights) = &self.weights {
+            capabilities.min_channels = weights.len();
+            capabilities.max_channels = Some(weights.len());
+        }
+        capabilities
+    }
+
     /// Weighs per-class values `[B, K]` by the class weights, zeroes samples without a counted
-    /// position, and reduces: `mean` and `sum` over every value, `none` the mean over classes
-    /// of each sample (with `batch`, the batch value repeated for each sample).
+    /// position, and reduces: `mean` averages every value, `sum` adds them, `none` gives each
+    /// sample's sum over the classes (with `batch`, `sum / N` for every sample).
     pub(crate) fn reduce(&self, mut values: Tensor<2>, sums: &Sums, channels: usize, reduction: Reduction) -> Result<Tensor<1>, Error> {
         if let Some(weights) = self.class_weights(channels, &values.device())? {
             values = values * weights;
@@ -240,7 +251,8 @@ impl Overlap {
     }
 }
 
-/// Zeroes samples without a counted position and reduces `[B, K]` (see [`Overlap::reduce`]).
+/// Zeroes samples without a counted position and reduces `[B, K]` (see [`Overlap::reduce`]):
+/// `none` is each sample's share of `sum`.
 pub(crate) fn reduce_classes(values: Tensor<2>, sums: &Sums, reduction: Reduction) -> Tensor<1> {
     let values = match &sums.counted {
         Some(counted) => values * counted.clone(),
@@ -251,8 +263,12 @@ pub(crate) fn reduce_classes(values: Tensor<2>, sums: &Sums, reduction: Reductio
         Reduction::Sum => values.sum(),
         Reduction::None => {
             let [b, _] = values.dims();
-            let per_sample = values.mean_dim(1).reshape([b]);
-            if b == sums.samples { per_sample } else { per_sample.repeat_dim(0, sums.samples) }
+            if b == sums.samples {
+                values.sum_dim(1).reshape([b])
+            } else {
+                // One value per class for the whole batch: each sample gets an equal share.
+                (values.sum() / sums.samples as f64).repeat_dim(0, sums.samples)
+            }
         }
     }
 }

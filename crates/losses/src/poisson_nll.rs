@@ -1,12 +1,14 @@
-use burn::{config::Config, nn::loss::PoissonNllLossConfig as BurnPoissonConfig};
+use burn::{config::Config, tensor::Tensor};
 use losskit_core::{
     Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, OutputDomain,
     Reduction, TargetKind,
     config::{OptionError, ensure},
+    error::InputError,
+    input::to_f64_vec,
     reduce::reduce_elements,
 };
 
-use crate::elementwise::{dense_only, require_non_negative};
+use crate::elementwise::dense_only;
 
 /// Options of [`PoissonNllLoss`].
 #[derive(Config, Debug)]
@@ -50,8 +52,10 @@ losskit_core::documented! {
     /// ```
     ///
     /// # When to use it
-    /// Count regression (events, photons, cells per image). Targets must be non-negative;
-    /// a negative one is an input error, not a panic.
+    /// Count regression (events, photons, cells per image). Targets must be non-negative, and
+    /// so must rates when `log_input` is false; a negative one is an input error
+    /// (`InputError::TargetDomain`), not a panic. The Stirling term depends on the target only,
+    /// so it adds no gradient; it is 0 where `y <= 1`.
     ///
     /// # Options
     /// - `log_input` (bool, default true).
@@ -66,7 +70,9 @@ losskit_core::documented! {
     /// # References
     /// - PyTorch `torch.nn.functional.poisson_nll_loss`.
     ///
-    /// Wraps burn-nn's `PoissonNllLoss`, after checking the target's sign (burn asserts it).
+    /// Written here rather than wrapping burn-nn's `PoissonNllLoss`, which panics on negative
+    /// rates and reads values back to the host on every call; this loss checks the signs of
+    /// the target (and of the rates) with one read-back and returns an error.
     #[derive(Debug, Clone)]
     pub struct PoissonNllLoss {
         config: PoissonNllLossConfig,
@@ -81,17 +87,55 @@ losskit_core::register_loss!(PoissonNllLoss {
     config: PoissonNllLossConfig,
 });
 
+impl PoissonNllLoss {
+    /// Fails unless the targets (and, with `log_input` false, the rates) are `>= 0`: one
+    /// read-back of the smallest values.
+    fn check_signs(&self, output: &Tensor<3>, target: &Tensor<3>) -> Result<(), Error> {
+        let mut smallest = vec![target.clone().min()];
+        if !self.config.log_input {
+            smallest.push(output.clone().detach().min());
+        }
+        let smallest = to_f64_vec(Tensor::cat(smallest, 0));
+        if smallest[0] < 0.0 {
+            return Err(InputError::TargetDomain(format!(
+                "loss `poisson_nll` needs non-negative targets, got {}",
+                smallest[0]
+            ))
+            .into());
+        }
+        if let Some(&rate) = smallest.get(1).filter(|rate| **rate < 0.0) {
+            return Err(InputError::TargetDomain(format!(
+                "loss `poisson_nll` with \"log_input\": false needs non-negative rates in the output, got {rate}"
+            ))
+            .into());
+        }
+        Ok(())
+    }
+}
+
+/// Stirling's approximation of `log(y!)`, `y·log y - y + 0.5·log(2πy)`, where `y > 1`; 0 elsewhere.
+fn stirling(target: Tensor<3>) -> Tensor<3> {
+    let small = target.clone().lower_equal_elem(1.0);
+    // Evaluated on `max(y, 1)` so that no log sees 0.
+    let y = target.clamp_min(1.0);
+    let term = y.clone() * y.clone().log() - y.clone() + (y * (2.0 * std::f64::consts::PI)).log() * 0.5;
+    term.mask_fill(small, 0.0)
+}
+
 impl Loss for PoissonNllLoss {
     fn forward(&self, input: LossInput, reduction: Reduction) -> Result<LossValue, Error> {
         let (output, target) = input.into_parts();
         let target = dense_only("poisson_nll", target)?;
-        require_non_negative("poisson_nll", &target)?;
-        let poisson = BurnPoissonConfig::new()
-            .with_log_input(self.config.log_input)
-            .with_full(self.config.full)
-            .with_eps(self.config.eps)
-            .init();
-        Ok(reduce_elements(poisson.forward_no_reduction(output, target), reduction).into())
+        self.check_signs(&output, &target)?;
+        let mut loss = if self.config.log_input {
+            output.clone().exp() - target.clone() * output
+        } else {
+            output.clone() - target.clone() * (output + self.config.eps).log()
+        };
+        if self.config.full {
+            loss = loss + stirling(target);
+        }
+        Ok(reduce_elements(loss, reduction).into())
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -118,6 +162,28 @@ mod tests {
         let e = std::f64::consts::E;
         assert_close(&[value], &[(1.0 + (e - 1.0)) / 2.0], 1e-6);
         assert_close(&grad, &[(1.0 - 2.0) / 2.0, (e - 1.0) / 2.0], 1e-6);
+    }
+
+    #[test]
+    fn rates_and_the_stirling_term() {
+        let loss = build(r#"{"name": "poisson_nll", "log_input": false, "full": true}"#);
+        let (value, grad) = value_and_grad(loss.as_ref(), floats(&[2.0, 0.5], [1, 2]), |o| {
+            LossInput::with_dense(o, floats(&[3.0, 1.0], [1, 2])).unwrap()
+        });
+        let eps = 1e-8f64;
+        let stirling = 3.0 * 3f64.ln() - 3.0 + 0.5 * (2.0 * std::f64::consts::PI * 3.0).ln();
+        let expected = (2.0 - 3.0 * (2.0 + eps).ln() + stirling + 0.5 - (0.5 + eps).ln()) / 2.0;
+        assert_close(&[value], &[expected], 1e-6);
+        assert_close(&grad, &[(1.0 - 3.0 / 2.0) / 2.0, (1.0 - 1.0 / 0.5) / 2.0], 1e-5);
+    }
+
+    #[test]
+    fn negative_rates_are_an_input_error() {
+        let loss = build(r#"{"name": "poisson_nll", "log_input": false}"#);
+        let input = LossInput::with_dense(floats(&[-0.5, 1.0], [1, 2]), floats(&[1.0, 1.0], [1, 2])).unwrap();
+        let error = loss.forward(input, Reduction::Mean).unwrap_err();
+        assert!(matches!(error, Error::Input(InputError::TargetDomain(_))), "{error:?}");
+        assert!(error.to_string().contains("rates"), "{error}");
     }
 
     #[test]

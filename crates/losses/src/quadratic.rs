@@ -1,6 +1,6 @@
 use burn::config::Config;
 use losskit_core::{
-    Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, OutputDomain,
+    Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, MeanCount, OutputDomain,
     Reduction, TargetKind, reduce::reduce_elements, targets::dense_target,
 };
 
@@ -71,6 +71,7 @@ impl Loss for QuadraticLoss {
             targets: vec![TargetKind::ClassIndices, TargetKind::Probabilities],
             output: OutputDomain::Probabilities,
             minimum: Some(0.0),
+            mean_over: Some(MeanCount::Elements),
             ..Capabilities::classification()
         }
     }

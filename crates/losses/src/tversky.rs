@@ -70,7 +70,8 @@ losskit_core::documented! {
     ///
     /// α = β = 0.5 gives Dice, α = β = 1 the soft Jaccard index (both up to the smoothing).
     /// Targets, activations and reductions are those of `dice`: class indices are one-hot
-    /// encoded, `sum` adds every `f`, `none` gives each sample's mean over classes. Edge cases as
+    /// encoded, `sum` adds every `f`, `none` gives each sample's share of `sum`, its
+    /// sum of `f` over the classes (with `batch`, `sum / N` for every sample). Edge cases as
     /// in `dice`: empty masks give `f ≈ 0` through the smoothing, a class absent from a sample
     /// contributes as in MONAI, a sample whose positions are all ignored gives 0 with a zero
     /// gradient; everything stays finite for any finite logits.
@@ -154,7 +155,7 @@ impl Loss for TverskyLoss {
     }
 
     fn capabilities(&self) -> Capabilities {
-        self.overlap.activation.capabilities()
+        self.overlap.capabilities()
     }
 }
 

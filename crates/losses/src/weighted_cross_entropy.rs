@@ -1,10 +1,9 @@
 use burn::config::Config;
 use losskit_core::{
     Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction, Target,
-    TargetKind,
     config::{OptionError, check_weights, ensure},
     input::to_f64_vec,
-    reduce::{reduce_positions, reduce_weighted},
+    reduce::reduce_maybe_weighted,
     targets::checked_indices,
 };
 use serde::{Deserialize, Serialize};
@@ -158,19 +157,14 @@ impl Loss for WeightedCrossEntropyLoss {
             self.inner.clone()
         };
         let (values, weights) = loss.per_position(input)?;
-        Ok(match weights {
-            Some(weights) => reduce_weighted(values, weights, reduction),
-            None => reduce_positions(values, reduction),
-        }
-        .into())
+        Ok(reduce_maybe_weighted(values, weights, reduction).into())
     }
 
     fn capabilities(&self) -> Capabilities {
+        // The inner cross-entropy declares the targets, the ignored index and, for listed
+        // weights, the channels.
         let mut capabilities = self.inner.capabilities();
-        capabilities.per_sample = false;
-        if !capabilities.targets.contains(&TargetKind::Probabilities) {
-            capabilities.targets.push(TargetKind::Probabilities);
-        }
+        capabilities.mean_over = None;
         capabilities
     }
 }
@@ -213,6 +207,6 @@ mod tests {
         let loss = build(r#"{"name": "weighted_cross_entropy", "weights": [1.0, 2.0, 3.0]}"#);
         let input = LossInput::with_indices(floats(&[0.0; 4], [2, 2]), ints(&[0, 1], [2])).unwrap();
         let error = loss.forward(input, Reduction::Mean).unwrap_err().to_string();
-        assert!(error.contains("3 class weights but the output has 2 classes"), "{error}");
+        assert!(error.contains("3 `weights` values but the output has 2 channels"), "{error}");
     }
 }

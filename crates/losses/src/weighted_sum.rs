@@ -2,6 +2,8 @@ use burn::config::Config;
 use losskit_core::{
     Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction, Registry,
     config::{OptionError, ensure},
+    burn::tensor::Tensor,
+    error::InputError,
     serde_json::{Value, json},
 };
 use serde::{Deserialize, Serialize};
@@ -58,6 +60,9 @@ impl LossConfig for WeightedSumLossConfig {
     }
 
     fn build(self) -> Result<Box<dyn Loss>, ConfigError> {
+        // `build` may be called without `validate`: an empty term list must not reach forward.
+        self.validate()
+            .map_err(|error| ConfigError::invalid("weighted_sum", &error.option, error.problem))?;
         let registry = Registry::global()?;
         let mut terms: Vec<Term> = Vec::with_capacity(self.terms.len());
         for (index, term) in self.terms.into_iter().enumerate() {
@@ -121,11 +126,13 @@ losskit_core::documented! {
     /// Each term is computed with the requested reduction and reported, already weighted,
     /// under its loss's name (`dice`, `focal`, ...; a repeated name gets `_2`, `_3`). `mean` is
     /// the weighted sum of each term's own mean (e.g. Dice's mean over samples and classes plus
-    /// focal's mean over pixels), `none` the weighted sum of the per-sample values. Edge cases
+    /// focal's mean over pixels), `sum` the weighted sum of the terms' sums, `none` the weighted
+    /// sum of the per-sample values (each term's share of its `sum`, so `Σ none = sum`). Edge cases
     /// (empty masks, absent classes, ignored positions) are each term's own.
     ///
-    /// It accepts what every term accepts (target kinds, ranks, channels); it is per-sample only
-    /// if every term is, and its minimum is the weighted sum of the terms' minima when they all
+    /// It accepts what every term accepts (target kinds, ranks, channels); its `mean` is a plain
+    /// count only if every term's is the same count, it ignores a class index only if every
+    /// term ignores the same one, and its minimum is the weighted sum of the terms' minima when they all
     /// have one. The output is read as the first term reads it.
     ///
     /// # When to use it
@@ -162,7 +169,7 @@ losskit_core::register_loss!(WeightedSumLoss {
 
 impl Loss for WeightedSumLoss {
     fn forward(&self, input: LossInput, reduction: Reduction) -> Result<LossValue, Error> {
-        let mut total = None;
+        let mut total: Option<Tensor<1>> = None;
         let mut terms = Vec::with_capacity(self.terms.len());
         for term in &self.terms {
             let value = term.loss.forward(input.clone(), reduction)?.value * term.weight;
@@ -172,13 +179,27 @@ impl Loss for WeightedSumLoss {
             });
             terms.push((term.name.clone(), value));
         }
-        let value = total.expect("a weighted sum has at least one term");
+        // `build` rejects an empty term list, so there is always a total.
+        let Some(value) = total else {
+            return Err(InputError::Unsupported {
+                loss: "weighted_sum".into(),
+                problem: "has no terms".into(),
+            }
+            .into());
+        };
         Ok(LossValue { value, terms })
     }
 
     fn capabilities(&self) -> Capabilities {
-        let mut terms = self.terms.iter();
-        let first = terms.next().expect("a weighted sum has at least one term");
+        let Some((first, terms)) = self.terms.split_first() else {
+            // Unreachable (`build` rejects an empty term list): accept nothing.
+            return Capabilities {
+                targets: Vec::new(),
+                ranks: Vec::new(),
+                minimum: None,
+                ..Capabilities::classification()
+            };
+        };
         let mut merged = first.loss.capabilities();
         merged.minimum = merged.minimum.map(|minimum| first.weight * minimum);
         for term in terms {
@@ -190,8 +211,17 @@ impl Loss for WeightedSumLoss {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            merged.per_sample &= other.per_sample;
+            if merged.mean_over != other.mean_over {
+                merged.mean_over = None;
+            }
+            if merged.ignore_index != other.ignore_index {
+                merged.ignore_index = None;
+            }
             merged.minimum = merged.minimum.zip(other.minimum).map(|(sum, minimum)| sum + term.weight * minimum);
+        }
+        if self.terms.iter().any(|term| term.weight < 0.0) {
+            // A negative weight rewards one term's growth: no minimum at a perfect prediction.
+            merged.minimum = None;
         }
         merged
     }
@@ -250,7 +280,7 @@ mod tests {
         let capabilities = loss.capabilities();
         assert_eq!(capabilities.ranks, [3, 4, 5]);
         assert_eq!(capabilities.targets, [TargetKind::ClassIndices, TargetKind::Probabilities]);
-        assert!(!capabilities.per_sample);
+        assert_eq!(capabilities.mean_over, None);
         assert_eq!(capabilities.minimum, Some(0.0));
         let smoothed = build(r#"{"name": "weighted_sum", "terms": [{"loss": "dice"}, {"loss": {"name": "ce", "label_smoothing": 0.1}}]}"#);
         assert_eq!(smoothed.capabilities().minimum, None);
@@ -268,6 +298,20 @@ mod tests {
         assert!(error.contains("terms[0]") && error.contains("scale"), "{error}");
         assert!(build_error(r#"{"name": "weighted_sum", "terms": []}"#).contains("`terms`"));
         assert!(build_error(r#"{"name": "weighted_sum"}"#).contains("`terms`"));
+    }
+
+    #[test]
+    fn build_without_validate_rejects_an_empty_term_list() {
+        let error = WeightedSumLossConfig::new(Vec::new()).build().unwrap_err().to_string();
+        assert!(error.contains("`terms`"), "{error}");
+    }
+
+    #[test]
+    fn none_adds_up_to_sum() {
+        let config = r#"{"name": "weighted_sum", "terms": [{"loss": "dice"}, {"weight": -0.5, "loss": "lovasz_softmax"}]}"#;
+        let loss = build(config);
+        let none: f64 = value(loss.as_ref(), example(), Reduction::None).iter().sum();
+        assert_close(&[none], &value(loss.as_ref(), example(), Reduction::Sum), 1e-6);
     }
 
     #[test]

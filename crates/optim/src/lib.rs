@@ -22,4 +22,4 @@ pub use optimizer::OptimizerConfig;
 pub use options::{parse_named_spec, split_named};
 pub use schedule::ScheduleConfig;
 pub use stats::{EpochStats, RunStats};
-pub use train::{Progress, Rng, Split, Task, TrainConfig, TrainOutcome, train};
+pub use train::{Evaluation, Progress, Rng, Split, Task, TrainConfig, TrainOutcome, train};

@@ -110,7 +110,7 @@ impl RunStats {
             let _ = write!(out, ",val_recall_{}", csv_name(class));
         }
         for name in &term_names {
-            let _ = write!(out, ",train_{0},val_{0}", csv_name(name));
+            let _ = write!(out, ",train_term_{0},val_term_{0}", csv_name(name));
         }
         out.push_str(",lr,seconds\n");
         let mut running = 0.0;

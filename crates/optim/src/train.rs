@@ -212,6 +212,17 @@ impl Display {
     }
 }
 
+/// A model's loss and metrics over a whole split.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    /// The mean loss.
+    pub loss: f64,
+    /// The mean values of the loss's terms (composite losses).
+    pub terms: Vec<(String, f64)>,
+    /// The task's metrics.
+    pub metrics: Metrics,
+}
+
 /// The mean loss, terms and metrics of a model over a whole split (no gradients).
 pub fn evaluate_split<T: Task>(
     task: &T,
@@ -220,7 +231,7 @@ pub fn evaluate_split<T: Task>(
     split: Split,
     batch_size: usize,
     device: &Device,
-) -> Result<(f64, Vec<(String, f64)>, Metrics), TrainError> {
+) -> Result<Evaluation, TrainError> {
     let classes = task.classes().len();
     let mut confusion = Confusion::new(classes);
     let mut total = 0.0;
@@ -247,7 +258,11 @@ pub fn evaluate_split<T: Task>(
     for (_, v) in terms.iter_mut() {
         *v /= n;
     }
-    Ok((total / n, terms, confusion.metrics(task.kind())))
+    Ok(Evaluation {
+        loss: total / n,
+        terms,
+        metrics: confusion.metrics(task.kind()),
+    })
 }
 
 fn add_confusion(confusion: &mut Confusion, input: &LossInput) {
@@ -273,6 +288,9 @@ pub fn train<T: Task>(
 ) -> Result<TrainOutcome<T::Model>, TrainError> {
     if config.batch_size == 0 {
         return Err(TrainError::Task("batch size must be at least 1".into()));
+    }
+    if config.epochs == 0 {
+        return Err(TrainError::Task("epochs must be at least 1".into()));
     }
     let train_len = task.len(Split::Train);
     if train_len == 0 {
@@ -378,8 +396,11 @@ pub fn train<T: Task>(
             });
         }
         let valid = model.valid();
-        let (val_loss, val_terms, val_metrics) =
-            evaluate_split(task, &valid, loss, Split::Valid, config.batch_size, device)?;
+        let Evaluation {
+            loss: val_loss,
+            terms: val_terms,
+            metrics: val_metrics,
+        } = evaluate_split(task, &valid, loss, Split::Valid, config.batch_size, device)?;
         let seen_f = seen.max(1) as f64;
         stats.epochs.push(EpochStats {
             epoch,
@@ -395,9 +416,6 @@ pub fn train<T: Task>(
         });
         save(&config.out_dir, &checkpoint_path, &model, &optim, epoch, global_step, config, &stats)?;
         display.epoch(&stats.epoch_line(config.epochs));
-    }
-    if start_epoch >= config.epochs && !config.resume {
-        return Err(TrainError::Task("epochs must be at least 1".into()));
     }
     Ok(TrainOutcome {
         model,

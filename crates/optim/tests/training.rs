@@ -167,9 +167,9 @@ fn schedule_errors_name_the_problem() {
     assert!(error.contains("option `step_size` is required"), "{error}");
     let error = ScheduleConfig::parse(r#"{"name": "exponential", "gamma": 2}"#).unwrap_err().to_string();
     assert!(error.contains("option `gamma` must be in (0, 1]"), "{error}");
-    let error = ScheduleConfig::parse(r#"{"name": "cosine", "min_lr": 0.5}"#).unwrap().build(0.1, 10).unwrap_err().to_string();
+    let error = ScheduleConfig::parse(r#"{"name": "cosine", "min_lr": 0.5}"#).unwrap().build(0.1, 10).err().unwrap().to_string();
     assert!(error.contains("min_lr"), "{error}");
-    let error = ScheduleConfig::parse("cosine").unwrap().build(2.0, 10).unwrap_err().to_string();
+    let error = ScheduleConfig::parse("cosine").unwrap().build(2.0, 10).err().unwrap().to_string();
     assert!(error.contains("lr must be in (0, 1]"), "{error}");
 }
 

@@ -5,7 +5,7 @@
 #![warn(missing_docs)]
 
 use losskit_core::{
-    Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, OutputDomain,
+    Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, MeanCount, OutputDomain,
     Reduction, TargetKind,
     burn::{
         self,
@@ -13,6 +13,7 @@ use losskit_core::{
         tensor::activation::{sigmoid, softplus},
     },
     config::{OptionError, ensure},
+    numerics::floored_pow,
     reduce::reduce_elements,
     targets::dense_target,
 };
@@ -50,9 +51,6 @@ impl LossConfig for AsymmetricLossConfig {
         Ok(Box::new(AsymmetricLoss { config: self }))
     }
 }
-
-/// Keeps the focusing factors differentiable where a probability rounds to 0 or 1.
-const MIN_BASE: f64 = 1e-12;
 
 losskit_core::documented! {
     /// # What it does
@@ -107,10 +105,7 @@ impl Loss for AsymmetricLoss {
         let clip = self.config.clip as f64;
         let p = sigmoid(output.clone());
         let log_p = softplus(output.clone().neg(), 1.0).neg();
-        let positive = (p.clone().neg() + 1.0)
-            .clamp_min(MIN_BASE)
-            .powf_scalar(self.config.gamma_pos as f64)
-            * log_p;
+        let positive = floored_pow(p.clone().neg() + 1.0, self.config.gamma_pos as f64) * log_p;
         let (shifted, log_not_shifted) = if clip > 0.0 {
             let shifted = (p - clip).clamp_min(0.0);
             let log_not = (sigmoid(output.neg()) + clip).clamp_max(1.0).log();
@@ -118,7 +113,7 @@ impl Loss for AsymmetricLoss {
         } else {
             (p, softplus(output, 1.0).neg())
         };
-        let negative = shifted.clamp_min(MIN_BASE).powf_scalar(self.config.gamma_neg as f64) * log_not_shifted;
+        let negative = floored_pow(shifted, self.config.gamma_neg as f64) * log_not_shifted;
         let loss = (target.clone() * positive + (target.neg() + 1.0) * negative).neg();
         Ok(reduce_elements(loss, reduction).into())
     }
@@ -130,8 +125,9 @@ impl Loss for AsymmetricLoss {
             min_channels: 1,
             max_channels: None,
             output: OutputDomain::Logits,
-            per_sample: true,
+            mean_over: Some(MeanCount::Elements),
             minimum: Some(0.0),
+            ignore_index: None,
         }
     }
 }

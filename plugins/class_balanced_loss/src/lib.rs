@@ -10,12 +10,12 @@ use losskit_core::{
     burn::{
         self,
         config::Config,
-        tensor::{Tensor, TensorData, activation::log_softmax},
+        tensor::activation::log_softmax,
     },
     config::{OptionError, ensure},
-    error::InputError,
+    numerics::floored_pow,
     reduce::reduce_positions,
-    targets::dense_target,
+    targets::{channel_vector, dense_target},
 };
 
 /// The names this crate registers (the registry-wide tests check they are present).
@@ -76,9 +76,6 @@ pub fn effective_number_weights(samples_per_class: &[f64], beta: f64) -> Vec<f32
     raw.iter().map(|w| (w * samples_per_class.len() as f64 / total) as f32).collect()
 }
 
-/// Keeps `(1 - p)^γ` differentiable where `p` rounds to 1.
-const MIN_COMPLEMENT: f64 = 1e-12;
-
 losskit_core::documented! {
     /// # What it does
     /// Softmax cross-entropy (or focal loss) with per-class weights from the *effective number
@@ -126,22 +123,13 @@ losskit_core::register_loss!(ClassBalancedLoss {
 impl Loss for ClassBalancedLoss {
     fn forward(&self, input: LossInput, reduction: Reduction) -> Result<LossValue, Error> {
         let [n, classes, s] = input.output().dims();
-        if classes != self.weights.len() {
-            return Err(InputError::Unsupported {
-                loss: "class_balanced".into(),
-                problem: format!("has {} class counts but the output has {classes} classes", self.weights.len()),
-            }
-            .into());
-        }
-        let weights = Tensor::<1>::from_data(TensorData::new(self.weights.clone(), [classes]), &input.device())
-            .reshape([1, classes, 1]);
+        let weights = channel_vector("class_balanced", "samples_per_class", &self.weights, classes, &input.device())?;
         let (target, _) = dense_target(input.target(), classes, None)?;
         let (output, _) = input.into_parts();
         let log_p = log_softmax(output, 1);
         let mut per_class = log_p.clone() * target * weights;
         if self.gamma > 0.0 {
-            let complement = (log_p.exp().neg() + 1.0).clamp_min(MIN_COMPLEMENT);
-            per_class = per_class * complement.powf_scalar(self.gamma);
+            per_class = per_class * floored_pow(log_p.exp().neg() + 1.0, self.gamma);
         }
         let loss = per_class.sum_dim(1).reshape([n, s]).neg();
         Ok(reduce_positions(loss, reduction).into())
@@ -161,7 +149,10 @@ impl Loss for ClassBalancedLoss {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use losskit_core::Registry;
+    use losskit_core::{
+        Registry,
+        burn::tensor::{Tensor, TensorData},
+    };
 
     #[test]
     fn weights_follow_the_effective_number() {

@@ -47,8 +47,10 @@ pub fn run(base: &TrainRequest, losses: &[String]) -> Result<String> {
         TaskKind::Classification => table.push_str(&format!("  {:>8}", "ACCURACY")),
         TaskKind::Segmentation => table.push_str(&format!("  {:>8}  {:>8}", "DICE", "IOU")),
     }
-    for name in &short {
-        table.push_str(&format!("  {:>10}", format!("R:{name}")));
+    let headers: Vec<String> = short.iter().map(|name| format!("R:{name}")).collect();
+    let widths: Vec<usize> = headers.iter().map(|h| h.len().max(6)).collect();
+    for (header, width) in headers.iter().zip(&widths) {
+        table.push_str(&format!("  {header:>width$}"));
     }
     table.push('\n');
     let mut rows = Vec::new();
@@ -63,8 +65,8 @@ pub fn run(base: &TrainRequest, losses: &[String]) -> Result<String> {
                 last.val_metrics.iou.unwrap_or(f64::NAN)
             )),
         }
-        for recall in &last.val_metrics.recall {
-            table.push_str(&format!("  {recall:>10.3}"));
+        for (recall, width) in last.val_metrics.recall.iter().zip(&widths) {
+            table.push_str(&format!("  {recall:>width$.3}"));
         }
         table.push('\n');
         let recall: serde_json::Map<String, Value> =

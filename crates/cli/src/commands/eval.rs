@@ -46,6 +46,9 @@ pub fn run(request: &EvalRequest<'_>) -> Result<String> {
     if let Some(bad) = evaluation.value.iter().find(|v| !v.is_finite()) {
         anyhow::bail!("the loss is {bad} on these inputs; nothing written");
     }
+    if evaluation.gradient.iter().flatten().any(|g| !g.is_finite()) {
+        anyhow::bail!("the loss's gradient is not finite on these inputs; nothing written");
+    }
     if let (Some(path), Some(gradient)) = (request.grad, &evaluation.gradient) {
         let values: Vec<f32> = gradient.iter().map(|v| *v as f32).collect();
         write_atomically(path, &encode_f32(&output.shape, &values))

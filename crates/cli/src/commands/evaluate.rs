@@ -19,7 +19,8 @@ use crate::{
 fn evaluate_task<T: Task>(task: &T, checkpoint: &Checkpoint, spec: &RunSpec, device: &burn::tensor::Device) -> Result<Value> {
     let loss = spec.build_loss()?;
     let model = load_model(task, checkpoint, device)?;
-    let (val_loss, terms, metrics) = evaluate_split(task, &model, loss.as_ref(), Split::Valid, spec.batch_size, device)?;
+    let evaluation = evaluate_split(task, &model, loss.as_ref(), Split::Valid, spec.batch_size, device)?;
+    let (val_loss, terms, metrics) = (evaluation.loss, evaluation.terms, evaluation.metrics);
     let recall: serde_json::Map<String, Value> = task
         .classes()
         .into_iter()

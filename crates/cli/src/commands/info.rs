@@ -15,7 +15,6 @@ pub fn run(name: &str) -> Result<String> {
     out.push_str("\n\n# Options and defaults\n");
     let example = entry.example_config();
     if let Some(options) = example.as_object() {
-        let required: Vec<&str> = entry.required.iter().map(|(name, _)| *name).collect();
         let mut any = false;
         for (option, value) in options.iter().filter(|(key, _)| key.as_str() != "name") {
             any = true;
@@ -27,7 +26,6 @@ pub fn run(name: &str) -> Result<String> {
         if !any {
             out.push_str("(none)\n");
         }
-        let _ = required;
     }
     out.push_str("\n# Example config\n");
     out.push_str(&serde_json::to_string(&example)?);

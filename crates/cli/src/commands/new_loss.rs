@@ -33,6 +33,9 @@ pub fn run(name: &str, category: Category, root: Option<&Path>) -> Result<String
         bail!("a loss named `{name}` is already registered (by {}); choose another name (nothing was changed)", entry.crate_name);
     }
     let manifest = fs::read_to_string(&cli_manifest).with_context(|| format!("cannot read {}", cli_manifest.display()))?;
+    if let Some(taken) = taken_crate_name(&root, &manifest, name) {
+        bail!("`{name}` would clash with {taken}; choose another name (nothing was changed)");
+    }
     let list = fs::read_to_string(&plugins_list).with_context(|| format!("cannot read {}", plugins_list.display()))?;
     let new_manifest = insert_after_marker(&manifest, CLI_MANIFEST_MARKER, &format!("{name} = {{ path = \"../../plugins/{name}\" }}\n"))
         .with_context(|| format!("{} has no `{CLI_MANIFEST_MARKER}` section", cli_manifest.display()))?;
@@ -80,6 +83,29 @@ pub fn run(name: &str, category: Category, root: Option<&Path>) -> Result<String
     ))
 }
 
+/// A dependency of the `losskit` crate or a workspace package already called `name` (Cargo
+/// treats `-` and `_` alike).
+fn taken_crate_name(root: &Path, cli_manifest: &str, name: &str) -> Option<String> {
+    let normal = |text: &str| text.trim().replace('-', "_");
+    let dependency = cli_manifest
+        .lines()
+        .filter_map(|line| line.split_once('=').map(|(key, _)| key.trim().trim_end_matches(".workspace")))
+        .find(|key| normal(key) == name);
+    if let Some(key) = dependency {
+        return Some(format!("the dependency `{key}` of crates/cli"));
+    }
+    let packages = ["crates", "plugins"]
+        .iter()
+        .filter_map(|dir| fs::read_dir(root.join(dir)).ok())
+        .flatten()
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned());
+    packages
+        .into_iter()
+        .find(|package| normal(package) == name || normal(&format!("losskit_{package}")) == name)
+        .map(|package| format!("the workspace package `{package}`"))
+}
+
 fn readme_row(name: &str, category: Category) -> String {
     format!("| `{name}` |  | {category} | {} |", template_summary(name))
 }
@@ -94,9 +120,11 @@ fn insert_readme_row(readme: &str, row: &str) -> Option<String> {
     let end = readme.find("<!-- losses:end -->")?;
     let mut lines: Vec<&str> = readme[start..end].lines().collect();
     let header = lines.iter().position(|line| line.starts_with("| ---"))?;
+    let name_of = |line: &str| line.split('`').nth(1).map(str::to_string);
+    let new_name = name_of(row)?;
     let at = lines[header + 1..]
         .iter()
-        .position(|line| line.starts_with("| `") && *line > row)
+        .position(|line| name_of(line).is_some_and(|name| name > new_name))
         .map_or(lines.len(), |i| header + 1 + i);
     lines.insert(at, row);
     Some(format!("{}{}\n{}", &readme[..start], lines.join("\n"), &readme[end..]))
@@ -345,6 +373,8 @@ mod tests {
         let updated = insert_readme_row(readme, "| `b_loss` |  | regression | B. |").unwrap();
         assert!(updated.contains("| A. |\n| `b_loss` |  | regression | B. |\n| `c_loss`"), "{updated}");
         assert!(updated.ends_with("<!-- losses:end -->\nrest\n"), "{updated}");
+        let prefix = insert_readme_row(readme, "| `a_loss_x` |  | regression | AX. |").unwrap();
+        assert!(prefix.contains("| A. |\n| `a_loss_x` |"), "{prefix}");
         let last = insert_readme_row(readme, "| `z_loss` |  | regression | Z. |").unwrap();
         assert!(last.contains("| C. |\n| `z_loss` |  | regression | Z. |\n<!-- losses:end -->"), "{last}");
     }

@@ -126,7 +126,15 @@ pub fn defaults(task: TaskKind) -> (usize, usize, usize) {
     match task {
         // (epochs, batch size, width)
         TaskKind::Classification => (6, 32, 12),
-        TaskKind::Segmentation => (10, 16, 8),
+        TaskKind::Segmentation => (12, 16, 8),
+    }
+}
+
+/// The task's default optimizer and schedule specs.
+pub fn default_optimizer(task: TaskKind) -> (&'static str, Option<&'static str>) {
+    match task {
+        TaskKind::Classification => ("adam", None),
+        TaskKind::Segmentation => (r#"{"name": "adam", "lr": 0.003}"#, Some(r#"{"name": "cosine", "min_lr": 0.0001}"#)),
     }
 }
 

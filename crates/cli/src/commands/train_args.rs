@@ -39,14 +39,15 @@ pub struct RunArgs {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// The optimizer: a name (sgd, adam, adamw, rmsprop, adagrad) or a JSON object such as
-    /// {"name": "sgd", "lr": 0.05, "momentum": 0.9}.
-    #[arg(long, default_value = "adam")]
-    pub optimizer: String,
-    /// The learning-rate schedule: constant (default), step, exponential, cosine, warmup, or a
-    /// JSON object such as {"name": "cosine", "warmup_steps": 50}.
+    /// {"name": "sgd", "lr": 0.05, "momentum": 0.9} (default: adam; lr 0.003 for segmentation).
+    #[arg(long)]
+    pub optimizer: Option<String>,
+    /// The learning-rate schedule: constant, step, exponential, cosine, warmup, or a JSON object
+    /// such as {"name": "cosine", "warmup_steps": 50} (default: constant; cosine for
+    /// segmentation).
     #[arg(long)]
     pub schedule: Option<String>,
-    /// Epochs (default: 6 for classification, 10 for segmentation).
+    /// Epochs (default: 6 for classification, 12 for segmentation).
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Samples per step (default: 32 for classification, 16 for segmentation).
@@ -92,8 +93,9 @@ impl RunArgs {
         let mut request = TrainRequest::new(task, out);
         request.data = self.data.clone();
         request.loss = loss;
-        request.optimizer = self.optimizer.clone();
-        request.schedule = self.schedule.clone();
+        let (optimizer, schedule) = train::default_optimizer(task);
+        request.optimizer = self.optimizer.clone().unwrap_or_else(|| optimizer.to_string());
+        request.schedule = self.schedule.clone().or_else(|| schedule.map(str::to_string));
         request.epochs = self.epochs;
         request.batch_size = self.batch_size;
         request.device = self.device.clone();

@@ -54,7 +54,7 @@ impl ImageSet {
     /// The number of images.
     pub fn len(&self) -> usize {
         let per = self.channels * self.height * self.width;
-        if per == 0 { 0 } else { self.images.len() / per }
+        self.images.len().checked_div(per).unwrap_or(0)
     }
 
     /// Whether there are no images.

@@ -1,0 +1,251 @@
+//! `losskit train`, `evaluate` and `compare` through the binary: tiny runs (few steps, tiny
+//! data) and the error cases, which must fail with one line and write nothing.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use serde_json::Value;
+
+fn losskit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_losskit"))
+        .args(args)
+        .output()
+        .expect("the losskit binary runs")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("losskit-cli-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn assert_one_line_error(output: &Output, needle: &str) {
+    assert_eq!(output.status.code(), Some(2), "{}", text(output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{}", text(output));
+    assert!(stderr.starts_with("losskit: error: "), "{}", text(output));
+    assert!(stderr.contains(needle), "expected `{needle}` in: {}", text(output));
+}
+
+fn summary(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+}
+
+const TINY: [&str; 10] = ["--limit", "40", "--batch-size", "8", "--width", "4", "--progress", "quiet", "--max-steps", "3"];
+
+fn tiny(args: &[&str]) -> Vec<String> {
+    args.iter().chain(TINY.iter()).map(|s| s.to_string()).collect()
+}
+
+fn run(args: &[String]) -> Output {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    losskit(&refs)
+}
+
+#[test]
+fn classification_trains_resumes_and_evaluates() {
+    let dir = scratch("cls");
+    let out = dir.join("run");
+    let out_s = out.to_str().unwrap();
+    let output = run(&tiny(&["train", "--epochs", "1", "--out", out_s, "--optimizer", r#"{"name": "sgd", "lr": 0.05, "momentum": 0.9}"#]));
+    assert!(output.status.success(), "{}", text(&output));
+    for file in ["checkpoint.lkc", "metrics.csv", "steps.csv", "summary.json", "loss.svg"] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    let first = summary(&out);
+    assert_eq!(first["epochs"], 1);
+    for key in ["val_loss", "avg_loss_all_epochs", "val_accuracy"] {
+        assert!(first[key].is_number(), "{key}: {first}");
+    }
+    // Without --resume or --force an existing run is not overwritten.
+    let again = run(&tiny(&["train", "--epochs", "1", "--out", out_s]));
+    assert_one_line_error(&again, "already holds a run");
+
+    let resumed = run(&tiny(&["train", "--resume", "--epochs", "2", "--out", out_s]));
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    assert_eq!(summary(&out)["epochs"], 2);
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert_eq!(std::fs::read_to_string(out.join("steps.csv")).unwrap().lines().count(), 7);
+    assert!(std::fs::read_to_string(out.join("loss.svg")).unwrap().starts_with("<svg"));
+
+    let evaluated = losskit(&["evaluate", "--checkpoint", out_s]);
+    assert!(evaluated.status.success(), "{}", text(&evaluated));
+    let report: Value = serde_json::from_slice(&evaluated.stdout).unwrap();
+    assert_eq!(report["epoch"], 2);
+    assert!(report["val_accuracy"].is_number() && report["val_recall"]["eosinophil"].is_number(), "{report}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn segmentation_reports_dice_and_iou() {
+    let dir = scratch("seg");
+    let out = dir.join("run");
+    let args = [
+        "train", "--task", "segmentation", "--epochs", "1", "--limit", "8", "--batch-size", "4", "--width", "4",
+        "--max-steps", "2", "--progress", "quiet", "--out", out.to_str().unwrap(),
+    ];
+    let output = losskit(&args);
+    assert!(output.status.success(), "{}", text(&output));
+    let s = summary(&out);
+    assert!(s["val_dice"].is_number() && s["val_iou"].is_number() && s["val_loss"].is_number(), "{s}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn compare_prints_one_table_and_an_overlaid_plot() {
+    let dir = scratch("compare");
+    let out = dir.join("cmp");
+    let output = run(&tiny(&[
+        "compare", "--epochs", "1", "--imbalance", "4", "--out", out.to_str().unwrap(),
+        "--loss", "cross_entropy", "--loss", r#"{"name": "focal", "gamma": 2}"#,
+    ]));
+    assert!(output.status.success(), "{}", text(&output));
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(table.contains("cross_entropy") && table.contains("focal") && table.contains("R:eosinophil"), "{table}");
+    assert!(out.join("compare.svg").is_file() && out.join("compare.json").is_file());
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    assert_eq!(report["runs"].as_array().unwrap().len(), 2);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn write_png(path: &Path, value: u8, size: u32) {
+    let image = image::GrayImage::from_fn(size, size, |x, _| image::Luma([value.wrapping_add((x * 3) as u8)]));
+    image.save(path).unwrap();
+}
+
+#[test]
+fn an_image_folder_trains_and_bad_folders_fail_cleanly() {
+    let dir = scratch("folder");
+    let data = dir.join("data");
+    for (class, value) in [("dark", 20u8), ("light", 200u8)] {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        for i in 0..5 {
+            write_png(&data.join(class).join(format!("{i}.png")), value, 20 + i);
+        }
+    }
+    let out = dir.join("run");
+    let output = run(&tiny(&["train", "--epochs", "1", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()]));
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(out.join("summary.json").is_file());
+
+    // A corrupt image: one line naming the file, nothing written.
+    std::fs::write(data.join("light").join("broken.png"), b"not a png").unwrap();
+    let out2 = dir.join("run2");
+    let output = run(&tiny(&["train", "--data", data.to_str().unwrap(), "--out", out2.to_str().unwrap()]));
+    assert_one_line_error(&output, "broken.png");
+    assert!(!out2.exists(), "the output folder was created");
+
+    // An empty folder.
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let output = run(&tiny(&["train", "--data", empty.to_str().unwrap(), "--out", out2.to_str().unwrap()]));
+    assert_one_line_error(&output, "expected one folder per class");
+    assert!(!out2.exists());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_missing_mask_fails_cleanly() {
+    let dir = scratch("masks");
+    let data = dir.join("data");
+    std::fs::create_dir_all(data.join("images")).unwrap();
+    std::fs::create_dir_all(data.join("masks")).unwrap();
+    for i in 0..3 {
+        write_png(&data.join("images").join(format!("{i}.png")), 100, 16);
+    }
+    for i in 0..2 {
+        let mask = image::GrayImage::from_fn(16, 16, |x, _| image::Luma([u8::from(x > 8)]));
+        mask.save(data.join("masks").join(format!("{i}.png"))).unwrap();
+    }
+    let out = dir.join("run");
+    let output = losskit(&["train", "--task", "segmentation", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_one_line_error(&output, "has no mask");
+    assert!(!out.exists());
+    // With the mask, it trains.
+    let mask = image::GrayImage::from_fn(16, 16, |_, y| image::Luma([u8::from(y > 8)]));
+    mask.save(data.join("masks").join("2.png")).unwrap();
+    let output = losskit(&[
+        "train", "--task", "segmentation", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(),
+        "--epochs", "1", "--width", "4", "--progress", "quiet",
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn idx(path: &Path, dims: &[u32], values: &[u8], gzip: bool) {
+    let mut bytes = vec![0, 0, 8, dims.len() as u8];
+    for d in dims {
+        bytes.extend_from_slice(&d.to_be_bytes());
+    }
+    bytes.extend_from_slice(values);
+    if gzip {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(&bytes).unwrap();
+        std::fs::write(path.with_extension("gz"), encoder.finish().unwrap()).unwrap();
+    } else {
+        std::fs::write(path, bytes).unwrap();
+    }
+}
+
+#[test]
+fn mnist_idx_files_train() {
+    let dir = scratch("idx");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for (prefix, n, gzip) in [("train", 24u32, true), ("t10k", 10, false)] {
+        let labels: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
+        let pixels: Vec<u8> = (0..n as usize * 784).map(|i| ((i / 784) % 3 * 100) as u8).collect();
+        idx(&data.join(format!("{prefix}-images-idx3-ubyte")), &[n, 28, 28], &pixels, gzip);
+        idx(&data.join(format!("{prefix}-labels-idx1-ubyte")), &[n], &labels, gzip);
+    }
+    let out = dir.join("run");
+    let output = run(&tiny(&["train", "--epochs", "1", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()]));
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(summary(&out)["val_recall"].as_object().unwrap().len(), 3);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bad_options_fail_with_one_line_and_write_nothing() {
+    let dir = scratch("errors");
+    let out = dir.join("run");
+    let out_s = out.to_str().unwrap();
+    let output = losskit(&["train", "--optimizer", "adma", "--out", out_s]);
+    assert_one_line_error(&output, "unknown optimizer `adma` (did you mean one of `adam`");
+    let output = losskit(&["train", "--optimizer", r#"{"name": "sgd", "lr": -1}"#, "--out", out_s]);
+    assert_one_line_error(&output, "option `lr` must be > 0");
+    let output = losskit(&["train", "--schedule", "cosin", "--out", out_s]);
+    assert_one_line_error(&output, "unknown schedule `cosin`");
+    let output = losskit(&["train", "--loss", "mse", "--out", out_s]);
+    assert_one_line_error(&output, "does not take class-index targets");
+    let output = losskit(&["train", "--loss", "cross_entropyy", "--out", out_s]);
+    assert_one_line_error(&output, "unknown loss");
+    let output = losskit(&["train", "--resume", "--out", out_s]);
+    assert_one_line_error(&output, "--resume");
+    assert!(!out.exists(), "the output folder was created");
+
+    // An --out below a regular file cannot be created.
+    let file = dir.join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let blocked = file.join("run");
+    let output = run(&tiny(&["train", "--epochs", "1", "--out", blocked.to_str().unwrap()]));
+    assert_one_line_error(&output, "--out");
+
+    let output = losskit(&["evaluate", "--checkpoint", file.to_str().unwrap()]);
+    assert_one_line_error(&output, "not a losskit checkpoint");
+    let _ = std::fs::remove_dir_all(dir);
+}
