@@ -1,6 +1,6 @@
 //! `losskit`: list, explain, evaluate, train and compare losses.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{io::Write, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use losskit_cli::commands::{self, eval::EvalRequest, list::ListFormat};
@@ -133,12 +133,18 @@ fn main() -> ExitCode {
     };
     match run(cli) {
         Ok(text) => {
-            if text.ends_with('\n') {
-                print!("{text}");
-            } else {
-                println!("{text}");
+            // A closed pipe (`losskit list | head`) is not an error worth a message.
+            let mut stdout = std::io::stdout().lock();
+            let written = stdout.write_all(text.as_bytes()).and_then(|()| {
+                if text.ends_with('\n') { Ok(()) } else { stdout.write_all(b"\n") }
+            });
+            match written {
+                Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("losskit: error: cannot write the output: {error}");
+                    ExitCode::from(2)
+                }
+                _ => ExitCode::SUCCESS,
             }
-            ExitCode::SUCCESS
         }
         Err(error) => {
             let message = format!("{error:#}").replace('\n', " ");
