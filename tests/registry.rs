@@ -96,7 +96,7 @@ fn unknown_options_and_names_get_suggestions() {
     for entry in registry.iter() {
         let mut config = entry.example_config().as_object().unwrap().clone();
         config.insert("no_such_option".into(), serde_json::json!(1));
-        let error = registry.build(&config).err().expect("unknown option rejected").to_string();
+        let error = registry.build(&config).expect_err("unknown option rejected").to_string();
         assert!(error.contains("no_such_option"), "{error}");
     }
     let error = registry.get("cross_entropi").unwrap_err().to_string();

@@ -508,7 +508,9 @@ impl Kit<'_> {
             return;
         };
         let value = evaluation.value[0];
-        if !((value - minimum).abs() <= MINIMUM_ABSOLUTE) {
+        // Written so that a NaN value fails too.
+        let reaches_minimum = (value - minimum).abs() <= MINIMUM_ABSOLUTE;
+        if !reaches_minimum {
             self.fail(Property::Minimum, &perfect, format!("a perfect prediction gives {value}, the declared minimum is {minimum}"));
         }
     }

@@ -91,7 +91,7 @@ pub fn parse_device(name: &str) -> Result<Device, DeviceError> {
             #[cfg(not(feature = "wgpu"))]
             {
                 let _ = rest;
-                return Err(missing("wgpu"));
+                Err(missing("wgpu"))
             }
         }
         _ => Err(DeviceError {

@@ -64,6 +64,9 @@ impl std::str::FromStr for Category {
     }
 }
 
+/// Builds a loss named by the first argument from its options (the config without `name`).
+pub type BuildFn = fn(&str, &Map<String, Value>) -> Result<Box<dyn Loss>, ConfigError>;
+
 /// One registered loss. Made by [`register_loss!`](crate::register_loss); never by hand.
 pub struct LossRegistration {
     /// The loss's name, snake_case.
@@ -77,7 +80,7 @@ pub struct LossRegistration {
     /// Its documentation: the loss type's doc comment.
     pub docs: &'static str,
     /// Builds the loss from options (the config object without `name`).
-    pub build: fn(&str, &Map<String, Value>) -> Result<Box<dyn Loss>, ConfigError>,
+    pub build: BuildFn,
     /// The options of a complete, valid config (defaults, example values for required ones).
     pub example: fn() -> Value,
     /// Options without default, with a description of a valid value.
