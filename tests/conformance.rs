@@ -12,12 +12,16 @@ fn every_registered_loss_passes_the_conformance_kit() {
     let registry = Registry::global().expect("registry builds");
     // The kit passes vacuously on an empty registry: make sure every crate is linked.
     for name in losskit_tests::expected_losses() {
-        assert!(registry.get(name).is_ok(), "`{name}` is not registered in this test binary");
+        assert!(
+            registry.get(name).is_ok(),
+            "`{name}` is not registered in this test binary"
+        );
     }
     let mut failed = Vec::new();
     let mut checks = 0;
     for entry in registry.iter() {
-        let report = losskit_core::conformance::check_registered(entry.name).expect("example config builds");
+        let report =
+            losskit_core::conformance::check_registered(entry.name).expect("example config builds");
         checks += report.checks;
         if !report.passed() {
             failed.push(report.to_string());
@@ -81,7 +85,9 @@ fn non_default_configs_pass_the_conformance_kit() {
     let registry = Registry::global().expect("registry builds");
     let mut failed = Vec::new();
     for config in NON_DEFAULT_CONFIGS {
-        let loss = registry.build_spec(config).unwrap_or_else(|error| panic!("{config} builds: {error}"));
+        let loss = registry
+            .build_spec(config)
+            .unwrap_or_else(|error| panic!("{config} builds: {error}"));
         let report = check(config, loss.as_ref());
         if !report.passed() {
             failed.push(report.to_string());
@@ -97,7 +103,9 @@ struct WrongGradient;
 impl Loss for WrongGradient {
     fn forward(&self, input: LossInput, reduction: Reduction) -> Result<LossValue, Error> {
         let (output, target) = input.into_parts();
-        let losskit_core::Target::Dense(target) = target else { unreachable!("dense targets only") };
+        let losskit_core::Target::Dense(target) = target else {
+            unreachable!("dense targets only")
+        };
         let residual = output - target;
         let reported = residual.clone().abs();
         let actual = residual.square();
@@ -136,9 +144,12 @@ impl Loss for OrderDependent {
     fn forward(&self, input: LossInput, reduction: Reduction) -> Result<LossValue, Error> {
         let [n, c, s] = input.output().dims();
         let (output, target) = input.into_parts();
-        let losskit_core::Target::Dense(target) = target else { unreachable!("dense targets only") };
+        let losskit_core::Target::Dense(target) = target else {
+            unreachable!("dense targets only")
+        };
         let ramp: Vec<f32> = (0..n).map(|i| (i + 1) as f32).collect();
-        let ramp = Tensor::<1>::from_data(TensorData::new(ramp, [n]), &output.device()).reshape([n, 1, 1]);
+        let ramp =
+            Tensor::<1>::from_data(TensorData::new(ramp, [n]), &output.device()).reshape([n, 1, 1]);
         let _ = (c, s);
         Ok(reduce_elements((output - target).square() * ramp, reduction).into())
     }
@@ -156,7 +167,9 @@ impl Loss for NoneIsPerSampleMean {
     fn forward(&self, input: LossInput, reduction: Reduction) -> Result<LossValue, Error> {
         let [n, c, s] = input.output().dims();
         let (output, target) = input.into_parts();
-        let losskit_core::Target::Dense(target) = target else { unreachable!("dense targets only") };
+        let losskit_core::Target::Dense(target) = target else {
+            unreachable!("dense targets only")
+        };
         let values = (output - target).square();
         Ok(match reduction {
             Reduction::None => values.reshape([n, c * s]).mean_dim(1).reshape([n]),

@@ -2,12 +2,12 @@
 //! on inputs the loss declares it accepts, finite values and gradients for finite inputs.
 
 use losskit_core::{
-    Registry, Reduction,
-    conformance::Case,
-    devices::default_device,
-    evaluate::evaluate,
+    Reduction, Registry, conformance::Case, devices::default_device, evaluate::evaluate,
 };
-use proptest::{prelude::*, test_runner::{Config, TestRunner}};
+use proptest::{
+    prelude::*,
+    test_runner::{Config, TestRunner},
+};
 
 /// Cases per loss; `PROPTEST_CASES` overrides it.
 const CASES_PER_LOSS: u32 = 256;
@@ -16,10 +16,16 @@ const CASES_PER_LOSS: u32 = 256;
 fn every_loss_is_finite_and_panic_free_on_random_inputs() {
     let registry = Registry::global().expect("registry builds");
     for name in losskit_tests::expected_losses() {
-        assert!(registry.get(name).is_ok(), "`{name}` is not linked into this test binary");
+        assert!(
+            registry.get(name).is_ok(),
+            "`{name}` is not linked into this test binary"
+        );
     }
     let device = default_device().expect("a CPU backend");
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(CASES_PER_LOSS);
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(CASES_PER_LOSS);
     let mut total = 0;
     for entry in registry.iter() {
         let loss = entry.build_example().expect("example builds");
@@ -35,18 +41,50 @@ fn every_loss_is_finite_and_panic_free_on_random_inputs() {
             any::<u64>(),
             -2.0f64..2.0,
         );
-        let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+        let mut runner = TestRunner::new(Config {
+            cases,
+            failure_persistence: None,
+            ..Config::default()
+        });
         let result = runner.run(&strategy, |(rank, kind, n, c, spatial, seed, log_scale)| {
             let rank = capabilities.ranks[rank];
             let mut shape = vec![n, c];
             shape.extend_from_slice(&spatial[..rank - 2]);
-            let case = Case::generate(&capabilities, &shape, capabilities.targets[kind], seed, 10f64.powf(log_scale));
-            for (reduction, gradient) in [(Reduction::Mean, true), (Reduction::Sum, false), (Reduction::None, false)] {
-                let evaluation = evaluate(loss.as_ref(), &case.output, &case.target, &device, reduction, gradient)
-                    .map_err(|error| TestCaseError::fail(format!("{reduction}: {error} on {}", case.description)))?;
-                prop_assert!(evaluation.value.iter().all(|v| v.is_finite()), "{reduction} value {:?} on {}", evaluation.value, case.description);
+            let case = Case::generate(
+                &capabilities,
+                &shape,
+                capabilities.targets[kind],
+                seed,
+                10f64.powf(log_scale),
+            );
+            for (reduction, gradient) in [
+                (Reduction::Mean, true),
+                (Reduction::Sum, false),
+                (Reduction::None, false),
+            ] {
+                let evaluation = evaluate(
+                    loss.as_ref(),
+                    &case.output,
+                    &case.target,
+                    &device,
+                    reduction,
+                    gradient,
+                )
+                .map_err(|error| {
+                    TestCaseError::fail(format!("{reduction}: {error} on {}", case.description))
+                })?;
+                prop_assert!(
+                    evaluation.value.iter().all(|v| v.is_finite()),
+                    "{reduction} value {:?} on {}",
+                    evaluation.value,
+                    case.description
+                );
                 if let Some(gradient) = &evaluation.gradient {
-                    prop_assert!(gradient.iter().all(|g| g.is_finite()), "non-finite gradient on {}", case.description);
+                    prop_assert!(
+                        gradient.iter().all(|g| g.is_finite()),
+                        "non-finite gradient on {}",
+                        case.description
+                    );
                 }
             }
             Ok(())
@@ -56,5 +94,8 @@ fn every_loss_is_finite_and_panic_free_on_random_inputs() {
         }
         total += cases;
     }
-    println!("{} losses, {cases} random cases each ({total} in all)", registry.len());
+    println!(
+        "{} losses, {cases} random cases each ({total} in all)",
+        registry.len()
+    );
 }

@@ -7,7 +7,11 @@ use losskit_cli::commands::{self, eval::EvalRequest, list::ListFormat};
 use losskit_core::Reduction;
 
 #[derive(Debug, Parser)]
-#[command(name = "losskit", version, about = "Swappable, verifiable loss functions for burn")]
+#[command(
+    name = "losskit",
+    version,
+    about = "Swappable, verifiable loss functions for burn"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -78,7 +82,11 @@ fn run(cli: Cli) -> anyhow::Result<String> {
         Command::Evaluate(args) => args.run(),
         Command::List { category, format } => commands::list::run(category.as_deref(), format),
         Command::Info { name } => commands::info::run(&name),
-        Command::NewLoss { name, category, root } => commands::new_loss::run(&name, category, root.as_deref()),
+        Command::NewLoss {
+            name,
+            category,
+            root,
+        } => commands::new_loss::run(&name, category, root.as_deref()),
         Command::Eval {
             loss,
             output,
@@ -122,7 +130,9 @@ fn main() -> ExitCode {
             let problem: Vec<&str> = rendered
                 .lines()
                 .map(str::trim)
-                .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more information"))
+                .take_while(|line| {
+                    !line.starts_with("Usage:") && !line.starts_with("For more information")
+                })
                 .filter(|line| !line.is_empty())
                 .collect();
             let problem = problem.join(" ");
@@ -136,7 +146,11 @@ fn main() -> ExitCode {
             // A closed pipe (`losskit list | head`) is not an error worth a message.
             let mut stdout = std::io::stdout().lock();
             let written = stdout.write_all(text.as_bytes()).and_then(|()| {
-                if text.ends_with('\n') { Ok(()) } else { stdout.write_all(b"\n") }
+                if text.ends_with('\n') {
+                    Ok(())
+                } else {
+                    stdout.write_all(b"\n")
+                }
             });
             match written {
                 Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {

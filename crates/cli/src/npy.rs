@@ -17,8 +17,10 @@ pub struct NpyError(pub String);
 
 /// Reads a `.npy` file.
 pub fn read_npy(path: &Path) -> Result<HostArray, NpyError> {
-    let bytes = fs::read(path).map_err(|error| NpyError(format!("cannot read {}: {error}", path.display())))?;
-    parse_npy(&bytes).map_err(|NpyError(message)| NpyError(format!("{}: {message}", path.display())))
+    let bytes = fs::read(path)
+        .map_err(|error| NpyError(format!("cannot read {}: {error}", path.display())))?;
+    parse_npy(&bytes)
+        .map_err(|NpyError(message)| NpyError(format!("{}: {message}", path.display())))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,7 +34,9 @@ enum Kind {
 /// Parses the bytes of a `.npy` file.
 pub fn parse_npy(bytes: &[u8]) -> Result<HostArray, NpyError> {
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
-        return Err(NpyError("not a .npy file (missing the \\x93NUMPY magic)".into()));
+        return Err(NpyError(
+            "not a .npy file (missing the \\x93NUMPY magic)".into(),
+        ));
     }
     let major = bytes[6];
     let (header_len, header_start) = match major {
@@ -41,9 +45,16 @@ pub fn parse_npy(bytes: &[u8]) -> Result<HostArray, NpyError> {
             if bytes.len() < 12 {
                 return Err(NpyError("truncated .npy header".into()));
             }
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
         }
-        other => return Err(NpyError(format!("unsupported .npy format version {other}; expected 1, 2 or 3"))),
+        other => {
+            return Err(NpyError(format!(
+                "unsupported .npy format version {other}; expected 1, 2 or 3"
+            )));
+        }
     };
     let data_start = header_start
         .checked_add(header_len)
@@ -112,7 +123,9 @@ pub fn parse_npy(bytes: &[u8]) -> Result<HostArray, NpyError> {
         Kind::Unsigned | Kind::Bool => {
             let values: Vec<u64> = order.map(|i| u64::from_le_bytes(element(i))).collect();
             if let Some(big) = values.iter().find(|v| **v > i64::MAX as u64) {
-                return Err(NpyError(format!("value {big} does not fit a signed 64-bit integer")));
+                return Err(NpyError(format!(
+                    "value {big} does not fit a signed 64-bit integer"
+                )));
             }
             HostValues::Int(values.into_iter().map(|v| v as i64).collect())
         }
@@ -210,7 +223,9 @@ fn header_bool(header: &str, key: &str) -> Result<bool, NpyError> {
     } else if value.starts_with("False") {
         Ok(false)
     } else {
-        Err(NpyError(format!(".npy header: `{key}` is not True or False")))
+        Err(NpyError(format!(
+            ".npy header: `{key}` is not True or False"
+        )))
     }
 }
 
@@ -225,7 +240,11 @@ fn header_shape(header: &str) -> Result<Vec<usize>, NpyError> {
         .split(',')
         .map(str::trim)
         .filter(|part| !part.is_empty())
-        .map(|part| part.trim_end_matches('L').parse::<usize>().map_err(|_| bad()))
+        .map(|part| {
+            part.trim_end_matches('L')
+                .parse::<usize>()
+                .map_err(|_| bad())
+        })
         .collect()
 }
 
@@ -254,14 +273,18 @@ pub fn encode_f32(shape: &[usize], values: &[f32]) -> Vec<u8> {
 
 /// Writes `bytes` to `path` atomically: a temporary file beside it, then a rename.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let file_name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name")
+    })?;
     let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
-    let temporary = dir.join(format!(".{}.{}.tmp", file_name.to_string_lossy(), std::process::id()));
+    let temporary = dir.join(format!(
+        ".{}.{}.tmp",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
         let mut file = fs::File::create(&temporary)?;
         file.write_all(bytes)?;
@@ -284,7 +307,10 @@ mod tests {
         assert_eq!((bytes.len() - 24) % 64, 0, "data starts 64-byte aligned");
         let array = parse_npy(&bytes).unwrap();
         assert_eq!(array.shape, vec![2, 3]);
-        assert_eq!(array.values, HostValues::Float(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
+        assert_eq!(
+            array.values,
+            HostValues::Float(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+        );
     }
 
     fn with_header(header: &str, data: &[u8]) -> Vec<u8> {
@@ -298,8 +324,14 @@ mod tests {
 
     #[test]
     fn reads_big_endian_and_fortran_order() {
-        let data: Vec<u8> = [1i32, 2, 3, 4, 5, 6].iter().flat_map(|v| v.to_be_bytes()).collect();
-        let bytes = with_header("{'descr': '>i4', 'fortran_order': True, 'shape': (2, 3), }\n", &data);
+        let data: Vec<u8> = [1i32, 2, 3, 4, 5, 6]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect();
+        let bytes = with_header(
+            "{'descr': '>i4', 'fortran_order': True, 'shape': (2, 3), }\n",
+            &data,
+        );
         let array = parse_npy(&bytes).unwrap();
         // Fortran order stores columns first: [[1, 3, 5], [2, 4, 6]].
         assert_eq!(array.values, HostValues::Int(vec![1, 3, 5, 2, 4, 6]));
@@ -309,14 +341,38 @@ mod tests {
     fn names_each_problem() {
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (b"hello".to_vec(), "not a .npy file"),
-            (with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }", &[0; 8]), "truncated"),
-            (with_header("{'descr': '<c8', 'fortran_order': False, 'shape': (1,), }", &[0; 8]), "unsupported dtype"),
-            (with_header("{'descr': '<f4', 'fortran_order': False, }", &[]), "no `shape`"),
-            (with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (a,), }", &[]), "tuple of integers"),
+            (
+                with_header(
+                    "{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }",
+                    &[0; 8],
+                ),
+                "truncated",
+            ),
+            (
+                with_header(
+                    "{'descr': '<c8', 'fortran_order': False, 'shape': (1,), }",
+                    &[0; 8],
+                ),
+                "unsupported dtype",
+            ),
+            (
+                with_header("{'descr': '<f4', 'fortran_order': False, }", &[]),
+                "no `shape`",
+            ),
+            (
+                with_header(
+                    "{'descr': '<f4', 'fortran_order': False, 'shape': (a,), }",
+                    &[],
+                ),
+                "tuple of integers",
+            ),
         ];
         for (bytes, expected) in cases {
             let error = parse_npy(&bytes).unwrap_err().to_string();
-            assert!(error.contains(expected), "{error} should contain {expected}");
+            assert!(
+                error.contains(expected),
+                "{error} should contain {expected}"
+            );
         }
     }
 }

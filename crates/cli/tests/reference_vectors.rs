@@ -21,7 +21,8 @@ fn vectors() -> PathBuf {
 }
 
 fn cases() -> Vec<Value> {
-    let text = std::fs::read_to_string(vectors().join("cases.json")).expect("cases.json is readable");
+    let text =
+        std::fs::read_to_string(vectors().join("cases.json")).expect("cases.json is readable");
     let parsed: Value = serde_json::from_str(&text).expect("cases.json is JSON");
     parsed["cases"].as_array().expect("cases is a list").clone()
 }
@@ -59,26 +60,42 @@ fn run_case(case: &Value, device: Option<&str>, scratch: &Path) -> Result<(), St
     }
     let result = command.output().expect("losskit runs");
     if !result.status.success() {
-        return Err(format!("{id}: exit {:?}: {}", result.status.code(), String::from_utf8_lossy(&result.stderr)));
+        return Err(format!(
+            "{id}: exit {:?}: {}",
+            result.status.code(),
+            String::from_utf8_lossy(&result.stderr)
+        ));
     }
     let stdout = String::from_utf8_lossy(&result.stdout);
-    let line: Value = serde_json::from_str(stdout.trim()).map_err(|e| format!("{id}: bad JSON {stdout}: {e}"))?;
+    let line: Value =
+        serde_json::from_str(stdout.trim()).map_err(|e| format!("{id}: bad JSON {stdout}: {e}"))?;
     let expected: Vec<f64> = match &case["expected"] {
         Value::Array(values) => values.iter().map(|v| v.as_f64().unwrap()).collect(),
         value => vec![value.as_f64().unwrap()],
     };
     let actual: Vec<f64> = match &line["loss"] {
         Value::Array(values) => values.iter().map(|v| v.as_f64().unwrap()).collect(),
-        value => vec![value.as_f64().ok_or_else(|| format!("{id}: no number in {stdout}"))?],
+        value => vec![
+            value
+                .as_f64()
+                .ok_or_else(|| format!("{id}: no number in {stdout}"))?,
+        ],
     };
     if actual.len() != expected.len() || actual.iter().zip(&expected).any(|(a, e)| !close(*a, *e)) {
         return Err(format!("{id}: loss {actual:?}, expected {expected:?}"));
     }
     let reference = floats(&dir.join("grad.npy"));
     let ours = floats(&grad_path);
-    let scale = reference.iter().fold(0f64, |m, v| m.max(v.abs())).max(f64::MIN_POSITIVE);
+    let scale = reference
+        .iter()
+        .fold(0f64, |m, v| m.max(v.abs()))
+        .max(f64::MIN_POSITIVE);
     if ours.len() != reference.len() {
-        return Err(format!("{id}: gradient has {} values, expected {}", ours.len(), reference.len()));
+        return Err(format!(
+            "{id}: gradient has {} values, expected {}",
+            ours.len(),
+            reference.len()
+        ));
     }
     let worst = ours
         .iter()
@@ -86,22 +103,38 @@ fn run_case(case: &Value, device: Option<&str>, scratch: &Path) -> Result<(), St
         .map(|(a, e)| (a - e).abs() / scale)
         .fold(0f64, f64::max);
     if worst.is_nan() || worst > 2e-3 {
-        return Err(format!("{id}: gradient differs by {worst:.3e} of the largest reference gradient"));
+        return Err(format!(
+            "{id}: gradient differs by {worst:.3e} of the largest reference gradient"
+        ));
     }
     Ok(())
 }
 
 fn run_all(device: Option<&str>) {
-    let scratch = std::env::temp_dir().join(format!("losskit-reference-{}-{}", std::process::id(), device.unwrap_or("cpu")));
+    let scratch = std::env::temp_dir().join(format!(
+        "losskit-reference-{}-{}",
+        std::process::id(),
+        device.unwrap_or("cpu")
+    ));
     std::fs::create_dir_all(&scratch).unwrap();
     let cases = cases();
-    assert!(cases.len() >= 38, "expected the full reference set, got {}", cases.len());
+    assert!(
+        cases.len() >= 38,
+        "expected the full reference set, got {}",
+        cases.len()
+    );
     let failures: Vec<String> = cases
         .iter()
         .filter_map(|case| run_case(case, device, &scratch).err())
         .collect();
     std::fs::remove_dir_all(&scratch).ok();
-    assert!(failures.is_empty(), "{} of {} reference cases fail:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} reference cases fail:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -120,6 +153,9 @@ fn the_copied_vectors_match_shared_when_present() {
     let shared = repository_root().join("../shared/reference/vectors/cases.json");
     if let Ok(original) = std::fs::read(&shared) {
         let copy = std::fs::read(vectors().join("cases.json")).unwrap();
-        assert_eq!(original, copy, "tests/reference is stale: copy ../shared/reference again");
+        assert_eq!(
+            original, copy,
+            "tests/reference is stale: copy ../shared/reference again"
+        );
     }
 }

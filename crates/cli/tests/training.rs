@@ -36,17 +36,35 @@ fn assert_one_line_error(output: &Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.trim_end().lines().count(), 1, "{}", text(output));
     assert!(stderr.starts_with("losskit: error: "), "{}", text(output));
-    assert!(stderr.contains(needle), "expected `{needle}` in: {}", text(output));
+    assert!(
+        stderr.contains(needle),
+        "expected `{needle}` in: {}",
+        text(output)
+    );
 }
 
 fn summary(dir: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
 }
 
-const TINY: [&str; 10] = ["--limit", "40", "--batch-size", "8", "--width", "4", "--progress", "quiet", "--max-steps", "3"];
+const TINY: [&str; 10] = [
+    "--limit",
+    "40",
+    "--batch-size",
+    "8",
+    "--width",
+    "4",
+    "--progress",
+    "quiet",
+    "--max-steps",
+    "3",
+];
 
 fn tiny(args: &[&str]) -> Vec<String> {
-    args.iter().chain(TINY.iter()).map(|s| s.to_string()).collect()
+    args.iter()
+        .chain(TINY.iter())
+        .map(|s| s.to_string())
+        .collect()
 }
 
 fn run(args: &[String]) -> Output {
@@ -59,9 +77,23 @@ fn classification_trains_resumes_and_evaluates() {
     let dir = scratch("cls");
     let out = dir.join("run");
     let out_s = out.to_str().unwrap();
-    let output = run(&tiny(&["train", "--epochs", "1", "--out", out_s, "--optimizer", r#"{"name": "sgd", "lr": 0.05, "momentum": 0.9}"#]));
+    let output = run(&tiny(&[
+        "train",
+        "--epochs",
+        "1",
+        "--out",
+        out_s,
+        "--optimizer",
+        r#"{"name": "sgd", "lr": 0.05, "momentum": 0.9}"#,
+    ]));
     assert!(output.status.success(), "{}", text(&output));
-    for file in ["checkpoint.lkc", "metrics.csv", "steps.csv", "summary.json", "loss.svg"] {
+    for file in [
+        "checkpoint.lkc",
+        "metrics.csv",
+        "steps.csv",
+        "summary.json",
+        "loss.svg",
+    ] {
         assert!(out.join(file).is_file(), "{file} missing");
     }
     let first = summary(&out);
@@ -73,19 +105,46 @@ fn classification_trains_resumes_and_evaluates() {
     let again = run(&tiny(&["train", "--epochs", "1", "--out", out_s]));
     assert_one_line_error(&again, "already holds a run");
 
-    let resumed = run(&tiny(&["train", "--resume", "--epochs", "2", "--out", out_s]));
+    // The resumed run's settings are its own: --loss (and the like) are refused.
+    let refused = losskit(&[
+        "train", "--resume", "--epochs", "2", "--loss", "focal", "--out", out_s,
+    ]);
+    assert_one_line_error(&refused, "--loss is fixed by the run being resumed");
+    let resumed = losskit(&[
+        "train",
+        "--resume",
+        "--epochs",
+        "2",
+        "--progress",
+        "quiet",
+        "--out",
+        out_s,
+    ]);
     assert!(resumed.status.success(), "{}", text(&resumed));
     assert_eq!(summary(&out)["epochs"], 2);
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3, "{csv}");
-    assert_eq!(std::fs::read_to_string(out.join("steps.csv")).unwrap().lines().count(), 7);
-    assert!(std::fs::read_to_string(out.join("loss.svg")).unwrap().starts_with("<svg"));
+    assert_eq!(
+        std::fs::read_to_string(out.join("steps.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        7
+    );
+    assert!(
+        std::fs::read_to_string(out.join("loss.svg"))
+            .unwrap()
+            .starts_with("<svg")
+    );
 
     let evaluated = losskit(&["evaluate", "--checkpoint", out_s]);
     assert!(evaluated.status.success(), "{}", text(&evaluated));
     let report: Value = serde_json::from_slice(&evaluated.stdout).unwrap();
     assert_eq!(report["epoch"], 2);
-    assert!(report["val_accuracy"].is_number() && report["val_recall"]["eosinophil"].is_number(), "{report}");
+    assert!(
+        report["val_accuracy"].is_number() && report["val_recall"]["eosinophil"].is_number(),
+        "{report}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -94,13 +153,31 @@ fn segmentation_reports_dice_and_iou() {
     let dir = scratch("seg");
     let out = dir.join("run");
     let args = [
-        "train", "--task", "segmentation", "--epochs", "1", "--limit", "8", "--batch-size", "4", "--width", "4",
-        "--max-steps", "2", "--progress", "quiet", "--out", out.to_str().unwrap(),
+        "train",
+        "--task",
+        "segmentation",
+        "--epochs",
+        "1",
+        "--limit",
+        "8",
+        "--batch-size",
+        "4",
+        "--width",
+        "4",
+        "--max-steps",
+        "2",
+        "--progress",
+        "quiet",
+        "--out",
+        out.to_str().unwrap(),
     ];
     let output = losskit(&args);
     assert!(output.status.success(), "{}", text(&output));
     let s = summary(&out);
-    assert!(s["val_dice"].is_number() && s["val_iou"].is_number() && s["val_loss"].is_number(), "{s}");
+    assert!(
+        s["val_dice"].is_number() && s["val_iou"].is_number() && s["val_loss"].is_number(),
+        "{s}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -109,20 +186,53 @@ fn compare_prints_one_table_and_an_overlaid_plot() {
     let dir = scratch("compare");
     let out = dir.join("cmp");
     let output = run(&tiny(&[
-        "compare", "--epochs", "1", "--imbalance", "4", "--out", out.to_str().unwrap(),
-        "--loss", "cross_entropy", "--loss", r#"{"name": "focal", "gamma": 2}"#,
+        "compare",
+        "--epochs",
+        "1",
+        "--imbalance",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+        "--loss",
+        "cross_entropy",
+        "--loss",
+        r#"{"name": "focal", "gamma": 2}"#,
     ]));
     assert!(output.status.success(), "{}", text(&output));
     let table = String::from_utf8_lossy(&output.stdout);
-    assert!(table.contains("cross_entropy") && table.contains("focal") && table.contains("R:eosinophil"), "{table}");
+    assert!(
+        table.contains("cross_entropy")
+            && table.contains("focal")
+            && table.contains("R:eosinophil"),
+        "{table}"
+    );
     assert!(out.join("compare.svg").is_file() && out.join("compare.json").is_file());
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
     assert_eq!(report["runs"].as_array().unwrap().len(), 2);
+
+    // A loss that does not fit the classes fails before any run trains or anything is written.
+    let out2 = dir.join("cmp2");
+    let output = run(&tiny(&[
+        "compare",
+        "--epochs",
+        "1",
+        "--out",
+        out2.to_str().unwrap(),
+        "--loss",
+        "cross_entropy",
+        "--loss",
+        r#"{"name": "weighted_cross_entropy", "weights": [1, 2]}"#,
+    ]));
+    assert_one_line_error(&output, "does not fit");
+    assert!(!out2.exists(), "the output folder was created");
     let _ = std::fs::remove_dir_all(dir);
 }
 
 fn write_png(path: &Path, value: u8, size: u32) {
-    let image = image::GrayImage::from_fn(size, size, |x, _| image::Luma([value.wrapping_add((x * 3) as u8)]));
+    let image = image::GrayImage::from_fn(size, size, |x, _| {
+        image::Luma([value.wrapping_add((x * 3) as u8)])
+    });
     image.save(path).unwrap();
 }
 
@@ -137,21 +247,41 @@ fn an_image_folder_trains_and_bad_folders_fail_cleanly() {
         }
     }
     let out = dir.join("run");
-    let output = run(&tiny(&["train", "--epochs", "1", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()]));
+    let output = run(&tiny(&[
+        "train",
+        "--epochs",
+        "1",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
     assert!(output.status.success(), "{}", text(&output));
     assert!(out.join("summary.json").is_file());
 
     // A corrupt image: one line naming the file, nothing written.
     std::fs::write(data.join("light").join("broken.png"), b"not a png").unwrap();
     let out2 = dir.join("run2");
-    let output = run(&tiny(&["train", "--data", data.to_str().unwrap(), "--out", out2.to_str().unwrap()]));
+    let output = run(&tiny(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out2.to_str().unwrap(),
+    ]));
     assert_one_line_error(&output, "broken.png");
     assert!(!out2.exists(), "the output folder was created");
 
     // An empty folder.
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let output = run(&tiny(&["train", "--data", empty.to_str().unwrap(), "--out", out2.to_str().unwrap()]));
+    let output = run(&tiny(&[
+        "train",
+        "--data",
+        empty.to_str().unwrap(),
+        "--out",
+        out2.to_str().unwrap(),
+    ]));
     assert_one_line_error(&output, "expected one folder per class");
     assert!(!out2.exists());
     let _ = std::fs::remove_dir_all(dir);
@@ -168,18 +298,38 @@ fn a_missing_mask_fails_cleanly() {
     }
     for i in 0..2 {
         let mask = image::GrayImage::from_fn(16, 16, |x, _| image::Luma([u8::from(x > 8)]));
-        mask.save(data.join("masks").join(format!("{i}.png"))).unwrap();
+        mask.save(data.join("masks").join(format!("{i}.png")))
+            .unwrap();
     }
     let out = dir.join("run");
-    let output = losskit(&["train", "--task", "segmentation", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let output = losskit(&[
+        "train",
+        "--task",
+        "segmentation",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_one_line_error(&output, "has no mask");
     assert!(!out.exists());
     // With the mask, it trains.
     let mask = image::GrayImage::from_fn(16, 16, |_, y| image::Luma([u8::from(y > 8)]));
     mask.save(data.join("masks").join("2.png")).unwrap();
     let output = losskit(&[
-        "train", "--task", "segmentation", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(),
-        "--epochs", "1", "--width", "4", "--progress", "quiet",
+        "train",
+        "--task",
+        "segmentation",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--width",
+        "4",
+        "--progress",
+        "quiet",
     ]);
     assert!(output.status.success(), "{}", text(&output));
     let _ = std::fs::remove_dir_all(dir);
@@ -208,12 +358,32 @@ fn mnist_idx_files_train() {
     std::fs::create_dir_all(&data).unwrap();
     for (prefix, n, gzip) in [("train", 24u32, true), ("t10k", 10, false)] {
         let labels: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
-        let pixels: Vec<u8> = (0..n as usize * 784).map(|i| ((i / 784) % 3 * 100) as u8).collect();
-        idx(&data.join(format!("{prefix}-images-idx3-ubyte")), &[n, 28, 28], &pixels, gzip);
-        idx(&data.join(format!("{prefix}-labels-idx1-ubyte")), &[n], &labels, gzip);
+        let pixels: Vec<u8> = (0..n as usize * 784)
+            .map(|i| ((i / 784) % 3 * 100) as u8)
+            .collect();
+        idx(
+            &data.join(format!("{prefix}-images-idx3-ubyte")),
+            &[n, 28, 28],
+            &pixels,
+            gzip,
+        );
+        idx(
+            &data.join(format!("{prefix}-labels-idx1-ubyte")),
+            &[n],
+            &labels,
+            gzip,
+        );
     }
     let out = dir.join("run");
-    let output = run(&tiny(&["train", "--epochs", "1", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()]));
+    let output = run(&tiny(&[
+        "train",
+        "--epochs",
+        "1",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
     assert!(output.status.success(), "{}", text(&output));
     assert_eq!(summary(&out)["val_recall"].as_object().unwrap().len(), 3);
     let _ = std::fs::remove_dir_all(dir);
@@ -225,8 +395,17 @@ fn bad_options_fail_with_one_line_and_write_nothing() {
     let out = dir.join("run");
     let out_s = out.to_str().unwrap();
     let output = losskit(&["train", "--optimizer", "adma", "--out", out_s]);
-    assert_one_line_error(&output, "unknown optimizer `adma` (did you mean one of `adam`");
-    let output = losskit(&["train", "--optimizer", r#"{"name": "sgd", "lr": -1}"#, "--out", out_s]);
+    assert_one_line_error(
+        &output,
+        "unknown optimizer `adma` (did you mean one of `adam`",
+    );
+    let output = losskit(&[
+        "train",
+        "--optimizer",
+        r#"{"name": "sgd", "lr": -1}"#,
+        "--out",
+        out_s,
+    ]);
     assert_one_line_error(&output, "option `lr` must be > 0");
     let output = losskit(&["train", "--schedule", "cosin", "--out", out_s]);
     assert_one_line_error(&output, "unknown schedule `cosin`");
@@ -242,10 +421,199 @@ fn bad_options_fail_with_one_line_and_write_nothing() {
     let file = dir.join("file");
     std::fs::write(&file, b"x").unwrap();
     let blocked = file.join("run");
-    let output = run(&tiny(&["train", "--epochs", "1", "--out", blocked.to_str().unwrap()]));
+    let output = run(&tiny(&[
+        "train",
+        "--epochs",
+        "1",
+        "--out",
+        blocked.to_str().unwrap(),
+    ]));
     assert_one_line_error(&output, "--out");
 
     let output = losskit(&["evaluate", "--checkpoint", file.to_str().unwrap()]);
     assert_one_line_error(&output, "not a losskit checkpoint");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_diverging_run_stops_before_its_checkpoint_and_force_keeps_the_old_run() {
+    let dir = scratch("nan");
+    let out = dir.join("run");
+    let out_s = out.to_str().unwrap();
+    let output = run(&tiny(&["train", "--epochs", "1", "--out", out_s]));
+    assert!(output.status.success(), "{}", text(&output));
+    let before: Vec<Vec<u8>> = ["checkpoint.lkc", "metrics.csv", "summary.json"]
+        .iter()
+        .map(|f| std::fs::read(out.join(f)).unwrap())
+        .collect();
+    // SGD with an absurd learning rate overflows within the first epoch.
+    let output = run(&tiny(&[
+        "train",
+        "--force",
+        "--epochs",
+        "3",
+        "--out",
+        out_s,
+        "--optimizer",
+        r#"{"name": "sgd", "lr": 1e30}"#,
+    ]));
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("training stopped"), "{}", text(&output));
+    let after: Vec<Vec<u8>> = ["checkpoint.lkc", "metrics.csv", "summary.json"]
+        .iter()
+        .map(|f| std::fs::read(out.join(f)).unwrap())
+        .collect();
+    assert!(before == after, "the earlier run's files changed");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn evaluate_refuses_a_checkpoint_of_another_model() {
+    let dir = scratch("other-model");
+    let cls = dir.join("cls");
+    let seg = dir.join("seg");
+    let output = run(&tiny(&[
+        "train",
+        "--epochs",
+        "1",
+        "--out",
+        cls.to_str().unwrap(),
+    ]));
+    assert!(output.status.success(), "{}", text(&output));
+    let output = losskit(&[
+        "train",
+        "--task",
+        "segmentation",
+        "--epochs",
+        "1",
+        "--limit",
+        "4",
+        "--batch-size",
+        "4",
+        "--width",
+        "4",
+        "--max-steps",
+        "1",
+        "--progress",
+        "quiet",
+        "--out",
+        seg.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    // The classification weights under the segmentation run's description.
+    let mut checkpoint = losskit_optim::Checkpoint::read(&cls.join("checkpoint.lkc")).unwrap();
+    checkpoint.meta.run = losskit_optim::Checkpoint::read(&seg.join("checkpoint.lkc"))
+        .unwrap()
+        .meta
+        .run;
+    let mixed = dir.join("mixed.lkc");
+    checkpoint.write(&mixed).unwrap();
+    let output = losskit(&["evaluate", "--checkpoint", mixed.to_str().unwrap()]);
+    assert_one_line_error(&output, "holds another model");
+
+    // Data whose classes are not the model's is refused too.
+    let data = dir.join("data");
+    for class in ["a", "b", "c", "d", "e"] {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        for i in 0..3 {
+            write_png(&data.join(class).join(format!("{i}.png")), 50, 12);
+        }
+    }
+    let output = losskit(&[
+        "evaluate",
+        "--checkpoint",
+        cls.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&output, "are not the model's");
+    // Data with the model's classes is scored whole, not just a held-out fifth.
+    let data = dir.join("cells");
+    for class in [
+        "erythrocyte",
+        "lymphocyte",
+        "neutrophil",
+        "monocyte",
+        "eosinophil",
+    ] {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        for i in 0..3 {
+            write_png(&data.join(class).join(format!("{i}.png")), 50, 12);
+        }
+    }
+    let output = losskit(&[
+        "evaluate",
+        "--checkpoint",
+        cls.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["samples"], 15, "{report}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn compare_takes_long_non_ascii_labels() {
+    let dir = scratch("compare-utf8");
+    let name = "ééééééééééééééé-fokal-verlust.json";
+    std::fs::write(dir.join(name), r#"{"name": "focal", "gamma": 2}"#).unwrap();
+    let mut args = tiny(&[
+        "compare",
+        "--epochs",
+        "1",
+        "--out",
+        "cmp",
+        "--loss",
+        "cross_entropy",
+        "--loss",
+        name,
+    ]);
+    args.retain(|a| a != "--progress" && a != "quiet");
+    let output = Command::new(env!("CARGO_BIN_EXE_losskit"))
+        .args(&args)
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let table = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = table.lines().take(3).collect();
+    // The columns line up: every row is as many characters wide as the header.
+    let widths: Vec<usize> = lines.iter().map(|l| l.chars().count()).collect();
+    assert!(widths.iter().all(|&w| w == widths[0]), "{table}");
+    let svg = std::fs::read_to_string(dir.join("cmp").join("compare.svg")).unwrap();
+    assert!(svg.contains("ééééééééééééééé-fokal..."), "{svg}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn masks_with_many_levels_are_refused() {
+    let dir = scratch("lossy-masks");
+    let data = dir.join("data");
+    std::fs::create_dir_all(data.join("images")).unwrap();
+    std::fs::create_dir_all(data.join("masks")).unwrap();
+    for i in 0..3 {
+        write_png(&data.join("images").join(format!("{i}.png")), 100, 16);
+        // A smoothed mask: a ramp of 16 levels plus one more.
+        let mask = image::GrayImage::from_fn(16, 16, |x, y| {
+            image::Luma([(x * 10 + u32::from(y == 0)) as u8])
+        });
+        mask.save(data.join("masks").join(format!("{i}.png")))
+            .unwrap();
+    }
+    let out = dir.join("run");
+    let output = losskit(&[
+        "train",
+        "--task",
+        "segmentation",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&output, "lossless PNG class-index masks");
+    assert!(!out.exists());
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -38,7 +38,9 @@ pub fn ensure(ok: bool, option: &str, problem: impl FnOnce() -> String) -> Resul
 
 /// Per-class `weights`: finite, non-negative, not all zero.
 pub fn check_weights(option: &str, weights: &[f32]) -> Result<(), OptionError> {
-    ensure(!weights.is_empty(), option, || "must list one weight per class, got an empty list".into())?;
+    ensure(!weights.is_empty(), option, || {
+        "must list one weight per class, got an empty list".into()
+    })?;
     if let Some((class, weight)) = weights
         .iter()
         .enumerate()
@@ -124,7 +126,11 @@ pub fn build_from_options<C: LossConfig>(
     }
     let config: C = serde_path_to_error::deserialize(Value::Object(merged)).map_err(|error| {
         let option = error.path().to_string();
-        ConfigError::invalid(loss, &option, describe_serde_error(&error.into_inner().to_string()))
+        ConfigError::invalid(
+            loss,
+            &option,
+            describe_serde_error(&error.into_inner().to_string()),
+        )
     })?;
     config.init(loss)
 }

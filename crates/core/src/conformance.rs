@@ -100,7 +100,9 @@ impl Report {
 
     /// Whether `property` failed.
     pub fn failed(&self, property: Property) -> bool {
-        self.failures.iter().any(|failure| failure.property == property)
+        self.failures
+            .iter()
+            .any(|failure| failure.property == property)
     }
 
     /// Panics with the report unless every check passed.
@@ -116,7 +118,11 @@ impl fmt::Display for Report {
             return writeln!(f, "loss `{}`: no conformance check could run", self.loss);
         }
         if self.failures.is_empty() {
-            return writeln!(f, "loss `{}`: {} conformance checks passed", self.loss, self.checks);
+            return writeln!(
+                f,
+                "loss `{}`: {} conformance checks passed",
+                self.loss, self.checks
+            );
         }
         writeln!(
             f,
@@ -126,7 +132,11 @@ impl fmt::Display for Report {
             self.checks
         )?;
         for failure in &self.failures {
-            writeln!(f, "- {}: {} [input: {}]", failure.property, failure.detail, failure.input)?;
+            writeln!(
+                f,
+                "- {}: {} [input: {}]",
+                failure.property, failure.detail, failure.input
+            )?;
         }
         Ok(())
     }
@@ -167,7 +177,10 @@ pub fn check_on(name: &str, loss: &dyn Loss, devices: &[(&'static str, Device)])
             seed += 1;
             let case = Case::random(&capabilities, rank, kind, seed);
             kit.run_case(&case, device, &capabilities);
-            if let Some(ignored) = capabilities.ignore_index.filter(|_| kind == TargetKind::ClassIndices) {
+            if let Some(ignored) = capabilities
+                .ignore_index
+                .filter(|_| kind == TargetKind::ClassIndices)
+            {
                 kit.run_case(&case.with_ignored(ignored, false), device, &capabilities);
                 kit.run_case(&case.with_ignored(ignored, true), device, &capabilities);
             }
@@ -213,12 +226,21 @@ impl Case {
 
     /// A random input of `shape` with targets of `kind`; unbounded outputs (logits, real
     /// values) are multiplied by `scale`.
-    pub fn generate(capabilities: &Capabilities, shape: &[usize], kind: TargetKind, seed: u64, scale: f64) -> Case {
+    pub fn generate(
+        capabilities: &Capabilities,
+        shape: &[usize],
+        kind: TargetKind,
+        seed: u64,
+        scale: f64,
+    ) -> Case {
         let mut rng = SplitMix::new(seed);
         let count: usize = shape.iter().product();
         let positions = count / (shape[0] * shape[1]).max(1);
         let mut values = random_output(capabilities.output, shape, &mut rng);
-        if matches!(capabilities.output, OutputDomain::Logits | OutputDomain::Real) {
+        if matches!(
+            capabilities.output,
+            OutputDomain::Logits | OutputDomain::Real
+        ) {
             values.iter_mut().for_each(|v| *v *= scale);
         }
         let output = HostArray {
@@ -229,7 +251,10 @@ impl Case {
         Case {
             output,
             target,
-            description: format!("output {shape:?} of {:?} (scale {scale}), target {kind:?} (seed {seed})", capabilities.output),
+            description: format!(
+                "output {shape:?} of {:?} (scale {scale}), target {kind:?} (seed {seed})",
+                capabilities.output
+            ),
         }
     }
 
@@ -274,9 +299,19 @@ impl Case {
         let values = indices
             .iter()
             .enumerate()
-            .map(|(i, &v)| if i % 4 == 1 || (whole_sample && i < per_sample) { ignored } else { v })
+            .map(|(i, &v)| {
+                if i % 4 == 1 || (whole_sample && i < per_sample) {
+                    ignored
+                } else {
+                    v
+                }
+            })
             .collect();
-        let what = if whole_sample { "the first sample ignored entirely" } else { "every fourth position ignored" };
+        let what = if whole_sample {
+            "the first sample ignored entirely"
+        } else {
+            "every fourth position ignored"
+        };
         self.with_target(HostValues::Int(values), what)
     }
 
@@ -345,11 +380,22 @@ impl Kit<'_> {
         reduction: Reduction,
         gradient: bool,
     ) -> Option<Evaluation> {
-        match evaluate(self.loss, &case.output, &case.target, device, reduction, gradient) {
+        match evaluate(
+            self.loss,
+            &case.output,
+            &case.target,
+            device,
+            reduction,
+            gradient,
+        ) {
             Ok(evaluation) => Some(evaluation),
             Err(error) => {
                 self.report.checks += 1;
-                self.fail(Property::Error, case, format!("{reduction} failed: {error}"));
+                self.fail(
+                    Property::Error,
+                    case,
+                    format!("{reduction} failed: {error}"),
+                );
                 None
             }
         }
@@ -386,14 +432,23 @@ impl Kit<'_> {
 
     fn check_gradient(&mut self, case: &Case, device: &Device, evaluation: &Evaluation) {
         self.report.checks += 1;
-        let Some(gradient) = &evaluation.gradient else { return };
+        let Some(gradient) = &evaluation.gradient else {
+            return;
+        };
         let base = case.output_values().to_vec();
         let scale = gradient.iter().fold(0f64, |m, g| m.max(g.abs()));
         let at = |kit: &mut Kit<'_>, values: Vec<f64>| -> Option<f64> {
             let probe = case.with_output(values, "a finite-difference step");
-            evaluate(kit.loss, &probe.output, &probe.target, device, Reduction::Mean, false)
-                .ok()
-                .map(|e| e.value[0])
+            evaluate(
+                kit.loss,
+                &probe.output,
+                &probe.target,
+                device,
+                Reduction::Mean,
+                false,
+            )
+            .ok()
+            .map(|e| e.value[0])
         };
         let center = evaluation.value[0];
         let stride = (base.len() / 24).max(1);
@@ -405,7 +460,11 @@ impl Kit<'_> {
             let mut minus = base.clone();
             minus[i] -= h;
             let (Some(up), Some(down)) = (at(self, plus), at(self, minus)) else {
-                self.fail(Property::Gradient, case, format!("evaluating a step at element {i} failed"));
+                self.fail(
+                    Property::Gradient,
+                    case,
+                    format!("evaluating a step at element {i} failed"),
+                );
                 return;
             };
             let right = (up - center) / h;
@@ -438,7 +497,13 @@ impl Kit<'_> {
         }
     }
 
-    fn check_reductions(&mut self, case: &Case, device: &Device, capabilities: &Capabilities, mean: &Evaluation) {
+    fn check_reductions(
+        &mut self,
+        case: &Case,
+        device: &Device,
+        capabilities: &Capabilities,
+        mean: &Evaluation,
+    ) {
         self.report.checks += 1;
         let (Some(sum), Some(none)) = (
             self.eval(case, device, Reduction::Sum, false),
@@ -448,18 +513,28 @@ impl Kit<'_> {
         };
         let shape = &case.output.shape;
         let n = shape[0];
-        if none.value.len() != n || none.value.iter().any(|v| !v.is_finite()) || !sum.value[0].is_finite() {
+        if none.value.len() != n
+            || none.value.iter().any(|v| !v.is_finite())
+            || !sum.value[0].is_finite()
+        {
             self.fail(
                 Property::Reduction,
                 case,
-                format!("`none` must give {n} finite values, got {:?}; sum {}", none.value, sum.value[0]),
+                format!(
+                    "`none` must give {n} finite values, got {:?}; sum {}",
+                    none.value, sum.value[0]
+                ),
             );
             return;
         }
         let total: f64 = none.value.iter().sum();
         let sum = sum.value[0];
         if (total - sum).abs() > REDUCTION_RELATIVE * sum.abs().max(1.0) {
-            self.fail(Property::Reduction, case, format!("sum of `none` is {total}, `sum` is {sum}"));
+            self.fail(
+                Property::Reduction,
+                case,
+                format!("sum of `none` is {total}, `sum` is {sum}"),
+            );
             return;
         }
         if let Some(over) = capabilities.mean_over {
@@ -469,7 +544,9 @@ impl Kit<'_> {
                 self.fail(
                     Property::Reduction,
                     case,
-                    format!("`mean` {mean} is not `sum` {sum} over the declared {over:?} count {count}"),
+                    format!(
+                        "`mean` {mean} is not `sum` {sum} over the declared {over:?} count {count}"
+                    ),
                 );
             }
         }
@@ -490,18 +567,31 @@ impl Kit<'_> {
                 expected.reverse();
             }
             let scale = expected.iter().fold(1f64, |m, v| m.max(v.abs()));
-            if expected.iter().zip(&backward.value).any(|(a, b)| (a - b).abs() > REDUCTION_RELATIVE * scale) {
+            if expected
+                .iter()
+                .zip(&backward.value)
+                .any(|(a, b)| (a - b).abs() > REDUCTION_RELATIVE * scale)
+            {
                 self.fail(
                     Property::BatchOrder,
                     case,
-                    format!("{reduction}: {:?} for the batch, {:?} for it reversed", forward.value, backward.value),
+                    format!(
+                        "{reduction}: {:?} for the batch, {:?} for it reversed",
+                        forward.value, backward.value
+                    ),
                 );
                 return;
             }
         }
     }
 
-    fn check_minimum(&mut self, case: &Case, device: &Device, capabilities: &Capabilities, minimum: f64) {
+    fn check_minimum(
+        &mut self,
+        case: &Case,
+        device: &Device,
+        capabilities: &Capabilities,
+        minimum: f64,
+    ) {
         self.report.checks += 1;
         let perfect = perfect_case(case, capabilities);
         let Some(evaluation) = self.eval(&perfect, device, Reduction::Mean, false) else {
@@ -511,7 +601,11 @@ impl Kit<'_> {
         // Written so that a NaN value fails too.
         let reaches_minimum = (value - minimum).abs() <= MINIMUM_ABSOLUTE;
         if !reaches_minimum {
-            self.fail(Property::Minimum, &perfect, format!("a perfect prediction gives {value}, the declared minimum is {minimum}"));
+            self.fail(
+                Property::Minimum,
+                &perfect,
+                format!("a perfect prediction gives {value}, the declared minimum is {minimum}"),
+            );
         }
     }
 
@@ -527,7 +621,8 @@ impl Kit<'_> {
             let gradient_a = reference.gradient.as_deref().unwrap_or_default();
             let gradient_b = other.gradient.as_deref().unwrap_or_default();
             let gradient_scale = gradient_a.iter().fold(1e-6f64, |m, g| m.max(g.abs()));
-            let value_differs = (reference.value[0] - other.value[0]).abs() > DEVICE_RELATIVE * value_scale;
+            let value_differs =
+                (reference.value[0] - other.value[0]).abs() > DEVICE_RELATIVE * value_scale;
             let gradient_differs = gradient_a.len() != gradient_b.len()
                 || gradient_a
                     .iter()
@@ -541,7 +636,11 @@ impl Kit<'_> {
                         "{reference_name} gives {} and {name} gives {}{}",
                         reference.value[0],
                         other.value[0],
-                        if gradient_differs { " (gradients differ)" } else { "" }
+                        if gradient_differs {
+                            " (gradients differ)"
+                        } else {
+                            ""
+                        }
                     ),
                 );
             }
@@ -552,14 +651,23 @@ impl Kit<'_> {
 fn random_output(domain: OutputDomain, shape: &[usize], rng: &mut SplitMix) -> Vec<f64> {
     let count: usize = shape.iter().product();
     match domain {
-        OutputDomain::Logits | OutputDomain::Real | OutputDomain::LogRate => (0..count).map(|_| 1.5 * rng.normal()).collect(),
-        OutputDomain::Probabilities => softmax_over_channels(&(0..count).map(|_| rng.normal()).collect::<Vec<_>>(), shape),
+        OutputDomain::Logits | OutputDomain::Real | OutputDomain::LogRate => {
+            (0..count).map(|_| 1.5 * rng.normal()).collect()
+        }
+        OutputDomain::Probabilities => {
+            softmax_over_channels(&(0..count).map(|_| rng.normal()).collect::<Vec<_>>(), shape)
+        }
         OutputDomain::UnitInterval => (0..count).map(|_| 0.05 + 0.9 * rng.uniform()).collect(),
         OutputDomain::AboveMinusOne => (0..count).map(|_| 3.0 * rng.uniform()).collect(),
     }
 }
 
-fn random_target(kind: TargetKind, shape: &[usize], positions: usize, rng: &mut SplitMix) -> HostArray {
+fn random_target(
+    kind: TargetKind,
+    shape: &[usize],
+    positions: usize,
+    rng: &mut SplitMix,
+) -> HostArray {
     let count: usize = shape.iter().product();
     let (n, c) = (shape[0], shape[1]);
     match kind {
@@ -573,11 +681,18 @@ fn random_target(kind: TargetKind, shape: &[usize], positions: usize, rng: &mut 
         }
         TargetKind::Probabilities => HostArray {
             shape: shape.to_vec(),
-            values: HostValues::Float(softmax_over_channels(&(0..count).map(|_| rng.normal()).collect::<Vec<_>>(), shape)),
+            values: HostValues::Float(softmax_over_channels(
+                &(0..count).map(|_| rng.normal()).collect::<Vec<_>>(),
+                shape,
+            )),
         },
         TargetKind::BinaryMask => HostArray {
             shape: shape.to_vec(),
-            values: HostValues::Float((0..count).map(|_| if rng.uniform() < 0.4 { 1.0 } else { 0.0 }).collect()),
+            values: HostValues::Float(
+                (0..count)
+                    .map(|_| if rng.uniform() < 0.4 { 1.0 } else { 0.0 })
+                    .collect(),
+            ),
         },
         TargetKind::Real => HostArray {
             shape: shape.to_vec(),
@@ -618,7 +733,9 @@ fn hard_classes(case: &Case) -> Vec<usize> {
             .map(|ip| {
                 let (i, p) = (ip / s, ip % s);
                 (0..c)
-                    .max_by(|&a, &b| dense[i * c * s + a * s + p].total_cmp(&dense[i * c * s + b * s + p]))
+                    .max_by(|&a, &b| {
+                        dense[i * c * s + a * s + p].total_cmp(&dense[i * c * s + b * s + p])
+                    })
                     .unwrap_or(0)
             })
             .collect(),
@@ -639,8 +756,14 @@ fn perfect_case(case: &Case, capabilities: &Capabilities) -> Case {
         .collect();
     let target = match &case.target.values {
         HostValues::Int(_) => HostValues::Int(classes.iter().map(|&k| k as i64).collect()),
-        HostValues::Float(dense) => match (capabilities.targets.contains(&TargetKind::Real) || capabilities.targets.contains(&TargetKind::NonNegative), capabilities.output) {
-            (true, OutputDomain::Real | OutputDomain::AboveMinusOne) => HostValues::Float(dense.clone()),
+        HostValues::Float(dense) => match (
+            capabilities.targets.contains(&TargetKind::Real)
+                || capabilities.targets.contains(&TargetKind::NonNegative),
+            capabilities.output,
+        ) {
+            (true, OutputDomain::Real | OutputDomain::AboveMinusOne) => {
+                HostValues::Float(dense.clone())
+            }
             _ if is_binary(dense) => HostValues::Float(dense.clone()),
             _ => HostValues::Float(one_hot.clone()),
         },
@@ -650,7 +773,10 @@ fn perfect_case(case: &Case, capabilities: &Capabilities) -> Case {
         _ => one_hot,
     };
     let output = match capabilities.output {
-        OutputDomain::Logits => truth.iter().map(|t| if *t > 0.5 { 30.0 } else { -30.0 }).collect(),
+        OutputDomain::Logits => truth
+            .iter()
+            .map(|t| if *t > 0.5 { 30.0 } else { -30.0 })
+            .collect(),
         OutputDomain::Probabilities | OutputDomain::UnitInterval => truth.clone(),
         OutputDomain::Real | OutputDomain::AboveMinusOne | OutputDomain::LogRate => truth.clone(),
     };
@@ -676,9 +802,20 @@ fn extreme_cases(case: &Case, capabilities: &Capabilities) -> Vec<Case> {
     let mut cases = Vec::new();
     match capabilities.output {
         OutputDomain::Logits => {
-            cases.push(case.with_output(base.iter().map(|v| if *v >= 0.0 { 1e4 } else { -1e4 }).collect(), "logits of ±1e4"));
+            cases.push(
+                case.with_output(
+                    base.iter()
+                        .map(|v| if *v >= 0.0 { 1e4 } else { -1e4 })
+                        .collect(),
+                    "logits of ±1e4",
+                ),
+            );
             let perfect = perfect_case(case, capabilities);
-            let confident_wrong: Vec<f64> = perfect.output_values().iter().map(|v| -v / 30.0 * 1e4).collect();
+            let confident_wrong: Vec<f64> = perfect
+                .output_values()
+                .iter()
+                .map(|v| -v / 30.0 * 1e4)
+                .collect();
             cases.push(perfect.with_output(confident_wrong, "confidently wrong logits of ±1e4"));
         }
         OutputDomain::Probabilities | OutputDomain::UnitInterval => {
@@ -690,19 +827,34 @@ fn extreme_cases(case: &Case, capabilities: &Capabilities) -> Vec<Case> {
             } else {
                 wrong
             };
-            cases.push(perfect.with_output(wrong, "probabilities of exactly 0 and 1 on the wrong class"));
+            cases.push(
+                perfect.with_output(wrong, "probabilities of exactly 0 and 1 on the wrong class"),
+            );
             cases.push(perfect);
         }
         OutputDomain::Real | OutputDomain::AboveMinusOne => {
-            cases.push(case.with_output(base.iter().map(|v| v * 1e3 + 1e3).collect(), "residuals around 1e3"));
+            cases.push(case.with_output(
+                base.iter().map(|v| v * 1e3 + 1e3).collect(),
+                "residuals around 1e3",
+            ));
         }
         OutputDomain::LogRate => {
-            cases.push(case.with_output(base.iter().map(|v| if *v >= 0.0 { 30.0 } else { -30.0 }).collect(), "log-rates of ±30"));
+            cases.push(
+                case.with_output(
+                    base.iter()
+                        .map(|v| if *v >= 0.0 { 30.0 } else { -30.0 })
+                        .collect(),
+                    "log-rates of ±30",
+                ),
+            );
         }
     }
     // Empty masks: every target position background (class 0), or all-zero masks.
     match &case.target.values {
-        HostValues::Int(indices) => cases.push(case.with_target(HostValues::Int(vec![0; indices.len()]), "every position of class 0")),
+        HostValues::Int(indices) => cases.push(case.with_target(
+            HostValues::Int(vec![0; indices.len()]),
+            "every position of class 0",
+        )),
         HostValues::Float(dense) if capabilities.accepts(TargetKind::BinaryMask) => {
             cases.push(case.with_target(HostValues::Float(vec![0.0; dense.len()]), "empty masks"));
         }

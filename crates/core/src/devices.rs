@@ -55,7 +55,11 @@ pub fn parse_device(name: &str) -> Result<Device, DeviceError> {
     let missing = |wanted: &str| DeviceError {
         message: format!(
             "device `{wanted}` is not compiled into this build; available: {} (rebuild with `--features {wanted}` to add it)",
-            if compiled.is_empty() { "none".to_string() } else { compiled.join(", ") }
+            if compiled.is_empty() {
+                "none".to_string()
+            } else {
+                compiled.join(", ")
+            }
         ),
     };
     let lowered = name.trim().to_ascii_lowercase();

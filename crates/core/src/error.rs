@@ -146,11 +146,17 @@ pub fn closest<'a>(wanted: &str, candidates: impl IntoIterator<Item = &'a str>) 
     let mut scored: Vec<(f64, &str)> = candidates
         .into_iter()
         .map(|candidate| (strsim::jaro_winkler(wanted, candidate), candidate))
-        .filter(|(score, candidate)| *score > 0.8 || candidate.contains(wanted) && wanted.len() >= 3)
+        .filter(|(score, candidate)| {
+            *score > 0.8 || candidate.contains(wanted) && wanted.len() >= 3
+        })
         .collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
     scored.dedup_by(|a, b| a.1 == b.1);
-    scored.into_iter().take(3).map(|(_, name)| name.to_string()).collect()
+    scored
+        .into_iter()
+        .take(3)
+        .map(|(_, name)| name.to_string())
+        .collect()
 }
 
 impl ConfigError {

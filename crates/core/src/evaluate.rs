@@ -29,7 +29,11 @@ pub fn evaluate(
     reduction: Reduction,
     gradient: bool,
 ) -> Result<Evaluation, Error> {
-    let device = if gradient { device.clone().autodiff() } else { device.clone() };
+    let device = if gradient {
+        device.clone().autodiff()
+    } else {
+        device.clone()
+    };
     let input = LossInput::from_host(output, target, &device)?;
     let leaf = gradient.then(|| input.output().clone().require_grad());
     let input = match &leaf {

@@ -44,7 +44,9 @@ impl FromStr for Reduction {
             "mean" => Ok(Reduction::Mean),
             "sum" => Ok(Reduction::Sum),
             "none" => Ok(Reduction::None),
-            other => Err(format!("unknown reduction `{other}`; expected mean, sum or none")),
+            other => Err(format!(
+                "unknown reduction `{other}`; expected mean, sum or none"
+            )),
         }
     }
 }
@@ -153,7 +155,10 @@ impl LossInput {
             return Err(InputError::ShapeMismatch {
                 output: shape.clone(),
                 target: target_shape,
-                expected: format!("class indices of shape {:?} (a target of the output's shape must be float)", index_shape(&shape)),
+                expected: format!(
+                    "class indices of shape {:?} (a target of the output's shape must be float)",
+                    index_shape(&shape)
+                ),
             });
         }
         let [n, c, s] = canonical(&shape);
@@ -233,7 +238,11 @@ impl LossInput {
             if array.values.len() != expected {
                 return Err(InputError::Unsupported {
                     loss: "input".into(),
-                    problem: format!("{name} has {} values but its shape {:?} needs {expected}", array.values.len(), array.shape),
+                    problem: format!(
+                        "{name} has {} values but its shape {:?} needs {expected}",
+                        array.values.len(),
+                        array.shape
+                    ),
                 });
             }
         }
@@ -247,7 +256,8 @@ impl LossInput {
         let [n, c, s] = canonical(&shape);
         let output_values: Vec<f32> = values.iter().map(|&v| v as f32).collect();
         check_finite_f32("output", &output_values)?;
-        let output_tensor = Tensor::<3>::from_data(TensorData::new(output_values, [n, c, s]), device);
+        let output_tensor =
+            Tensor::<3>::from_data(TensorData::new(output_values, [n, c, s]), device);
         let is_indices = check_target_shape(&shape, &target.shape)?;
         let target = match (&target.values, is_indices) {
             (HostValues::Int(values), true) => {
@@ -259,13 +269,19 @@ impl LossInput {
                         ignore_index: None,
                     });
                 }
-                Target::Indices(Tensor::<2, Int>::from_data(TensorData::new(values.clone(), [n, s]), device))
+                Target::Indices(Tensor::<2, Int>::from_data(
+                    TensorData::new(values.clone(), [n, s]),
+                    device,
+                ))
             }
             (HostValues::Float(values), false) => {
                 check_finite("target", values)?;
                 let values: Vec<f32> = values.iter().map(|&v| v as f32).collect();
                 check_finite_f32("target", &values)?;
-                Target::Dense(Tensor::<3>::from_data(TensorData::new(values, [n, c, s]), device))
+                Target::Dense(Tensor::<3>::from_data(
+                    TensorData::new(values, [n, c, s]),
+                    device,
+                ))
             }
             (HostValues::Float(_), true) => {
                 return Err(InputError::ShapeMismatch {

@@ -46,7 +46,11 @@ pub fn reduce_weighted(values: Tensor<2>, weights: Tensor<2>, reduction: Reducti
 }
 
 /// Reduces position values `[N, S]`, weighted by `weights` when there are any.
-pub fn reduce_maybe_weighted(values: Tensor<2>, weights: Option<Tensor<2>>, reduction: Reduction) -> Tensor<1> {
+pub fn reduce_maybe_weighted(
+    values: Tensor<2>,
+    weights: Option<Tensor<2>>,
+    reduction: Reduction,
+) -> Tensor<1> {
     match weights {
         Some(weights) => reduce_weighted(values, weights, reduction),
         None => reduce_positions(values, reduction),

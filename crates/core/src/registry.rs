@@ -128,7 +128,10 @@ impl LossRegistration {
     /// options).
     pub fn build_example(&self) -> Result<Box<dyn Loss>, ConfigError> {
         let Value::Object(options) = (self.example)() else {
-            return Err(ConfigError::InvalidSpec(format!("loss `{}`: example is not an object", self.name)));
+            return Err(ConfigError::InvalidSpec(format!(
+                "loss `{}`: example is not an object",
+                self.name
+            )));
         };
         (self.build)(self.name, &options)
     }
@@ -164,7 +167,9 @@ impl Registry {
         let mut all: Vec<&'static LossRegistration> = registrations.into_iter().collect();
         all.sort_by_key(|registration| (registration.name, registration.crate_name));
         for registration in all {
-            for claimed in std::iter::once(registration.name).chain(registration.aliases.iter().copied()) {
+            for claimed in
+                std::iter::once(registration.name).chain(registration.aliases.iter().copied())
+            {
                 if let Some(first) = owners.insert(claimed, registration.name) {
                     return Err(ConfigError::DuplicateName {
                         name: claimed.to_string(),
@@ -206,7 +211,10 @@ impl Registry {
                 name: name.to_string(),
                 suggestions: closest(
                     name,
-                    self.entries.keys().copied().chain(self.aliases.keys().copied()),
+                    self.entries
+                        .keys()
+                        .copied()
+                        .chain(self.aliases.keys().copied()),
                 ),
             })
     }

@@ -16,8 +16,9 @@ pub fn parse_spec(spec: &str) -> Result<Map<String, Value>, ConfigError> {
         ));
     }
     if trimmed.starts_with('{') {
-        let value: Value = serde_json::from_str(trimmed)
-            .map_err(|error| ConfigError::InvalidSpec(format!("loss spec is not valid JSON: {error}")))?;
+        let value: Value = serde_json::from_str(trimmed).map_err(|error| {
+            ConfigError::InvalidSpec(format!("loss spec is not valid JSON: {error}"))
+        })?;
         return spec_object(value, "the loss spec");
     }
     let lower = trimmed.to_ascii_lowercase();
@@ -40,8 +41,9 @@ pub fn parse_spec(spec: &str) -> Result<Map<String, Value>, ConfigError> {
 /// Reads a loss spec from a `.json` or `.toml` file.
 pub fn parse_spec_file(path: &Path) -> Result<Map<String, Value>, ConfigError> {
     let shown = path.display();
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| ConfigError::InvalidSpec(format!("cannot read loss config {shown}: {error}")))?;
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        ConfigError::InvalidSpec(format!("cannot read loss config {shown}: {error}"))
+    })?;
     if text.trim().is_empty() {
         return Err(ConfigError::InvalidSpec(format!(
             "loss config {shown} is empty; expected an object with at least `name`"
@@ -51,11 +53,16 @@ pub fn parse_spec_file(path: &Path) -> Result<Map<String, Value>, ConfigError> {
         .extension()
         .is_some_and(|ext| ext.eq_ignore_ascii_case("toml"));
     let value: Value = if is_toml {
-        toml::from_str::<Value>(&text)
-            .map_err(|error| ConfigError::InvalidSpec(format!("{shown} is not valid TOML: {}", one_line(&error.to_string()))))?
+        toml::from_str::<Value>(&text).map_err(|error| {
+            ConfigError::InvalidSpec(format!(
+                "{shown} is not valid TOML: {}",
+                one_line(&error.to_string())
+            ))
+        })?
     } else {
-        serde_json::from_str(&text)
-            .map_err(|error| ConfigError::InvalidSpec(format!("{shown} is not valid JSON: {error}")))?
+        serde_json::from_str(&text).map_err(|error| {
+            ConfigError::InvalidSpec(format!("{shown} is not valid JSON: {error}"))
+        })?
     };
     spec_object(value, &shown.to_string())
 }
@@ -118,7 +125,12 @@ mod tests {
         let spec = parse_spec(path.to_str().unwrap()).unwrap();
         assert_eq!(spec["gamma"], 1.5);
         std::fs::write(&path, "name = \n").unwrap();
-        assert!(parse_spec(path.to_str().unwrap()).unwrap_err().to_string().contains("not valid TOML"));
+        assert!(
+            parse_spec(path.to_str().unwrap())
+                .unwrap_err()
+                .to_string()
+                .contains("not valid TOML")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -95,5 +95,8 @@ pub fn channel_vector(
             ),
         });
     }
-    Ok(Tensor::<1>::from_data(TensorData::new(values.to_vec(), [channels]), device).reshape([1, channels, 1]))
+    Ok(
+        Tensor::<1>::from_data(TensorData::new(values.to_vec(), [channels]), device)
+            .reshape([1, channels, 1]),
+    )
 }

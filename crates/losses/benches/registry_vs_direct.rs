@@ -35,7 +35,10 @@ fn bench_cross_entropy(criterion: &mut Criterion) {
     let (n, c) = (256, 10);
     let output = logits(n, c, 1);
     let target = classes(n, c, 2);
-    let registry_loss = Registry::global().unwrap().build_spec("cross_entropy").unwrap();
+    let registry_loss = Registry::global()
+        .unwrap()
+        .build_spec("cross_entropy")
+        .unwrap();
     let direct = CrossEntropyLossConfig::new().init(&device());
     let mut group = criterion.benchmark_group("cross_entropy_256x10_forward");
     group.bench_function("direct_burn_nn", |b| {
@@ -46,15 +49,33 @@ fn bench_cross_entropy(criterion: &mut Criterion) {
     });
     group.bench_function("registry", |b| {
         b.iter(|| {
-            let input = LossInput::with_indices(black_box(output.clone()), black_box(target.clone())).unwrap();
-            black_box(registry_loss.forward(input, Reduction::Mean).unwrap().value.into_data())
+            let input =
+                LossInput::with_indices(black_box(output.clone()), black_box(target.clone()))
+                    .unwrap();
+            black_box(
+                registry_loss
+                    .forward(input, Reduction::Mean)
+                    .unwrap()
+                    .value
+                    .into_data(),
+            )
         })
     });
-    let typed = losskit_losses::CrossEntropyLoss::new("cross_entropy", losskit_losses::CrossEntropyLossConfig::new());
+    let typed = losskit_losses::CrossEntropyLoss::new(
+        "cross_entropy",
+        losskit_losses::CrossEntropyLossConfig::new(),
+    );
     group.bench_function("typed_losskit", |b| {
         b.iter(|| {
-            let input = LossInput::with_indices(black_box(output.clone()), black_box(target.clone())).unwrap();
-            black_box(losskit_core::Loss::forward(&typed, input, Reduction::Mean).unwrap().value.into_data())
+            let input =
+                LossInput::with_indices(black_box(output.clone()), black_box(target.clone()))
+                    .unwrap();
+            black_box(
+                losskit_core::Loss::forward(&typed, input, Reduction::Mean)
+                    .unwrap()
+                    .value
+                    .into_data(),
+            )
         })
     });
     group.finish();
@@ -69,14 +90,25 @@ fn bench_mse(criterion: &mut Criterion) {
     let mut group = criterion.benchmark_group("mse_256x10_forward");
     group.bench_function("direct_burn_nn", |b| {
         b.iter(|| {
-            let value = direct.forward(black_box(output.clone()), black_box(target.clone()), burn::nn::loss::Reduction::Mean);
+            let value = direct.forward(
+                black_box(output.clone()),
+                black_box(target.clone()),
+                burn::nn::loss::Reduction::Mean,
+            );
             black_box(value.into_data())
         })
     });
     group.bench_function("registry", |b| {
         b.iter(|| {
-            let input = LossInput::with_dense(black_box(output.clone()), black_box(target.clone())).unwrap();
-            black_box(registry_loss.forward(input, Reduction::Mean).unwrap().value.into_data())
+            let input = LossInput::with_dense(black_box(output.clone()), black_box(target.clone()))
+                .unwrap();
+            black_box(
+                registry_loss
+                    .forward(input, Reduction::Mean)
+                    .unwrap()
+                    .value
+                    .into_data(),
+            )
         })
     });
     group.finish();

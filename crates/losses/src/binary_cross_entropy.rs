@@ -3,8 +3,8 @@ use burn::{
     tensor::{Tensor, activation::softplus},
 };
 use losskit_core::{
-    Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, MeanCount, OutputDomain,
-    Reduction, TargetKind,
+    Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, MeanCount,
+    OutputDomain, Reduction, TargetKind,
     config::{OptionError, check_weights},
     reduce::reduce_elements,
     targets::{channel_vector, dense_target},
@@ -97,7 +97,10 @@ losskit_core::register_loss!(BinaryCrossEntropyLoss {
 /// backward would multiply 0 by `1/0` there, so 0 is replaced before the log.
 fn floored_log(x: Tensor<3>) -> Tensor<3> {
     let zero = x.clone().lower_equal_elem(0.0);
-    x.mask_fill(zero.clone(), 1.0).log().mask_fill(zero, LOG_FLOOR).clamp_min(LOG_FLOOR)
+    x.mask_fill(zero.clone(), 1.0)
+        .log()
+        .mask_fill(zero, LOG_FLOOR)
+        .clamp_min(LOG_FLOOR)
 }
 
 impl Loss for BinaryCrossEntropyLoss {
@@ -141,12 +144,21 @@ impl Loss for BinaryCrossEntropyLoss {
 
     fn capabilities(&self) -> Capabilities {
         // Per-channel options fix C.
-        let fixed = self.config.pos_weight.as_ref().or(self.config.weights.as_ref()).map(Vec::len);
+        let fixed = self
+            .config
+            .pos_weight
+            .as_ref()
+            .or(self.config.weights.as_ref())
+            .map(Vec::len);
         Capabilities {
             min_channels: fixed.unwrap_or(1),
             max_channels: fixed,
             targets: vec![TargetKind::BinaryMask, TargetKind::ClassIndices],
-            output: if self.config.from_logits { OutputDomain::Logits } else { OutputDomain::UnitInterval },
+            output: if self.config.from_logits {
+                OutputDomain::Logits
+            } else {
+                OutputDomain::UnitInterval
+            },
             minimum: Some(0.0),
             mean_over: Some(MeanCount::Elements),
             ..Capabilities::classification()
@@ -172,32 +184,47 @@ mod tests {
         let expected = (-2.0 * sigmoid(0.5).ln() - (1.0 - sigmoid(-1.0)).ln()) / 2.0;
         assert_close(&[value], &[expected], 1e-6);
         // d/dx = (pw·y + 1 - y)·σ(x) - pw·y, over M = 2.
-        assert_close(&grad, &[(2.0 * sigmoid(0.5) - 2.0) / 2.0, sigmoid(-1.0) / 2.0], 1e-6);
+        assert_close(
+            &grad,
+            &[(2.0 * sigmoid(0.5) - 2.0) / 2.0, sigmoid(-1.0) / 2.0],
+            1e-6,
+        );
     }
 
     #[test]
     fn huge_logits_stay_finite_and_probabilities_agree() {
         let loss = build("bce");
-        let input = LossInput::with_dense(floats(&[1e4, -1e4], [1, 2]), floats(&[0.0, 1.0], [1, 2])).unwrap();
+        let input =
+            LossInput::with_dense(floats(&[1e4, -1e4], [1, 2]), floats(&[0.0, 1.0], [1, 2]))
+                .unwrap();
         assert_close(&value(loss.as_ref(), input, Reduction::Mean), &[1e4], 1e-6);
         let from_probs = build(r#"{"name": "bce", "from_logits": false}"#);
-        let input = LossInput::with_dense(floats(&[0.25, 0.5], [1, 2]), floats(&[1.0, 0.0], [1, 2])).unwrap();
-        assert_close(&value(from_probs.as_ref(), input, Reduction::Mean), &[-(0.25f64.ln() + 0.5f64.ln()) / 2.0], 1e-6);
+        let input =
+            LossInput::with_dense(floats(&[0.25, 0.5], [1, 2]), floats(&[1.0, 0.0], [1, 2]))
+                .unwrap();
+        assert_close(
+            &value(from_probs.as_ref(), input, Reduction::Mean),
+            &[-(0.25f64.ln() + 0.5f64.ln()) / 2.0],
+            1e-6,
+        );
     }
 
     #[test]
     fn probabilities_of_exactly_zero_and_one_give_a_finite_value_and_gradient() {
         let loss = build(r#"{"name": "bce", "from_logits": false}"#);
         // Right and wrong certain predictions: the wrong ones hit the -100 floor.
-        let (value, grad) = value_and_grad(loss.as_ref(), floats(&[0.0, 1.0, 0.0, 1.0], [1, 4]), |o| {
-            LossInput::with_dense(o, floats(&[0.0, 1.0, 1.0, 0.0], [1, 4])).unwrap()
-        });
+        let (value, grad) =
+            value_and_grad(loss.as_ref(), floats(&[0.0, 1.0, 0.0, 1.0], [1, 4]), |o| {
+                LossInput::with_dense(o, floats(&[0.0, 1.0, 1.0, 0.0], [1, 4])).unwrap()
+            });
         assert_close(&[value], &[200.0 / 4.0], 1e-6);
         assert!(grad.iter().all(|g| g.is_finite()), "{grad:?}");
         let weighted = build(r#"{"name": "bce", "from_logits": false, "pos_weight": [2.0, 1.0]}"#);
-        let (value, grad) = value_and_grad(weighted.as_ref(), floats(&[0.0, 1.0, 1.0, 0.0], [2, 2]), |o| {
-            LossInput::with_dense(o, floats(&[1.0, 1.0, 1.0, 0.0], [2, 2])).unwrap()
-        });
+        let (value, grad) = value_and_grad(
+            weighted.as_ref(),
+            floats(&[0.0, 1.0, 1.0, 0.0], [2, 2]),
+            |o| LossInput::with_dense(o, floats(&[1.0, 1.0, 1.0, 0.0], [2, 2])).unwrap(),
+        );
         assert_close(&[value], &[2.0 * 100.0 / 4.0], 1e-6);
         assert!(grad.iter().all(|g| g.is_finite()), "{grad:?}");
     }
@@ -206,7 +233,13 @@ mod tests {
     fn options_are_checked() {
         assert!(build_error(r#"{"name": "bce", "pos_weight": [-1.0]}"#).contains("pos_weight"));
         let loss = build(r#"{"name": "bce", "pos_weight": [1.0, 2.0]}"#);
-        let input = LossInput::with_dense(floats(&[0.0; 3], [1, 3]), floats(&[0.0; 3], [1, 3])).unwrap();
-        assert!(loss.forward(input, Reduction::Mean).unwrap_err().to_string().contains("3 channels"));
+        let input =
+            LossInput::with_dense(floats(&[0.0; 3], [1, 3]), floats(&[0.0; 3], [1, 3])).unwrap();
+        assert!(
+            loss.forward(input, Reduction::Mean)
+                .unwrap_err()
+                .to_string()
+                .contains("3 channels")
+        );
     }
 }

@@ -47,9 +47,11 @@ pub(crate) fn validate_cross_entropy(
     if let Some(weights) = weights {
         check_weights("weights", weights)?;
     }
-    ensure((0.0..=1.0).contains(&label_smoothing), "label_smoothing", || {
-        format!("must be in [0, 1], got {label_smoothing}")
-    })
+    ensure(
+        (0.0..=1.0).contains(&label_smoothing),
+        "label_smoothing",
+        || format!("must be in [0, 1], got {label_smoothing}"),
+    )
 }
 
 losskit_core::documented! {
@@ -144,7 +146,13 @@ impl CrossEntropyLoss {
         let Some(weights) = &self.weights else {
             return Ok(None);
         };
-        Ok(Some(channel_vector(self.name, "weights", weights, classes, &input.device())?))
+        Ok(Some(channel_vector(
+            self.name,
+            "weights",
+            weights,
+            classes,
+            &input.device(),
+        )?))
     }
 
     /// The loss per position `[N, S]` and, for class-index targets, the weight of each position
@@ -158,7 +166,10 @@ impl CrossEntropyLoss {
         match target {
             Target::Indices(indices) => {
                 let (indices, valid) = checked_indices(&indices, classes, self.ignore_index)?;
-                let picked = log_p.clone().gather(1, indices.clone().reshape([n, 1, s])).reshape([n, s]);
+                let picked = log_p
+                    .clone()
+                    .gather(1, indices.clone().reshape([n, 1, s]))
+                    .reshape([n, s]);
                 let target_weight = weights.as_ref().map(|weights| {
                     weights
                         .clone()
@@ -247,7 +258,11 @@ mod tests {
         let output = floats(&[0.0, 3f32.ln(), 0.0, 3f32.ln()], [2, 2]);
         let input = LossInput::with_indices(output, ints(&[1, 0], [2])).unwrap();
         let expected = (-(0.75f64).ln() - (0.25f64).ln()) / 2.0;
-        assert_close(&value(loss.as_ref(), input, Reduction::Mean), &[expected], 1e-6);
+        assert_close(
+            &value(loss.as_ref(), input, Reduction::Mean),
+            &[expected],
+            1e-6,
+        );
     }
 
     #[test]
@@ -294,15 +309,29 @@ mod tests {
     fn out_of_range_classes_are_rejected() {
         let loss = build("cross_entropy");
         let input = LossInput::with_indices(floats(&[0.0; 4], [2, 2]), ints(&[0, 2], [2])).unwrap();
-        let error = loss.forward(input, Reduction::Mean).unwrap_err().to_string();
+        let error = loss
+            .forward(input, Reduction::Mean)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("class index 2, outside 0..2"), "{error}");
     }
 
     #[test]
     fn bad_options_are_named() {
-        assert!(build_error(r#"{"name": "cross_entropy", "label_smoothing": 1.5}"#).contains("label_smoothing"));
-        assert!(build_error(r#"{"name": "cross_entropy", "weights": [1.0, -1.0]}"#).contains("weights"));
-        assert!(build_error(r#"{"name": "cross_entropy", "smoothing": 0.1}"#).contains("label_smoothing"));
-        assert!(build_error(r#"{"name": "cross_entropy", "from_logits": "yes"}"#).contains("from_logits"));
+        assert!(
+            build_error(r#"{"name": "cross_entropy", "label_smoothing": 1.5}"#)
+                .contains("label_smoothing")
+        );
+        assert!(
+            build_error(r#"{"name": "cross_entropy", "weights": [1.0, -1.0]}"#).contains("weights")
+        );
+        assert!(
+            build_error(r#"{"name": "cross_entropy", "smoothing": 0.1}"#)
+                .contains("label_smoothing")
+        );
+        assert!(
+            build_error(r#"{"name": "cross_entropy", "from_logits": "yes"}"#)
+                .contains("from_logits")
+        );
     }
 }

@@ -43,7 +43,13 @@ impl LossConfig for DiceLossConfig {
     }
 
     fn validate(&self) -> Result<(), OptionError> {
-        validate_common(&self.activation, self.smooth_nr, self.smooth_dr, self.weights.as_deref()).map(|_| ())
+        validate_common(
+            &self.activation,
+            self.smooth_nr,
+            self.smooth_dr,
+            self.weights.as_deref(),
+        )
+        .map(|_| ())
     }
 
     fn build(self) -> Result<Box<dyn Loss>, ConfigError> {
@@ -121,8 +127,13 @@ losskit_core::register_loss!(DiceLoss {
 impl DiceLoss {
     /// A Dice loss (or Jaccard, with `jaccard`) reporting errors under `name`.
     pub fn new(name: &'static str, config: DiceLossConfig) -> Result<Self, ConfigError> {
-        let activation = validate_common(&config.activation, config.smooth_nr, config.smooth_dr, config.weights.as_deref())
-            .map_err(|error| ConfigError::invalid(name, &error.option, error.problem))?;
+        let activation = validate_common(
+            &config.activation,
+            config.smooth_nr,
+            config.smooth_dr,
+            config.weights.as_deref(),
+        )
+        .map_err(|error| ConfigError::invalid(name, &error.option, error.problem))?;
         Ok(Self {
             overlap: Overlap {
                 name,
@@ -142,9 +153,18 @@ impl DiceLoss {
     /// The loss per (sample, class) `[B, K]` and the sums it came from.
     fn per_class(&self, input: LossInput) -> Result<(Tensor<2>, Sums), Error> {
         let sums = self.overlap.sums(input)?;
-        let Sums { intersection, prediction, truth, .. } = sums.clone();
+        let Sums {
+            intersection,
+            prediction,
+            truth,
+            ..
+        } = sums.clone();
         let total = prediction + truth;
-        let denominator = if self.jaccard { (total - intersection.clone()) * 2.0 } else { total };
+        let denominator = if self.jaccard {
+            (total - intersection.clone()) * 2.0
+        } else {
+            total
+        };
         let ratio = (intersection * 2.0 + self.smooth_nr) / (denominator + self.smooth_dr);
         Ok((ratio.neg() + 1.0, sums))
     }
@@ -164,7 +184,10 @@ impl Loss for DiceLoss {
     fn forward(&self, input: LossInput, reduction: Reduction) -> Result<LossValue, Error> {
         let channels = input.channels();
         let (values, sums) = self.per_class(input)?;
-        Ok(self.overlap.reduce(values, &sums, channels, reduction)?.into())
+        Ok(self
+            .overlap
+            .reduce(values, &sums, channels, reduction)?
+            .into())
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -190,7 +213,11 @@ mod tests {
         let input = LossInput::with_indices(two_by_two(), ints(&[0, 0], [1, 2])).unwrap();
         let f0 = 1.0 - (2.0 + 1e-5) / (3.0 + 1e-5);
         let f1 = 1.0 - 1e-5 / (1.0 + 1e-5);
-        assert_close(&value(loss.as_ref(), input, Reduction::Mean), &[(f0 + f1) / 2.0], 1e-6);
+        assert_close(
+            &value(loss.as_ref(), input, Reduction::Mean),
+            &[(f0 + f1) / 2.0],
+            1e-6,
+        );
     }
 
     #[test]
@@ -212,7 +239,8 @@ mod tests {
     fn dense_one_hot_targets_equal_class_indices() {
         let loss = build(r#"{"name": "dice", "include_background": false, "squared_pred": true}"#);
         let indices = LossInput::with_indices(two_by_two(), ints(&[0, 1], [1, 2])).unwrap();
-        let dense = LossInput::with_dense(two_by_two(), floats(&[1.0, 0.0, 0.0, 1.0], [1, 2, 2])).unwrap();
+        let dense =
+            LossInput::with_dense(two_by_two(), floats(&[1.0, 0.0, 0.0, 1.0], [1, 2, 2])).unwrap();
         assert_close(
             &value(loss.as_ref(), indices, Reduction::Mean),
             &value(loss.as_ref(), dense, Reduction::Mean),
@@ -223,10 +251,18 @@ mod tests {
     #[test]
     fn volumes_equal_the_same_data_as_images() {
         let loss = build(r#"{"name": "dice", "batch": true}"#);
-        let values: Vec<f32> = (0..2 * 3 * 24).map(|i| ((i * 37 % 17) as f32 - 8.0) / 4.0).collect();
+        let values: Vec<f32> = (0..2 * 3 * 24)
+            .map(|i| ((i * 37 % 17) as f32 - 8.0) / 4.0)
+            .collect();
         let classes: Vec<i64> = (0..2 * 24).map(|i| (i * 7 % 3) as i64).collect();
-        let volume = LossInput::with_indices(floats(&values, [2, 3, 2, 3, 4]), ints(&classes, [2, 2, 3, 4])).unwrap();
-        let image = LossInput::with_indices(floats(&values, [2, 3, 6, 4]), ints(&classes, [2, 6, 4])).unwrap();
+        let volume = LossInput::with_indices(
+            floats(&values, [2, 3, 2, 3, 4]),
+            ints(&classes, [2, 2, 3, 4]),
+        )
+        .unwrap();
+        let image =
+            LossInput::with_indices(floats(&values, [2, 3, 6, 4]), ints(&classes, [2, 6, 4]))
+                .unwrap();
         for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
             assert_close(
                 &value(loss.as_ref(), volume.clone(), reduction),
@@ -243,15 +279,18 @@ mod tests {
         // The ignored second position would otherwise be class 1 with p = [1/4, 3/4].
         let output = floats(&[ln3, 0.0, 0.0, ln3], [1, 2, 2]);
         let with_ignored = LossInput::with_indices(output, ints(&[0, 255], [1, 2])).unwrap();
-        let alone = LossInput::with_indices(floats(&[ln3, 0.0], [1, 2, 1]), ints(&[0], [1, 1])).unwrap();
+        let alone =
+            LossInput::with_indices(floats(&[ln3, 0.0], [1, 2, 1]), ints(&[0], [1, 1])).unwrap();
         assert_close(
             &value(loss.as_ref(), with_ignored, Reduction::Mean),
             &value(loss.as_ref(), alone, Reduction::Mean),
             1e-6,
         );
-        let (value, grad) = value_and_grad(loss.as_ref(), floats(&[1.0, 2.0, 3.0, 4.0], [1, 2, 2]), |o| {
-            LossInput::with_indices(o, ints(&[255, 255], [1, 2])).unwrap()
-        });
+        let (value, grad) = value_and_grad(
+            loss.as_ref(),
+            floats(&[1.0, 2.0, 3.0, 4.0], [1, 2, 2]),
+            |o| LossInput::with_indices(o, ints(&[255, 255], [1, 2])).unwrap(),
+        );
         assert_eq!(value, 0.0);
         assert!(grad.iter().all(|g| *g == 0.0), "{grad:?}");
     }
@@ -259,14 +298,22 @@ mod tests {
     #[test]
     fn extreme_logits_and_empty_masks_stay_finite() {
         let loss = build(r#"{"name": "dice", "activation": "sigmoid"}"#);
-        let (value, grad) = value_and_grad(loss.as_ref(), floats(&[1e4, -1e4, 1e4, -1e4], [1, 1, 4]), |o| {
-            LossInput::with_dense(o, floats(&[0.0; 4], [1, 1, 4])).unwrap()
-        });
-        assert!(value.is_finite() && grad.iter().all(|g| g.is_finite()), "{value} {grad:?}");
+        let (value, grad) = value_and_grad(
+            loss.as_ref(),
+            floats(&[1e4, -1e4, 1e4, -1e4], [1, 1, 4]),
+            |o| LossInput::with_dense(o, floats(&[0.0; 4], [1, 1, 4])).unwrap(),
+        );
+        assert!(
+            value.is_finite() && grad.iter().all(|g| g.is_finite()),
+            "{value} {grad:?}"
+        );
         let (value, _) = value_and_grad(loss.as_ref(), floats(&[-1e4; 4], [1, 1, 4]), |o| {
             LossInput::with_dense(o, floats(&[0.0; 4], [1, 1, 4])).unwrap()
         });
-        assert!(value.abs() < 1e-6, "an empty prediction of an empty mask gives {value}");
+        assert!(
+            value.abs() < 1e-6,
+            "an empty prediction of an empty mask gives {value}"
+        );
     }
 
     #[test]
@@ -274,16 +321,33 @@ mod tests {
         let loss = build(r#"{"name": "dice", "weights": [0.0, 2.0]}"#);
         let input = LossInput::with_indices(two_by_two(), ints(&[0, 0], [1, 2])).unwrap();
         let f1 = 1.0 - 1e-5 / (1.0 + 1e-5);
-        assert_close(&value(loss.as_ref(), input.clone(), Reduction::Mean), &[2.0 * f1 / 2.0], 1e-6);
-        assert_close(&value(loss.as_ref(), input.clone(), Reduction::Sum), &[2.0 * f1], 1e-6);
+        assert_close(
+            &value(loss.as_ref(), input.clone(), Reduction::Mean),
+            &[2.0 * f1 / 2.0],
+            1e-6,
+        );
+        assert_close(
+            &value(loss.as_ref(), input.clone(), Reduction::Sum),
+            &[2.0 * f1],
+            1e-6,
+        );
         // `none` is each sample's share of `sum`: its weighted values summed over the classes.
-        assert_close(&value(loss.as_ref(), input, Reduction::None), &[2.0 * f1], 1e-6);
+        assert_close(
+            &value(loss.as_ref(), input, Reduction::None),
+            &[2.0 * f1],
+            1e-6,
+        );
     }
 
     #[test]
     fn none_is_each_samples_share_of_sum() {
-        let values = [0.3, -1.0, 2.0, 0.5, 0.1, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9, -1.3];
-        let make = || LossInput::with_indices(floats(&values, [2, 3, 2]), ints(&[2, 0, 1, 1], [2, 2])).unwrap();
+        let values = [
+            0.3, -1.0, 2.0, 0.5, 0.1, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9, -1.3,
+        ];
+        let make = || {
+            LossInput::with_indices(floats(&values, [2, 3, 2]), ints(&[2, 0, 1, 1], [2, 2]))
+                .unwrap()
+        };
         for config in [r#"{"name": "dice"}"#, r#"{"name": "dice", "batch": true}"#] {
             let loss = build(config);
             let sum = value(loss.as_ref(), make(), Reduction::Sum)[0];
@@ -296,7 +360,11 @@ mod tests {
         // Per sample, `none` adds the sample's class values; `mean` averages all N·C of them.
         let loss = build("dice");
         let mean = value(loss.as_ref(), make(), Reduction::Mean)[0];
-        assert_close(&[value(loss.as_ref(), make(), Reduction::Sum)[0]], &[6.0 * mean], 1e-6);
+        assert_close(
+            &[value(loss.as_ref(), make(), Reduction::Sum)[0]],
+            &[6.0 * mean],
+            1e-6,
+        );
     }
 
     #[test]
@@ -307,12 +375,19 @@ mod tests {
         assert!(build_error(r#"{"name": "dice", "weights": [1.0, -1.0]}"#).contains("`weights`"));
         let loss = build(r#"{"name": "dice", "weights": [1.0, 1.0, 1.0]}"#);
         let input = LossInput::with_indices(two_by_two(), ints(&[0, 0], [1, 2])).unwrap();
-        assert!(loss.forward(input, Reduction::Mean).unwrap_err().to_string().contains("3 `weights` values"));
+        assert!(
+            loss.forward(input, Reduction::Mean)
+                .unwrap_err()
+                .to_string()
+                .contains("3 `weights` values")
+        );
     }
 
     #[test]
     fn passes_the_conformance_kit() {
-        losskit_core::conformance::check_registered("dice").unwrap().assert_passed();
+        losskit_core::conformance::check_registered("dice")
+            .unwrap()
+            .assert_passed();
         for config in [
             r#"{"name": "dice", "activation": "sigmoid"}"#,
             r#"{"name": "dice", "activation": "none", "squared_pred": true}"#,

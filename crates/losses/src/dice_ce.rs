@@ -192,7 +192,11 @@ pub(crate) fn second_term_input(dice: &DiceLoss, input: &LossInput) -> Result<Lo
         return Ok(input.clone());
     }
     let (target, _) = dice.overlap().target(input)?;
-    Ok(LossInput::from_canonical(input.output().clone(), Target::Dense(target), input.shape().to_vec())?)
+    Ok(LossInput::from_canonical(
+        input.output().clone(),
+        Target::Dense(target),
+        input.shape().to_vec(),
+    )?)
 }
 
 impl Loss for DiceCeLoss {
@@ -202,7 +206,10 @@ impl Loss for DiceCeLoss {
         let cross_entropy = self.cross_entropy.forward(second, reduction)?.value * self.lambda_ce;
         Ok(LossValue {
             value: dice.clone() + cross_entropy.clone(),
-            terms: vec![("dice".into(), dice), ("cross_entropy".into(), cross_entropy)],
+            terms: vec![
+                ("dice".into(), dice),
+                ("cross_entropy".into(), cross_entropy),
+            ],
         })
     }
 
@@ -221,7 +228,9 @@ mod tests {
     use crate::testing::*;
 
     fn example() -> LossInput {
-        let values = [0.3, -1.0, 2.0, 0.5, 0.1, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9, -1.3];
+        let values = [
+            0.3, -1.0, 2.0, 0.5, 0.1, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9, -1.3,
+        ];
         LossInput::with_indices(floats(&values, [2, 3, 2]), ints(&[2, 0, 1, 1], [2, 2])).unwrap()
     }
 
@@ -231,7 +240,11 @@ mod tests {
         let dice = value(build("dice").as_ref(), example(), Reduction::Mean)[0];
         let ce = value(build("cross_entropy").as_ref(), example(), Reduction::Mean)[0];
         let result = loss.forward(example(), Reduction::Mean).unwrap();
-        assert_close(&losskit_core::input::to_f64_vec(result.value), &[2.0 * dice + 0.5 * ce], 1e-6);
+        assert_close(
+            &losskit_core::input::to_f64_vec(result.value),
+            &[2.0 * dice + 0.5 * ce],
+            1e-6,
+        );
         let terms: Vec<(String, Vec<f64>)> = result
             .terms
             .into_iter()
@@ -249,7 +262,11 @@ mod tests {
         let make = |o| LossInput::with_indices(o, ints(&[2, 0], [1, 2])).unwrap();
         let (_, both) = value_and_grad(build("dice_ce").as_ref(), floats(&values, [1, 3, 2]), make);
         let (_, dice) = value_and_grad(build("dice").as_ref(), floats(&values, [1, 3, 2]), make);
-        let (_, ce) = value_and_grad(build("cross_entropy").as_ref(), floats(&values, [1, 3, 2]), make);
+        let (_, ce) = value_and_grad(
+            build("cross_entropy").as_ref(),
+            floats(&values, [1, 3, 2]),
+            make,
+        );
         let sum: Vec<f64> = dice.iter().zip(&ce).map(|(a, b)| a + b).collect();
         assert_close(&both, &sum, 1e-6);
     }
@@ -260,23 +277,44 @@ mod tests {
         let output = floats(&[0.5, -1.0, 2.0], [1, 1, 3]);
         let indices = LossInput::with_indices(output.clone(), ints(&[1, 0, 1], [1, 3])).unwrap();
         let dense = LossInput::with_dense(output, floats(&[1.0, 0.0, 1.0], [1, 1, 3])).unwrap();
-        let expected = value(build(r#"{"name": "dice", "activation": "sigmoid"}"#).as_ref(), dense.clone(), Reduction::Mean)[0]
-            + value(build("bce").as_ref(), dense.clone(), Reduction::Mean)[0];
-        assert_close(&value(loss.as_ref(), indices, Reduction::Mean), &[expected], 1e-6);
-        assert_close(&value(loss.as_ref(), dense, Reduction::Mean), &[expected], 1e-6);
+        let expected = value(
+            build(r#"{"name": "dice", "activation": "sigmoid"}"#).as_ref(),
+            dense.clone(),
+            Reduction::Mean,
+        )[0] + value(build("bce").as_ref(), dense.clone(), Reduction::Mean)[0];
+        assert_close(
+            &value(loss.as_ref(), indices, Reduction::Mean),
+            &[expected],
+            1e-6,
+        );
+        assert_close(
+            &value(loss.as_ref(), dense, Reduction::Mean),
+            &[expected],
+            1e-6,
+        );
     }
 
     #[test]
     fn bad_options_are_named() {
         assert!(build_error(r#"{"name": "dice_ce", "lambda_ce": -1.0}"#).contains("`lambda_ce`"));
-        assert!(build_error(r#"{"name": "dice_ce", "activation": "none"}"#).contains("`activation`"));
-        assert!(build_error(r#"{"name": "dice_ce", "label_smoothing": 2.0}"#).contains("`label_smoothing`"));
-        assert!(build_error(r#"{"name": "dice_ce", "activation": "sigmoid", "ignore_index": 0}"#).contains("`ignore_index`"));
+        assert!(
+            build_error(r#"{"name": "dice_ce", "activation": "none"}"#).contains("`activation`")
+        );
+        assert!(
+            build_error(r#"{"name": "dice_ce", "label_smoothing": 2.0}"#)
+                .contains("`label_smoothing`")
+        );
+        assert!(
+            build_error(r#"{"name": "dice_ce", "activation": "sigmoid", "ignore_index": 0}"#)
+                .contains("`ignore_index`")
+        );
     }
 
     #[test]
     fn passes_the_conformance_kit() {
-        losskit_core::conformance::check_registered("dice_ce").unwrap().assert_passed();
+        losskit_core::conformance::check_registered("dice_ce")
+            .unwrap()
+            .assert_passed();
         let config = r#"{"name": "dice_ce", "activation": "sigmoid", "batch": true}"#;
         losskit_core::conformance::check(config, build(config).as_ref()).assert_passed();
     }

@@ -166,7 +166,12 @@ impl DiceFocalLoss {
         let channels = input.channels();
         let (target, valid) = overlap.target(input)?;
         let sigmoid = overlap.activation == Activation::Sigmoid;
-        let elements = overlap.counted_classes(focal_elements(input.output().clone(), target, self.gamma, sigmoid));
+        let elements = overlap.counted_classes(focal_elements(
+            input.output().clone(),
+            target,
+            self.gamma,
+            sigmoid,
+        ));
         let [n, classes, s] = elements.dims();
         let elements = match overlap.class_weights(channels, &input.device())? {
             Some(weights) => elements * weights.reshape([1, classes, 1]),
@@ -202,18 +207,37 @@ mod tests {
     use crate::testing::*;
 
     fn example() -> LossInput {
-        let values = [0.3, -1.0, 2.0, 0.5, 0.1, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9, -1.3];
+        let values = [
+            0.3, -1.0, 2.0, 0.5, 0.1, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9, -1.3,
+        ];
         LossInput::with_indices(floats(&values, [2, 3, 2]), ints(&[2, 0, 1, 1], [2, 2])).unwrap()
     }
 
     #[test]
     fn is_dice_plus_the_focal_loss_over_the_classes() {
-        let loss = build(r#"{"name": "dice_focal", "lambda_dice": 0.5, "lambda_focal": 2.0, "gamma": 2.0}"#);
+        let loss = build(
+            r#"{"name": "dice_focal", "lambda_dice": 0.5, "lambda_focal": 2.0, "gamma": 2.0}"#,
+        );
         let dice = value(build("dice").as_ref(), example(), Reduction::Mean)[0];
-        let focal = value(build(r#"{"name": "focal", "gamma": 2.0}"#).as_ref(), example(), Reduction::Mean)[0];
+        let focal = value(
+            build(r#"{"name": "focal", "gamma": 2.0}"#).as_ref(),
+            example(),
+            Reduction::Mean,
+        )[0];
         let result = loss.forward(example(), Reduction::Mean).unwrap();
-        assert_close(&losskit_core::input::to_f64_vec(result.value), &[0.5 * dice + 2.0 * focal / 3.0], 1e-6);
-        assert_eq!(result.terms.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(), ["dice", "focal"]);
+        assert_close(
+            &losskit_core::input::to_f64_vec(result.value),
+            &[0.5 * dice + 2.0 * focal / 3.0],
+            1e-6,
+        );
+        assert_eq!(
+            result
+                .terms
+                .iter()
+                .map(|(name, _)| name.as_str())
+                .collect::<Vec<_>>(),
+            ["dice", "focal"]
+        );
     }
 
     #[test]
@@ -232,24 +256,39 @@ mod tests {
 
     #[test]
     fn sigmoid_form_and_ignored_positions() {
-        let loss = build(r#"{"name": "dice_focal", "activation": "sigmoid", "lambda_dice": 0.0, "gamma": 1.0, "ignore_index": 7}"#);
+        let loss = build(
+            r#"{"name": "dice_focal", "activation": "sigmoid", "lambda_dice": 0.0, "gamma": 1.0, "ignore_index": 7}"#,
+        );
         // The ignored position would add a large loss.
-        let input = LossInput::with_indices(floats(&[0.0, 9.0], [1, 1, 2]), ints(&[1, 7], [1, 2])).unwrap();
+        let input =
+            LossInput::with_indices(floats(&[0.0, 9.0], [1, 1, 2]), ints(&[1, 7], [1, 2])).unwrap();
         // p_t = 1/2: (1/2)·log 2 over the one counted position.
-        assert_close(&value(loss.as_ref(), input, Reduction::Mean), &[0.5 * 2f64.ln()], 1e-6);
+        assert_close(
+            &value(loss.as_ref(), input, Reduction::Mean),
+            &[0.5 * 2f64.ln()],
+            1e-6,
+        );
     }
 
     #[test]
     fn bad_options_are_named() {
         assert!(build_error(r#"{"name": "dice_focal", "gamma": -2.0}"#).contains("`gamma`"));
-        assert!(build_error(r#"{"name": "dice_focal", "lambda_focal": -1.0}"#).contains("`lambda_focal`"));
-        assert!(build_error(r#"{"name": "dice_focal", "activation": "none"}"#).contains("`activation`"));
+        assert!(
+            build_error(r#"{"name": "dice_focal", "lambda_focal": -1.0}"#)
+                .contains("`lambda_focal`")
+        );
+        assert!(
+            build_error(r#"{"name": "dice_focal", "activation": "none"}"#).contains("`activation`")
+        );
     }
 
     #[test]
     fn passes_the_conformance_kit() {
-        losskit_core::conformance::check_registered("dice_focal").unwrap().assert_passed();
-        let config = r#"{"name": "dice_focal", "activation": "sigmoid", "include_background": false}"#;
+        losskit_core::conformance::check_registered("dice_focal")
+            .unwrap()
+            .assert_passed();
+        let config =
+            r#"{"name": "dice_focal", "activation": "sigmoid", "include_background": false}"#;
         losskit_core::conformance::check(config, build(config).as_ref()).assert_passed();
     }
 }

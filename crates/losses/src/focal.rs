@@ -40,13 +40,22 @@ impl LossConfig for FocalLossConfig {
         ensure(self.gamma.is_finite() && self.gamma >= 0.0, "gamma", || {
             format!("must be a finite number >= 0, got {}", self.gamma)
         })?;
-        ensure(["auto", "softmax", "sigmoid"].contains(&self.activation.as_str()), "activation", || {
-            format!("must be \"auto\", \"softmax\" or \"sigmoid\", got \"{}\"", self.activation)
-        })?;
+        ensure(
+            ["auto", "softmax", "sigmoid"].contains(&self.activation.as_str()),
+            "activation",
+            || {
+                format!(
+                    "must be \"auto\", \"softmax\" or \"sigmoid\", got \"{}\"",
+                    self.activation
+                )
+            },
+        )?;
         if let Some(alpha) = &self.alpha {
             check_weights("alpha", alpha)?;
             if self.activation == "sigmoid" || alpha.len() == 1 {
-                ensure(alpha.iter().all(|a| *a <= 1.0), "alpha", || "must be in [0, 1] in the sigmoid form".into())?;
+                ensure(alpha.iter().all(|a| *a <= 1.0), "alpha", || {
+                    "must be in [0, 1] in the sigmoid form".into()
+                })?;
             }
         }
         Ok(())
@@ -127,17 +136,28 @@ impl FocalLoss {
         match self.config.activation.as_str() {
             "sigmoid" => true,
             "softmax" => false,
-            _ => self.config.alpha.as_ref().is_some_and(|alpha| alpha.len() == 1),
+            _ => self
+                .config
+                .alpha
+                .as_ref()
+                .is_some_and(|alpha| alpha.len() == 1),
         }
     }
 }
 
 /// The focal loss of each element `[N, C, S]` of logits against a dense target, before class
 /// weights and reduction: the softmax form (over C) or the sigmoid form (each element alone).
-pub(crate) fn focal_elements(output: Tensor<3>, target: Tensor<3>, gamma: f64, sigmoid_form: bool) -> Tensor<3> {
+pub(crate) fn focal_elements(
+    output: Tensor<3>,
+    target: Tensor<3>,
+    gamma: f64,
+    sigmoid_form: bool,
+) -> Tensor<3> {
     if sigmoid_form {
-        let bce = (target.clone().neg() + 1.0) * output.clone() + softplus(output.clone().neg(), 1.0);
-        let complement = target.clone() * sigmoid(output.clone().neg()) + (target.neg() + 1.0) * sigmoid(output);
+        let bce =
+            (target.clone().neg() + 1.0) * output.clone() + softplus(output.clone().neg(), 1.0);
+        let complement =
+            target.clone() * sigmoid(output.clone().neg()) + (target.neg() + 1.0) * sigmoid(output);
         return floored_pow(complement, gamma) * bce;
     }
     let log_p = log_softmax(output, 1);
@@ -162,7 +182,8 @@ impl Loss for FocalLoss {
         if sigmoid_form {
             let mut loss = focal_elements(output, target.clone(), gamma, true);
             if let Some(alpha) = alpha {
-                loss = loss * (target.clone() * alpha.clone() + (target.neg() + 1.0) * (alpha.neg() + 1.0));
+                loss = loss
+                    * (target.clone() * alpha.clone() + (target.neg() + 1.0) * (alpha.neg() + 1.0));
             }
             return Ok(match valid {
                 None => reduce_elements(loss, reduction),
@@ -229,8 +250,18 @@ mod tests {
     fn gamma_zero_is_cross_entropy() {
         let focal = build(r#"{"name": "focal", "gamma": 0.0}"#);
         let ce = build("cross_entropy");
-        let make = || LossInput::with_indices(floats(&[0.3, -1.0, 2.0, 0.5, 0.1, -0.2], [2, 3]), ints(&[2, 0], [2])).unwrap();
-        assert_close(&value(focal.as_ref(), make(), Reduction::Mean), &value(ce.as_ref(), make(), Reduction::Mean), 1e-6);
+        let make = || {
+            LossInput::with_indices(
+                floats(&[0.3, -1.0, 2.0, 0.5, 0.1, -0.2], [2, 3]),
+                ints(&[2, 0], [2]),
+            )
+            .unwrap()
+        };
+        assert_close(
+            &value(focal.as_ref(), make(), Reduction::Mean),
+            &value(ce.as_ref(), make(), Reduction::Mean),
+            1e-6,
+        );
     }
 
     #[test]
@@ -238,27 +269,44 @@ mod tests {
         let loss = build(r#"{"name": "focal", "gamma": 1.0}"#);
         let input = LossInput::with_dense(floats(&[0.0], [1, 1]), floats(&[1.0], [1, 1])).unwrap();
         // p_t = 1/2: (1/2)^1 · log 2.
-        assert_close(&value(loss.as_ref(), input, Reduction::Mean), &[0.5 * 2f64.ln()], 1e-6);
+        assert_close(
+            &value(loss.as_ref(), input, Reduction::Mean),
+            &[0.5 * 2f64.ln()],
+            1e-6,
+        );
     }
 
     #[test]
     fn sigmoid_form_leaves_ignored_positions_out_of_every_channel() {
-        let loss = build(r#"{"name": "focal", "activation": "sigmoid", "gamma": 1.0, "ignore_index": -1}"#);
+        let loss = build(
+            r#"{"name": "focal", "activation": "sigmoid", "gamma": 1.0, "ignore_index": -1}"#,
+        );
         // Two positions of two channels; the second position is ignored (it would add a lot).
         let make = |o| LossInput::with_indices(o, ints(&[1, -1], [1, 2])).unwrap();
-        let (value, grad) = value_and_grad(loss.as_ref(), floats(&[0.0, 9.0, 0.0, -9.0], [1, 2, 2]), make);
+        let (value, grad) = value_and_grad(
+            loss.as_ref(),
+            floats(&[0.0, 9.0, 0.0, -9.0], [1, 2, 2]),
+            make,
+        );
         // Position 0 has class 1: both channels have p_t = 1/2, l = (1/2)·log 2 each, over C·1 = 2.
         assert_close(&[value], &[0.5 * 2f64.ln()], 1e-6);
         assert!(grad[1] == 0.0 && grad[3] == 0.0, "{grad:?}");
         let sum = losskit_core::input::to_f64_vec(
-            loss.forward(make(floats(&[0.0, 9.0, 0.0, -9.0], [1, 2, 2])), Reduction::Sum).unwrap().value,
+            loss.forward(
+                make(floats(&[0.0, 9.0, 0.0, -9.0], [1, 2, 2])),
+                Reduction::Sum,
+            )
+            .unwrap()
+            .value,
         );
         assert_close(&sum, &[2f64.ln()], 1e-6);
     }
 
     #[test]
     fn passes_the_conformance_kit() {
-        losskit_core::conformance::check_registered("focal").unwrap().assert_passed();
+        losskit_core::conformance::check_registered("focal")
+            .unwrap()
+            .assert_passed();
         for config in [
             r#"{"name": "focal", "activation": "sigmoid", "ignore_index": -1}"#,
             r#"{"name": "focal", "alpha": [0.2, 0.3, 0.5], "ignore_index": 7}"#,

@@ -150,18 +150,28 @@ mod tests {
         // Probabilities [3/4, 1/4] at one position of class 0 (see the Tversky test).
         let loss = build(r#"{"name": "focal_tversky", "alpha": 0.3, "beta": 0.7, "gamma": 0.75}"#);
         let ln3 = 3f32.ln();
-        let input = LossInput::with_indices(floats(&[ln3, 0.0], [1, 2, 1]), ints(&[0], [1, 1])).unwrap();
+        let input =
+            LossInput::with_indices(floats(&[ln3, 0.0], [1, 2, 1]), ints(&[0], [1, 1])).unwrap();
         let s: f64 = 1e-5;
         let t0 = (0.75 + s) / (0.75 + 0.7 * 0.25 + s);
         let t1 = s / (0.3 * 0.25 + s);
         let expected = ((1.0 - t0).powf(0.75) + (1.0 - t1).powf(0.75)) / 2.0;
-        assert_close(&value(loss.as_ref(), input, Reduction::Mean), &[expected], 1e-5);
+        assert_close(
+            &value(loss.as_ref(), input, Reduction::Mean),
+            &[expected],
+            1e-5,
+        );
     }
 
     #[test]
     fn gamma_one_is_tversky() {
-        let values = [0.3, -1.0, 2.0, 0.5, 0.1, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9, -1.3];
-        let make = || LossInput::with_indices(floats(&values, [2, 3, 2]), ints(&[2, 0, 1, 1], [2, 2])).unwrap();
+        let values = [
+            0.3, -1.0, 2.0, 0.5, 0.1, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9, -1.3,
+        ];
+        let make = || {
+            LossInput::with_indices(floats(&values, [2, 3, 2]), ints(&[2, 0, 1, 1], [2, 2]))
+                .unwrap()
+        };
         let focal = build(r#"{"name": "focal_tversky", "gamma": 1.0, "alpha": 0.4, "beta": 0.6}"#);
         let tversky = build(r#"{"name": "tversky", "alpha": 0.4, "beta": 0.6}"#);
         for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
@@ -176,10 +186,15 @@ mod tests {
     #[test]
     fn gradient_is_finite_at_a_perfect_prediction() {
         let loss = build("focal_tversky");
-        let (value, grad) = value_and_grad(loss.as_ref(), floats(&[1e4, -1e4, -1e4, 1e4], [1, 2, 2]), |o| {
-            LossInput::with_indices(o, ints(&[0, 1], [1, 2])).unwrap()
-        });
-        assert!(value.abs() < 1e-3 && grad.iter().all(|g| g.is_finite()), "{value} {grad:?}");
+        let (value, grad) = value_and_grad(
+            loss.as_ref(),
+            floats(&[1e4, -1e4, -1e4, 1e4], [1, 2, 2]),
+            |o| LossInput::with_indices(o, ints(&[0, 1], [1, 2])).unwrap(),
+        );
+        assert!(
+            value.abs() < 1e-3 && grad.iter().all(|g| g.is_finite()),
+            "{value} {grad:?}"
+        );
     }
 
     #[test]
@@ -190,6 +205,8 @@ mod tests {
 
     #[test]
     fn passes_the_conformance_kit() {
-        losskit_core::conformance::check_registered("focal_tversky").unwrap().assert_passed();
+        losskit_core::conformance::check_registered("focal_tversky")
+            .unwrap()
+            .assert_passed();
     }
 }

@@ -43,9 +43,12 @@ impl LossConfig for GeneralizedDiceLossConfig {
     }
 
     fn build(self) -> Result<Box<dyn Loss>, ConfigError> {
-        let invalid = |error: OptionError| ConfigError::invalid("generalized_dice", &error.option, error.problem);
+        let invalid = |error: OptionError| {
+            ConfigError::invalid("generalized_dice", &error.option, error.problem)
+        };
         let weight_type = WeightType::parse(&self.weight_type).map_err(invalid)?;
-        let activation = validate_common(&self.activation, self.smooth_nr, self.smooth_dr, None).map_err(invalid)?;
+        let activation = validate_common(&self.activation, self.smooth_nr, self.smooth_dr, None)
+            .map_err(invalid)?;
         Ok(Box::new(GeneralizedDiceLoss {
             overlap: Overlap {
                 name: "generalized_dice",
@@ -163,7 +166,12 @@ impl GeneralizedDiceLoss {
 impl Loss for GeneralizedDiceLoss {
     fn forward(&self, input: LossInput, reduction: Reduction) -> Result<LossValue, Error> {
         let sums = self.overlap.sums(input)?;
-        let Sums { intersection, prediction, truth, .. } = sums.clone();
+        let Sums {
+            intersection,
+            prediction,
+            truth,
+            ..
+        } = sums.clone();
         let weights = self.class_weights(truth.clone());
         let numerator = (intersection * weights.clone()).sum_dim(1) * 2.0 + self.smooth_nr;
         let denominator = ((prediction + truth) * weights).sum_dim(1) + self.smooth_dr;
@@ -192,7 +200,11 @@ mod tests {
         let s = 1e-5;
         let numerator = 2.0 * (0.25 * 1.5 + 0.25) + s;
         let denominator = 0.25 * (2.25 + 2.0) + (0.75 + 1.0) + s;
-        assert_close(&value(loss.as_ref(), input, Reduction::Mean), &[1.0 - numerator / denominator], 1e-5);
+        assert_close(
+            &value(loss.as_ref(), input, Reduction::Mean),
+            &[1.0 - numerator / denominator],
+            1e-5,
+        );
     }
 
     #[test]
@@ -205,31 +217,53 @@ mod tests {
         let s = 1e-5;
         let numerator = 2.0 * 0.25 * 1.5 + s;
         let denominator = 0.25 * (1.5 + 2.0) + 0.25 * 0.5 + s;
-        assert_close(&value(loss.as_ref(), input, Reduction::Mean), &[1.0 - numerator / denominator], 1e-5);
+        assert_close(
+            &value(loss.as_ref(), input, Reduction::Mean),
+            &[1.0 - numerator / denominator],
+            1e-5,
+        );
     }
 
     #[test]
     fn gradient_and_empty_targets_stay_finite() {
         let loss = build(r#"{"name": "generalized_dice", "include_background": false}"#);
-        let (value, grad) = value_and_grad(loss.as_ref(), floats(&[1e4, -1e4, 0.5, 1e4], [1, 2, 2]), |o| {
-            LossInput::with_indices(o, ints(&[0, 0], [1, 2])).unwrap()
-        });
-        assert!(value.abs() < 1e-6 && grad.iter().all(|g| g.is_finite()), "{value} {grad:?}");
-        let (_, grad) = value_and_grad(loss.as_ref(), floats(&[0.0, 0.0, 0.0, 1.0], [1, 2, 2]), |o| {
-            LossInput::with_indices(o, ints(&[1, 0], [1, 2])).unwrap()
-        });
-        assert!(grad.iter().all(|g| g.is_finite()) && grad[2] < 0.0, "{grad:?}");
+        let (value, grad) = value_and_grad(
+            loss.as_ref(),
+            floats(&[1e4, -1e4, 0.5, 1e4], [1, 2, 2]),
+            |o| LossInput::with_indices(o, ints(&[0, 0], [1, 2])).unwrap(),
+        );
+        assert!(
+            value.abs() < 1e-6 && grad.iter().all(|g| g.is_finite()),
+            "{value} {grad:?}"
+        );
+        let (_, grad) = value_and_grad(
+            loss.as_ref(),
+            floats(&[0.0, 0.0, 0.0, 1.0], [1, 2, 2]),
+            |o| LossInput::with_indices(o, ints(&[1, 0], [1, 2])).unwrap(),
+        );
+        assert!(
+            grad.iter().all(|g| g.is_finite()) && grad[2] < 0.0,
+            "{grad:?}"
+        );
     }
 
     #[test]
     fn bad_options_are_named() {
-        assert!(build_error(r#"{"name": "generalized_dice", "weight_type": "cubic"}"#).contains("`weight_type`"));
-        assert!(build_error(r#"{"name": "generalized_dice", "smooth_dr": 0.0}"#).contains("`smooth_dr`"));
+        assert!(
+            build_error(r#"{"name": "generalized_dice", "weight_type": "cubic"}"#)
+                .contains("`weight_type`")
+        );
+        assert!(
+            build_error(r#"{"name": "generalized_dice", "smooth_dr": 0.0}"#)
+                .contains("`smooth_dr`")
+        );
     }
 
     #[test]
     fn passes_the_conformance_kit() {
-        losskit_core::conformance::check_registered("generalized_dice").unwrap().assert_passed();
+        losskit_core::conformance::check_registered("generalized_dice")
+            .unwrap()
+            .assert_passed();
         let config = r#"{"name": "generalized_dice", "activation": "sigmoid", "weight_type": "simple", "batch": true}"#;
         losskit_core::conformance::check(config, build(config).as_ref()).assert_passed();
     }

@@ -92,9 +92,11 @@ mod tests {
     #[test]
     fn value_and_gradient() {
         let loss = build(r#"{"name": "huber", "delta": 0.5}"#);
-        let (value, grad) = value_and_grad(loss.as_ref(), floats(&[-2.0, -0.5, 0.0, 0.3], [1, 4]), |o| {
-            LossInput::with_dense(o, floats(&[0.0; 4], [1, 4])).unwrap()
-        });
+        let (value, grad) = value_and_grad(
+            loss.as_ref(),
+            floats(&[-2.0, -0.5, 0.0, 0.3], [1, 4]),
+            |o| LossInput::with_dense(o, floats(&[0.0; 4], [1, 4])).unwrap(),
+        );
         assert_close(&[value], &[(0.875 + 0.125 + 0.0 + 0.045) / 4.0], 1e-6);
         assert_close(&grad, &[-0.5 / 4.0, -0.5 / 4.0, 0.0, 0.3 / 4.0], 1e-6);
     }

@@ -59,7 +59,10 @@ impl LossConfig for JaccardLossConfig {
     }
 
     fn build(self) -> Result<Box<dyn Loss>, ConfigError> {
-        Ok(Box::new(JaccardLoss(DiceLoss::new("jaccard", self.dice())?)))
+        Ok(Box::new(JaccardLoss(DiceLoss::new(
+            "jaccard",
+            self.dice(),
+        )?)))
     }
 }
 
@@ -132,14 +135,23 @@ mod tests {
         // Probabilities [3/4, 1/4] at one position of class 0: class 0 has I = 3/4, P = 3/4,
         // T = 1; class 1 has I = 0, P = 1/4, T = 0.
         let ln3 = 3f32.ln();
-        let make = || LossInput::with_indices(floats(&[ln3, 0.0], [1, 2, 1]), ints(&[0], [1, 1])).unwrap();
+        let make =
+            || LossInput::with_indices(floats(&[ln3, 0.0], [1, 2, 1]), ints(&[0], [1, 1])).unwrap();
         let s = 1e-5;
         let f0 = 1.0 - (1.5 + s) / (2.0 * (1.75 - 0.75) + s);
         let f1 = 1.0 - s / (2.0 * 0.25 + s);
         let expected = [(f0 + f1) / 2.0];
-        assert_close(&value(build("jaccard").as_ref(), make(), Reduction::Mean), &expected, 1e-6);
+        assert_close(
+            &value(build("jaccard").as_ref(), make(), Reduction::Mean),
+            &expected,
+            1e-6,
+        );
         let dice = build(r#"{"name": "dice", "jaccard": true}"#);
-        assert_close(&value(dice.as_ref(), make(), Reduction::Mean), &expected, 1e-6);
+        assert_close(
+            &value(dice.as_ref(), make(), Reduction::Mean),
+            &expected,
+            1e-6,
+        );
     }
 
     #[test]
@@ -155,11 +167,16 @@ mod tests {
     #[test]
     fn bad_options_are_named() {
         assert!(build_error(r#"{"name": "jaccard", "smooth_dr": -1.0}"#).contains("`smooth_dr`"));
-        assert!(build_error(r#"{"name": "jaccard", "jaccard": false}"#).contains("has no option `jaccard`"));
+        assert!(
+            build_error(r#"{"name": "jaccard", "jaccard": false}"#)
+                .contains("has no option `jaccard`")
+        );
     }
 
     #[test]
     fn passes_the_conformance_kit() {
-        losskit_core::conformance::check_registered("jaccard").unwrap().assert_passed();
+        losskit_core::conformance::check_registered("jaccard")
+            .unwrap()
+            .assert_passed();
     }
 }

@@ -1,10 +1,8 @@
 use burn::{
-    config::Config,
-    nn::loss::KLDivLossConfig as BurnKlConfig,
-    tensor::activation::log_softmax,
+    config::Config, nn::loss::KLDivLossConfig as BurnKlConfig, tensor::activation::log_softmax,
 };
 use losskit_core::{
-    Capabilities, ConfigError, MeanCount, Error, Loss, LossConfig, LossInput, LossValue, Reduction,
+    Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, MeanCount, Reduction,
     TargetKind, reduce::reduce_elements, targets::dense_target,
 };
 
@@ -66,7 +64,9 @@ impl Loss for KlDivLoss {
         let n = input.batch_size();
         let (target, _) = dense_target(input.target(), input.channels(), None)?;
         let (output, _) = input.into_parts();
-        let pointwise = BurnKlConfig::new().init().forward_no_reduction(log_softmax(output, 1), target);
+        let pointwise = BurnKlConfig::new()
+            .init()
+            .forward_no_reduction(log_softmax(output, 1), target);
         Ok(match reduction {
             Reduction::Mean => pointwise.sum() / n as f64,
             other => reduce_elements(pointwise, other),

@@ -1,5 +1,7 @@
 use burn::{config::Config, tensor::Tensor};
-use losskit_core::{Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction};
+use losskit_core::{
+    Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction,
+};
 
 use crate::elementwise::forward_elementwise;
 
@@ -64,7 +66,9 @@ fn log_cosh(residual: Tensor<3>) -> Tensor<3> {
 
 impl Loss for LogCoshLoss {
     fn forward(&self, input: LossInput, reduction: Reduction) -> Result<LossValue, Error> {
-        forward_elementwise("log_cosh", input, reduction, |output, target| log_cosh(output - target))
+        forward_elementwise("log_cosh", input, reduction, |output, target| {
+            log_cosh(output - target)
+        })
     }
 
     fn capabilities(&self) -> Capabilities {

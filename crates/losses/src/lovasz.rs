@@ -108,8 +108,14 @@ impl LovaszSoftmaxLoss {
         let groups = errors.dims()[0];
         let order = errors.clone().detach().argsort_descending(2);
         let truth_sorted = truth.clone().gather(2, order.clone());
-        let losses = (errors.gather(2, order) * jaccard_steps(truth_sorted)).sum_dim(2).reshape([groups, c]);
-        let present = truth.sum_dim(2).reshape([groups, c]).greater_elem(0.0).float();
+        let losses = (errors.gather(2, order) * jaccard_steps(truth_sorted))
+            .sum_dim(2)
+            .reshape([groups, c]);
+        let present = truth
+            .sum_dim(2)
+            .reshape([groups, c])
+            .greater_elem(0.0)
+            .float();
         Ok((losses * present.clone(), present))
     }
 }
@@ -129,7 +135,10 @@ fn jaccard_steps(truth_sorted: Tensor<3>) -> Tensor<3> {
         return jaccard;
     }
     let previous = Tensor::cat(
-        vec![jaccard.zeros_like().narrow(2, 0, 1), jaccard.clone().narrow(2, 0, positions - 1)],
+        vec![
+            jaccard.zeros_like().narrow(2, 0, 1),
+            jaccard.clone().narrow(2, 0, positions - 1),
+        ],
         2,
     );
     jaccard - previous
@@ -143,9 +152,13 @@ impl Loss for LovaszSoftmaxLoss {
         Ok(match reduction {
             Reduction::Sum => losses.sum(),
             // Each image's share of `sum`: its classes' losses, or an equal share of the batch's.
-            Reduction::None if groups < samples => (losses.sum() / samples as f64).repeat_dim(0, samples),
+            Reduction::None if groups < samples => {
+                (losses.sum() / samples as f64).repeat_dim(0, samples)
+            }
             Reduction::None => losses.sum_dim(1).reshape([groups]),
-            Reduction::Mean => (losses.sum_dim(1) / present.sum_dim(1).clamp_min(1.0)).reshape([groups]).mean(),
+            Reduction::Mean => (losses.sum_dim(1) / present.sum_dim(1).clamp_min(1.0))
+                .reshape([groups])
+                .mean(),
         }
         .into())
     }
@@ -168,7 +181,10 @@ mod tests {
         let classes = probabilities.len();
         let mut losses = Vec::new();
         for c in 0..classes {
-            let truth: Vec<f64> = labels.iter().map(|&l| if l == c { 1.0 } else { 0.0 }).collect();
+            let truth: Vec<f64> = labels
+                .iter()
+                .map(|&l| if l == c { 1.0 } else { 0.0 })
+                .collect();
             let total: f64 = truth.iter().sum();
             if total == 0.0 {
                 continue;
@@ -194,7 +210,9 @@ mod tests {
             .map(|c| {
                 (0..positions)
                     .map(|i| {
-                        let total: f64 = (0..classes).map(|k| (logits[k * positions + i] as f64).exp()).sum();
+                        let total: f64 = (0..classes)
+                            .map(|k| (logits[k * positions + i] as f64).exp())
+                            .sum();
                         (logits[c * positions + i] as f64).exp() / total
                     })
                     .collect()
@@ -202,7 +220,9 @@ mod tests {
             .collect()
     }
 
-    const LOGITS: [f32; 15] = [0.3, -1.0, 2.0, 0.5, 0.1, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9, -1.3, 0.2, 0.6, -0.4];
+    const LOGITS: [f32; 15] = [
+        0.3, -1.0, 2.0, 0.5, 0.1, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9, -1.3, 0.2, 0.6, -0.4,
+    ];
     const LABELS: [usize; 5] = [2, 0, 1, 1, 2];
 
     fn example(output: Tensor<3>) -> LossInput {
@@ -213,7 +233,15 @@ mod tests {
     fn matches_the_reference_algorithm() {
         let loss = build("lovasz_softmax");
         let expected = reference(&softmax_host(&LOGITS, 3, 5), &LABELS);
-        assert_close(&value(loss.as_ref(), example(floats(&LOGITS, [1, 3, 5])), Reduction::Mean), &[expected], 1e-5);
+        assert_close(
+            &value(
+                loss.as_ref(),
+                example(floats(&LOGITS, [1, 3, 5])),
+                Reduction::Mean,
+            ),
+            &[expected],
+            1e-5,
+        );
     }
 
     #[test]
@@ -237,46 +265,80 @@ mod tests {
 
     #[test]
     fn per_image_averages_the_images_and_ignored_positions_are_left_out() {
-        let logits = [0.3, -1.0, 2.0, 0.5, 0.1, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9, -1.3];
+        let logits = [
+            0.3, -1.0, 2.0, 0.5, 0.1, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9, -1.3,
+        ];
         // Image 1 has labels [0, ignored, 1]: it is the image of its positions 0 and 2 alone.
         let loss = build(r#"{"name": "lovasz_softmax", "per_image": true, "ignore_index": 9}"#);
-        let input = LossInput::with_indices(floats(&logits, [2, 2, 3]), ints(&[0, 1, 1, 0, 9, 1], [2, 3])).unwrap();
+        let input = LossInput::with_indices(
+            floats(&logits, [2, 2, 3]),
+            ints(&[0, 1, 1, 0, 9, 1], [2, 3]),
+        )
+        .unwrap();
         let first = reference(&softmax_host(&logits[..6], 2, 3), &[0, 1, 1]);
         let image1 = [logits[6], logits[8], logits[9], logits[11]];
         let second = reference(&softmax_host(&image1, 2, 2), &[0, 1]);
         // Both classes are present in both images: each image's share of `sum` is twice its mean.
-        assert_close(&value(loss.as_ref(), input.clone(), Reduction::None), &[2.0 * first, 2.0 * second], 1e-5);
-        assert_close(&value(loss.as_ref(), input.clone(), Reduction::Sum), &[2.0 * (first + second)], 1e-5);
-        assert_close(&value(loss.as_ref(), input, Reduction::Mean), &[(first + second) / 2.0], 1e-5);
+        assert_close(
+            &value(loss.as_ref(), input.clone(), Reduction::None),
+            &[2.0 * first, 2.0 * second],
+            1e-5,
+        );
+        assert_close(
+            &value(loss.as_ref(), input.clone(), Reduction::Sum),
+            &[2.0 * (first + second)],
+            1e-5,
+        );
+        assert_close(
+            &value(loss.as_ref(), input, Reduction::Mean),
+            &[(first + second) / 2.0],
+            1e-5,
+        );
     }
 
     #[test]
     fn none_without_per_image_shares_the_batch_sum_equally() {
-        let logits = [0.3, -1.0, 2.0, 0.5, 0.1, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9, -1.3];
+        let logits = [
+            0.3, -1.0, 2.0, 0.5, 0.1, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9, -1.3,
+        ];
         let loss = build("lovasz_softmax");
-        let input = LossInput::with_indices(floats(&logits, [2, 2, 3]), ints(&[0, 1, 1, 0, 0, 1], [2, 3])).unwrap();
+        let input = LossInput::with_indices(
+            floats(&logits, [2, 2, 3]),
+            ints(&[0, 1, 1, 0, 0, 1], [2, 3]),
+        )
+        .unwrap();
         let sum = value(loss.as_ref(), input.clone(), Reduction::Sum)[0];
-        assert_close(&value(loss.as_ref(), input, Reduction::None), &[sum / 2.0, sum / 2.0], 1e-6);
+        assert_close(
+            &value(loss.as_ref(), input, Reduction::None),
+            &[sum / 2.0, sum / 2.0],
+            1e-6,
+        );
     }
 
     #[test]
     fn all_ignored_gives_zero_with_zero_gradient() {
         let loss = build(r#"{"name": "lovasz_softmax", "ignore_index": -1}"#);
-        let (value, grad) = value_and_grad(loss.as_ref(), floats(&[1.0, 2.0, 3.0, 4.0], [1, 2, 2]), |o| {
-            LossInput::with_indices(o, ints(&[-1, -1], [1, 2])).unwrap()
-        });
+        let (value, grad) = value_and_grad(
+            loss.as_ref(),
+            floats(&[1.0, 2.0, 3.0, 4.0], [1, 2, 2]),
+            |o| LossInput::with_indices(o, ints(&[-1, -1], [1, 2])).unwrap(),
+        );
         assert_eq!(value, 0.0);
         assert!(grad.iter().all(|g| *g == 0.0), "{grad:?}");
     }
 
     #[test]
     fn bad_options_are_named() {
-        assert!(build_error(r#"{"name": "lovasz_softmax", "per_image": "yes"}"#).contains("per_image"));
+        assert!(
+            build_error(r#"{"name": "lovasz_softmax", "per_image": "yes"}"#).contains("per_image")
+        );
     }
 
     #[test]
     fn passes_the_conformance_kit() {
-        losskit_core::conformance::check_registered("lovasz_softmax").unwrap().assert_passed();
+        losskit_core::conformance::check_registered("lovasz_softmax")
+            .unwrap()
+            .assert_passed();
         for config in [
             r#"{"name": "lovasz_softmax", "per_image": true}"#,
             r#"{"name": "lovasz_softmax", "ignore_index": -1}"#,

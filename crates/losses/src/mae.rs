@@ -1,5 +1,7 @@
 use burn::{config::Config, nn::loss::LpLossConfig};
-use losskit_core::{Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction};
+use losskit_core::{
+    Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction,
+};
 
 use crate::elementwise::forward_elementwise;
 
@@ -75,9 +77,10 @@ mod tests {
     #[test]
     fn value_and_gradient() {
         let loss = build("l1");
-        let (value, grad) = value_and_grad(loss.as_ref(), floats(&[1.0, -2.0, 3.0, 0.5], [2, 2]), |o| {
-            LossInput::with_dense(o, floats(&[0.0, 0.0, 1.0, 1.0], [2, 2])).unwrap()
-        });
+        let (value, grad) =
+            value_and_grad(loss.as_ref(), floats(&[1.0, -2.0, 3.0, 0.5], [2, 2]), |o| {
+                LossInput::with_dense(o, floats(&[0.0, 0.0, 1.0, 1.0], [2, 2])).unwrap()
+            });
         assert_close(&[value], &[(1.0 + 2.0 + 2.0 + 0.5) / 4.0], 1e-6);
         assert_close(&grad, &[0.25, -0.25, 0.25, -0.25], 1e-6);
     }

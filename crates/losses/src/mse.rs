@@ -1,5 +1,7 @@
 use burn::{config::Config, nn::loss::MseLoss as BurnMseLoss};
-use losskit_core::{Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction};
+use losskit_core::{
+    Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction,
+};
 
 use crate::elementwise::forward_elementwise;
 
@@ -74,10 +76,26 @@ mod tests {
     #[test]
     fn matches_a_hand_computed_value() {
         let loss = build("mse");
-        let input = LossInput::with_dense(floats(&[1.0, 2.0, 3.0, 4.0], [2, 2]), floats(&[1.0, 0.0, 3.0, 1.0], [2, 2])).unwrap();
-        assert_close(&value(loss.as_ref(), input.clone(), Reduction::Mean), &[13.0 / 4.0], 1e-6);
-        assert_close(&value(loss.as_ref(), input.clone(), Reduction::Sum), &[13.0], 1e-6);
-        assert_close(&value(loss.as_ref(), input, Reduction::None), &[4.0, 9.0], 1e-6);
+        let input = LossInput::with_dense(
+            floats(&[1.0, 2.0, 3.0, 4.0], [2, 2]),
+            floats(&[1.0, 0.0, 3.0, 1.0], [2, 2]),
+        )
+        .unwrap();
+        assert_close(
+            &value(loss.as_ref(), input.clone(), Reduction::Mean),
+            &[13.0 / 4.0],
+            1e-6,
+        );
+        assert_close(
+            &value(loss.as_ref(), input.clone(), Reduction::Sum),
+            &[13.0],
+            1e-6,
+        );
+        assert_close(
+            &value(loss.as_ref(), input, Reduction::None),
+            &[4.0, 9.0],
+            1e-6,
+        );
     }
 
     #[test]
@@ -93,7 +111,12 @@ mod tests {
     fn class_indices_are_refused_and_options_too() {
         let loss = build("mse");
         let input = LossInput::with_indices(floats(&[0.0; 4], [2, 2]), ints(&[0, 1], [2])).unwrap();
-        assert!(loss.forward(input, Reduction::Mean).unwrap_err().to_string().contains("float target"));
+        assert!(
+            loss.forward(input, Reduction::Mean)
+                .unwrap_err()
+                .to_string()
+                .contains("float target")
+        );
         assert!(build_error(r#"{"name": "mse", "delta": 1}"#).contains("has no option `delta`"));
     }
 }

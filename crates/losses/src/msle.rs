@@ -1,5 +1,8 @@
 use burn::config::Config;
-use losskit_core::{Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, OutputDomain, Reduction, TargetKind};
+use losskit_core::{
+    Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, OutputDomain,
+    Reduction, TargetKind,
+};
 
 use crate::elementwise::forward_elementwise;
 
@@ -60,7 +63,8 @@ losskit_core::register_loss!(MsleLoss {
 impl Loss for MsleLoss {
     fn forward(&self, input: LossInput, reduction: Reduction) -> Result<LossValue, Error> {
         forward_elementwise("msle", input, reduction, |output, target| {
-            let difference = output.clamp_min(MSLE_FLOOR).log1p() - target.clamp_min(MSLE_FLOOR).log1p();
+            let difference =
+                output.clamp_min(MSLE_FLOOR).log1p() - target.clamp_min(MSLE_FLOOR).log1p();
             difference.square()
         })
     }
@@ -83,9 +87,11 @@ mod tests {
     fn value_and_gradient() {
         let loss = build("msle");
         let e = std::f64::consts::E;
-        let (value, grad) = value_and_grad(loss.as_ref(), floats(&[(e - 1.0) as f32, 0.0], [1, 2]), |o| {
-            LossInput::with_dense(o, floats(&[0.0, 0.0], [1, 2])).unwrap()
-        });
+        let (value, grad) = value_and_grad(
+            loss.as_ref(),
+            floats(&[(e - 1.0) as f32, 0.0], [1, 2]),
+            |o| LossInput::with_dense(o, floats(&[0.0, 0.0], [1, 2])).unwrap(),
+        );
         assert_close(&[value], &[0.5], 1e-5);
         // d/dx (log1p x)^2 / 2 = log1p(x) / (1 + x) = 1 / e at x = e - 1.
         assert_close(&grad, &[1.0 / e, 0.0], 1e-5);

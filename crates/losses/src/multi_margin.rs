@@ -24,10 +24,14 @@ impl LossConfig for MultiMarginLossConfig {
     }
 
     fn validate(&self) -> Result<(), OptionError> {
-        ensure(self.p == 1 || self.p == 2, "p", || format!("must be 1 or 2, got {}", self.p))?;
-        ensure(self.margin.is_finite() && self.margin >= 0.0, "margin", || {
-            format!("must be a finite number >= 0, got {}", self.margin)
-        })
+        ensure(self.p == 1 || self.p == 2, "p", || {
+            format!("must be 1 or 2, got {}", self.p)
+        })?;
+        ensure(
+            self.margin.is_finite() && self.margin >= 0.0,
+            "margin",
+            || format!("must be a finite number >= 0, got {}", self.margin),
+        )
     }
 
     fn build(self) -> Result<Box<dyn Loss>, ConfigError> {

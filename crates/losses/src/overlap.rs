@@ -70,7 +70,11 @@ impl Activation {
             // Masks first: the kit's one-channel input uses the first kind, and one-channel class
             // indices are read as the mask itself (0 background), not as a one-class one-hot.
             Self::Identity => Capabilities {
-                targets: vec![TargetKind::BinaryMask, TargetKind::ClassIndices, TargetKind::Probabilities],
+                targets: vec![
+                    TargetKind::BinaryMask,
+                    TargetKind::ClassIndices,
+                    TargetKind::Probabilities,
+                ],
                 min_channels: 1,
                 output: OutputDomain::UnitInterval,
                 ..segmentation
@@ -87,13 +91,21 @@ pub(crate) fn validate_common(
     weights: Option<&[f32]>,
 ) -> Result<Activation, OptionError> {
     let activation = Activation::parse(activation)?;
-    ensure(smooth_nr.is_finite() && smooth_nr >= 0.0, "smooth_nr", || {
-        format!("must be a finite number >= 0, got {smooth_nr}")
-    })?;
+    ensure(
+        smooth_nr.is_finite() && smooth_nr >= 0.0,
+        "smooth_nr",
+        || format!("must be a finite number >= 0, got {smooth_nr}"),
+    )?;
     // A zero denominator smoothing would make empty masks 0/0.
-    ensure(smooth_dr.is_finite() && smooth_dr > 0.0, "smooth_dr", || {
-        format!("must be a finite number > 0 (it keeps empty masks from giving 0/0), got {smooth_dr}")
-    })?;
+    ensure(
+        smooth_dr.is_finite() && smooth_dr > 0.0,
+        "smooth_dr",
+        || {
+            format!(
+                "must be a finite number > 0 (it keeps empty masks from giving 0/0), got {smooth_dr}"
+            )
+        },
+    )?;
     if let Some(weights) = weights {
         check_weights("weights", weights)?;
     }
@@ -102,7 +114,9 @@ pub(crate) fn validate_common(
 
 /// Checks a non-negative, finite coefficient.
 pub(crate) fn check_non_negative(option: &str, value: f32) -> Result<(), OptionError> {
-    ensure(value.is_finite() && value >= 0.0, option, || format!("must be a finite number >= 0, got {value}"))
+    ensure(value.is_finite() && value >= 0.0, option, || {
+        format!("must be a finite number >= 0, got {value}")
+    })
 }
 
 /// The options that decide which probabilities and masks an overlap loss compares.
@@ -145,7 +159,10 @@ impl Overlap {
 
     /// The dense target `[N, C, S]` and the mask `[N, S]` of counted positions, if some are
     /// ignored.
-    pub(crate) fn target(&self, input: &LossInput) -> Result<(Tensor<3>, Option<Tensor<2>>), Error> {
+    pub(crate) fn target(
+        &self,
+        input: &LossInput,
+    ) -> Result<(Tensor<3>, Option<Tensor<2>>), Error> {
         let channels = input.channels();
         match input.target() {
             // One channel: the indices are the binary mask, as MONAI reads a `[N, 1, ...]` label.
@@ -160,7 +177,10 @@ impl Overlap {
 
     /// The probabilities and the target of the counted classes, `[N, K, S]` each, with ignored
     /// positions zero in both; and the counted-position mask.
-    pub(crate) fn probabilities(&self, input: LossInput) -> Result<(Tensor<3>, Tensor<3>, Option<Tensor<2>>), Error> {
+    pub(crate) fn probabilities(
+        &self,
+        input: LossInput,
+    ) -> Result<(Tensor<3>, Tensor<3>, Option<Tensor<2>>), Error> {
         if self.activation == Activation::Softmax && input.channels() < 2 {
             return Err(self.unsupported(
                 "needs at least 2 channels with softmax; use \"activation\": \"sigmoid\" for a single-channel mask".into(),
@@ -172,7 +192,11 @@ impl Overlap {
         if let Some(valid) = &valid {
             probabilities = probabilities * valid.clone().unsqueeze_dim::<3>(1);
         }
-        Ok((self.counted_classes(probabilities), self.counted_classes(target), valid))
+        Ok((
+            self.counted_classes(probabilities),
+            self.counted_classes(target),
+            valid,
+        ))
     }
 
     /// Drops the background channel 0 unless it is included (or the only channel, as MONAI
@@ -193,13 +217,20 @@ impl Overlap {
         let (probabilities, target, valid) = self.probabilities(input)?;
         let intersection = self.over_positions(probabilities.clone() * target.clone());
         let (prediction, truth) = if self.squared_pred {
-            (probabilities.clone() * probabilities, target.clone() * target)
+            (
+                probabilities.clone() * probabilities,
+                target.clone() * target,
+            )
         } else {
             (probabilities, target)
         };
         let counted = valid.map(|valid| {
             let per_sample = valid.sum_dim(1);
-            let any = if self.batch { per_sample.sum_dim(0) } else { per_sample };
+            let any = if self.batch {
+                per_sample.sum_dim(0)
+            } else {
+                per_sample
+            };
             any.greater_elem(0.0).float()
         });
         Ok(Sums {
@@ -215,17 +246,30 @@ impl Overlap {
     fn over_positions(&self, values: Tensor<3>) -> Tensor<2> {
         let [n, k, s] = values.dims();
         if self.batch {
-            values.swap_dims(0, 1).reshape([k, n * s]).sum_dim(1).reshape([1, k])
+            values
+                .swap_dims(0, 1)
+                .reshape([k, n * s])
+                .sum_dim(1)
+                .reshape([1, k])
         } else {
             values.sum_dim(2).reshape([n, k])
         }
     }
 
     /// The per-class weights of the counted classes, `[1, K]`.
-    pub(crate) fn class_weights(&self, channels: usize, device: &burn::tensor::Device) -> Result<Option<Tensor<2>>, Error> {
-        let Some(weights) = &self.weights else { return Ok(None) };
+    pub(crate) fn class_weights(
+        &self,
+        channels: usize,
+        device: &burn::tensor::Device,
+    ) -> Result<Option<Tensor<2>>, Error> {
+        let Some(weights) = &self.weights else {
+            return Ok(None);
+        };
         let tensor = channel_vector(self.name, "weights", weights, channels, device)?;
-        Ok(Some(self.counted_classes(tensor).reshape([1, channels - self.dropped(channels)])))
+        Ok(Some(
+            self.counted_classes(tensor)
+                .reshape([1, channels - self.dropped(channels)]),
+        ))
     }
 
     /// What the loss accepts: the activation's capabilities, the ignored index, and exactly
@@ -243,7 +287,13 @@ impl Overlap {
     /// Weighs per-class values `[B, K]` by the class weights, zeroes samples without a counted
     /// position, and reduces: `mean` averages every value, `sum` adds them, `none` gives each
     /// sample's sum over the classes (with `batch`, `sum / N` for every sample).
-    pub(crate) fn reduce(&self, mut values: Tensor<2>, sums: &Sums, channels: usize, reduction: Reduction) -> Result<Tensor<1>, Error> {
+    pub(crate) fn reduce(
+        &self,
+        mut values: Tensor<2>,
+        sums: &Sums,
+        channels: usize,
+        reduction: Reduction,
+    ) -> Result<Tensor<1>, Error> {
         if let Some(weights) = self.class_weights(channels, &values.device())? {
             values = values * weights;
         }

@@ -118,7 +118,8 @@ fn stirling(target: Tensor<3>) -> Tensor<3> {
     let small = target.clone().lower_equal_elem(1.0);
     // Evaluated on `max(y, 1)` so that no log sees 0.
     let y = target.clamp_min(1.0);
-    let term = y.clone() * y.clone().log() - y.clone() + (y * (2.0 * std::f64::consts::PI)).log() * 0.5;
+    let term =
+        y.clone() * y.clone().log() - y.clone() + (y * (2.0 * std::f64::consts::PI)).log() * 0.5;
     term.mask_fill(small, 0.0)
 }
 
@@ -141,7 +142,11 @@ impl Loss for PoissonNllLoss {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             targets: vec![TargetKind::NonNegative],
-            output: if self.config.log_input { OutputDomain::LogRate } else { OutputDomain::UnitInterval },
+            output: if self.config.log_input {
+                OutputDomain::LogRate
+            } else {
+                OutputDomain::UnitInterval
+            },
             minimum: None,
             ..Capabilities::regression()
         }
@@ -174,15 +179,24 @@ mod tests {
         let stirling = 3.0 * 3f64.ln() - 3.0 + 0.5 * (2.0 * std::f64::consts::PI * 3.0).ln();
         let expected = (2.0 - 3.0 * (2.0 + eps).ln() + stirling + 0.5 - (0.5 + eps).ln()) / 2.0;
         assert_close(&[value], &[expected], 1e-6);
-        assert_close(&grad, &[(1.0 - 3.0 / 2.0) / 2.0, (1.0 - 1.0 / 0.5) / 2.0], 1e-5);
+        assert_close(
+            &grad,
+            &[(1.0 - 3.0 / 2.0) / 2.0, (1.0 - 1.0 / 0.5) / 2.0],
+            1e-5,
+        );
     }
 
     #[test]
     fn negative_rates_are_an_input_error() {
         let loss = build(r#"{"name": "poisson_nll", "log_input": false}"#);
-        let input = LossInput::with_dense(floats(&[-0.5, 1.0], [1, 2]), floats(&[1.0, 1.0], [1, 2])).unwrap();
+        let input =
+            LossInput::with_dense(floats(&[-0.5, 1.0], [1, 2]), floats(&[1.0, 1.0], [1, 2]))
+                .unwrap();
         let error = loss.forward(input, Reduction::Mean).unwrap_err();
-        assert!(matches!(error, Error::Input(InputError::TargetDomain(_))), "{error:?}");
+        assert!(
+            matches!(error, Error::Input(InputError::TargetDomain(_))),
+            "{error:?}"
+        );
         assert!(error.to_string().contains("rates"), "{error}");
     }
 
@@ -190,7 +204,10 @@ mod tests {
     fn negative_targets_are_an_input_error() {
         let loss = build("poisson_nll");
         let input = LossInput::with_dense(floats(&[0.0], [1, 1]), floats(&[-1.0], [1, 1])).unwrap();
-        let error = loss.forward(input, Reduction::Mean).unwrap_err().to_string();
+        let error = loss
+            .forward(input, Reduction::Mean)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("non-negative"), "{error}");
         assert!(build_error(r#"{"name": "poisson_nll", "eps": 0}"#).contains("`eps`"));
     }

@@ -1,7 +1,7 @@
 use burn::config::Config;
 use losskit_core::{
-    Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, MeanCount, OutputDomain,
-    Reduction, TargetKind, reduce::reduce_elements, targets::dense_target,
+    Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, MeanCount,
+    OutputDomain, Reduction, TargetKind, reduce::reduce_elements, targets::dense_target,
 };
 
 /// Options of [`QuadraticLoss`] (it has none).
@@ -85,9 +85,10 @@ mod tests {
     #[test]
     fn value_and_gradient() {
         let loss = build("quadratic");
-        let (value, grad) = value_and_grad(loss.as_ref(), floats(&[0.5, 0.5, 1.0, 0.0], [2, 2]), |o| {
-            LossInput::with_indices(o, ints(&[0, 1], [2])).unwrap()
-        });
+        let (value, grad) =
+            value_and_grad(loss.as_ref(), floats(&[0.5, 0.5, 1.0, 0.0], [2, 2]), |o| {
+                LossInput::with_indices(o, ints(&[0, 1], [2])).unwrap()
+            });
         assert_close(&[value], &[(0.25 + 0.25 + 1.0 + 1.0) / 4.0], 1e-6);
         assert_close(&grad, &[-0.25, 0.25, 0.5, -0.5], 1e-6);
     }

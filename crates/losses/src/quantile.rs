@@ -20,13 +20,17 @@ impl LossConfig for QuantileLossConfig {
     }
 
     fn validate(&self) -> Result<(), OptionError> {
-        ensure(self.quantile > 0.0 && self.quantile < 1.0, "quantile", || {
-            format!("must be in (0, 1), got {}", self.quantile)
-        })
+        ensure(
+            self.quantile > 0.0 && self.quantile < 1.0,
+            "quantile",
+            || format!("must be in (0, 1), got {}", self.quantile),
+        )
     }
 
     fn build(self) -> Result<Box<dyn Loss>, ConfigError> {
-        Ok(Box::new(QuantileLoss { quantile: self.quantile }))
+        Ok(Box::new(QuantileLoss {
+            quantile: self.quantile,
+        }))
     }
 }
 

@@ -21,7 +21,10 @@ impl LossConfig for SmoothL1LossConfig {
 
     fn validate(&self) -> Result<(), OptionError> {
         ensure(self.beta.is_finite() && self.beta > 0.0, "beta", || {
-            format!("must be a finite number > 0 (use `mae` for beta = 0), got {}", self.beta)
+            format!(
+                "must be a finite number > 0 (use `mae` for beta = 0), got {}",
+                self.beta
+            )
         })
     }
 
@@ -74,7 +77,9 @@ losskit_core::register_loss!(SmoothL1Loss {
 impl Loss for SmoothL1Loss {
     fn forward(&self, input: LossInput, reduction: Reduction) -> Result<LossValue, Error> {
         let smooth = BurnSmoothL1Config::new().with_beta(self.beta).init();
-        forward_elementwise("smooth_l1", input, reduction, |output, target| smooth.forward(output, target))
+        forward_elementwise("smooth_l1", input, reduction, |output, target| {
+            smooth.forward(output, target)
+        })
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -43,7 +43,11 @@ pub fn value_and_grad<const D: usize>(
 
 /// Asserts two float slices agree within `tolerance` (absolute + relative).
 pub fn assert_close(actual: &[f64], expected: &[f64], tolerance: f64) {
-    assert_eq!(actual.len(), expected.len(), "lengths differ: {actual:?} vs {expected:?}");
+    assert_eq!(
+        actual.len(),
+        expected.len(),
+        "lengths differ: {actual:?} vs {expected:?}"
+    );
     for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
         assert!(
             (a - e).abs() <= tolerance * (1.0 + e.abs()),

@@ -52,7 +52,10 @@ fn validate_tversky(config: &TverskyLossConfig) -> Result<crate::overlap::Activa
     check_non_negative("alpha", config.alpha)?;
     check_non_negative("beta", config.beta)?;
     ensure(config.alpha + config.beta > 0.0, "beta", || {
-        format!("alpha + beta must be > 0, got alpha = {} and beta = {}", config.alpha, config.beta)
+        format!(
+            "alpha + beta must be > 0, got alpha = {} and beta = {}",
+            config.alpha, config.beta
+        )
     })?;
     validate_common(&config.activation, config.smooth_nr, config.smooth_dr, None)
 }
@@ -117,8 +120,8 @@ losskit_core::register_loss!(TverskyLoss {
 impl TverskyLoss {
     /// A Tversky loss reporting errors under `name`.
     pub fn new(name: &'static str, config: TverskyLossConfig) -> Result<Self, ConfigError> {
-        let activation =
-            validate_tversky(&config).map_err(|error| ConfigError::invalid(name, &error.option, error.problem))?;
+        let activation = validate_tversky(&config)
+            .map_err(|error| ConfigError::invalid(name, &error.option, error.problem))?;
         Ok(Self {
             overlap: Overlap {
                 name,
@@ -139,11 +142,18 @@ impl TverskyLoss {
     /// The Tversky index per (sample, class) `[B, K]` and the sums it came from.
     pub(crate) fn index(&self, input: LossInput) -> Result<(Tensor<2>, Sums), Error> {
         let sums = self.overlap.sums(input)?;
-        let Sums { intersection, prediction, truth, .. } = sums.clone();
+        let Sums {
+            intersection,
+            prediction,
+            truth,
+            ..
+        } = sums.clone();
         let false_positives = prediction - intersection.clone();
         let false_negatives = truth - intersection.clone();
-        let denominator =
-            intersection.clone() + false_positives * self.alpha + false_negatives * self.beta + self.smooth_dr;
+        let denominator = intersection.clone()
+            + false_positives * self.alpha
+            + false_negatives * self.beta
+            + self.smooth_dr;
         Ok(((intersection + self.smooth_nr) / denominator, sums))
     }
 }
@@ -170,17 +180,27 @@ mod tests {
         // FN = 1/4; class 1: TP = 0, FP = 1/4, FN = 0.
         let loss = build(r#"{"name": "tversky", "alpha": 0.3, "beta": 0.7}"#);
         let ln3 = 3f32.ln();
-        let input = LossInput::with_indices(floats(&[ln3, 0.0], [1, 2, 1]), ints(&[0], [1, 1])).unwrap();
+        let input =
+            LossInput::with_indices(floats(&[ln3, 0.0], [1, 2, 1]), ints(&[0], [1, 1])).unwrap();
         let s = 1e-5;
         let f0 = 1.0 - (0.75 + s) / (0.75 + 0.7 * 0.25 + s);
         let f1 = 1.0 - s / (0.3 * 0.25 + s);
-        assert_close(&value(loss.as_ref(), input, Reduction::Mean), &[(f0 + f1) / 2.0], 1e-5);
+        assert_close(
+            &value(loss.as_ref(), input, Reduction::Mean),
+            &[(f0 + f1) / 2.0],
+            1e-5,
+        );
     }
 
     #[test]
     fn halves_give_dice() {
-        let values = [0.3, -1.0, 2.0, 0.5, 0.1, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9, -1.3];
-        let make = || LossInput::with_indices(floats(&values, [2, 3, 2]), ints(&[2, 0, 1, 1], [2, 2])).unwrap();
+        let values = [
+            0.3, -1.0, 2.0, 0.5, 0.1, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9, -1.3,
+        ];
+        let make = || {
+            LossInput::with_indices(floats(&values, [2, 3, 2]), ints(&[2, 0, 1, 1], [2, 2]))
+                .unwrap()
+        };
         assert_close(
             &value(build("tversky").as_ref(), make(), Reduction::Mean),
             &value(build("dice").as_ref(), make(), Reduction::Mean),
@@ -195,22 +215,34 @@ mod tests {
             LossInput::with_indices(o, ints(&[1], [1, 1])).unwrap()
         });
         assert!(grad[1] < 0.0 && grad[0] > 0.0, "{grad:?}");
-        let (value, grad) = value_and_grad(loss.as_ref(), floats(&[1e4, -1e4, -1e4, 1e4], [1, 2, 2]), |o| {
-            LossInput::with_indices(o, ints(&[1, 0], [1, 2])).unwrap()
-        });
-        assert!(value.is_finite() && grad.iter().all(|g| g.is_finite()), "{value} {grad:?}");
+        let (value, grad) = value_and_grad(
+            loss.as_ref(),
+            floats(&[1e4, -1e4, -1e4, 1e4], [1, 2, 2]),
+            |o| LossInput::with_indices(o, ints(&[1, 0], [1, 2])).unwrap(),
+        );
+        assert!(
+            value.is_finite() && grad.iter().all(|g| g.is_finite()),
+            "{value} {grad:?}"
+        );
     }
 
     #[test]
     fn bad_options_are_named() {
         assert!(build_error(r#"{"name": "tversky", "alpha": -0.1}"#).contains("`alpha`"));
-        assert!(build_error(r#"{"name": "tversky", "alpha": 0.0, "beta": 0.0}"#).contains("alpha + beta"));
-        assert!(build_error(r#"{"name": "tversky", "activation": "tanh"}"#).contains("`activation`"));
+        assert!(
+            build_error(r#"{"name": "tversky", "alpha": 0.0, "beta": 0.0}"#)
+                .contains("alpha + beta")
+        );
+        assert!(
+            build_error(r#"{"name": "tversky", "activation": "tanh"}"#).contains("`activation`")
+        );
     }
 
     #[test]
     fn passes_the_conformance_kit() {
-        losskit_core::conformance::check_registered("tversky").unwrap().assert_passed();
+        losskit_core::conformance::check_registered("tversky")
+            .unwrap()
+            .assert_passed();
         let sigmoid = r#"{"name": "tversky", "activation": "sigmoid", "alpha": 0.7, "beta": 0.3, "batch": true}"#;
         losskit_core::conformance::check(sigmoid, build(sigmoid).as_ref()).assert_passed();
     }

@@ -143,7 +143,13 @@ impl WeightedCrossEntropyLoss {
         let total: f64 = counts.iter().sum();
         Ok(counts
             .iter()
-            .map(|&count| if count > 0.0 { (total / (classes as f64 * count)) as f32 } else { 0.0 })
+            .map(|&count| {
+                if count > 0.0 {
+                    (total / (classes as f64 * count)) as f32
+                } else {
+                    0.0
+                }
+            })
             .collect())
     }
 }
@@ -178,11 +184,27 @@ mod tests {
     fn balanced_weights_equalise_the_classes() {
         // Three samples of class 0, one of class 1: weights 4/(2·3) and 4/(2·1).
         let loss = build(r#"{"name": "weighted_cross_entropy", "weights": "balanced"}"#);
-        let output = floats(&[0.0, 3f32.ln(), 0.0, 3f32.ln(), 0.0, 3f32.ln(), 0.0, 3f32.ln()], [4, 2]);
+        let output = floats(
+            &[
+                0.0,
+                3f32.ln(),
+                0.0,
+                3f32.ln(),
+                0.0,
+                3f32.ln(),
+                0.0,
+                3f32.ln(),
+            ],
+            [4, 2],
+        );
         let input = LossInput::with_indices(output, ints(&[0, 0, 0, 1], [4])).unwrap();
         let (w0, w1) = (4.0 / 6.0, 2.0);
         let expected = (3.0 * w0 * -(0.25f64).ln() + w1 * -(0.75f64).ln()) / (3.0 * w0 + w1);
-        assert_close(&value(loss.as_ref(), input, Reduction::Mean), &[expected], 1e-6);
+        assert_close(
+            &value(loss.as_ref(), input, Reduction::Mean),
+            &[expected],
+            1e-6,
+        );
     }
 
     #[test]
@@ -197,16 +219,30 @@ mod tests {
 
     #[test]
     fn weights_are_required_and_checked() {
-        assert!(build_error(r#"{"name": "weighted_cross_entropy"}"#).contains("needs option `weights`"));
-        assert!(build_error(r#"{"name": "weighted_cross_entropy", "weights": "inverse"}"#).contains("balanced"));
-        assert!(build_error(r#"{"name": "weighted_cross_entropy", "weights": [0.0, 0.0]}"#).contains("positive"));
+        assert!(
+            build_error(r#"{"name": "weighted_cross_entropy"}"#).contains("needs option `weights`")
+        );
+        assert!(
+            build_error(r#"{"name": "weighted_cross_entropy", "weights": "inverse"}"#)
+                .contains("balanced")
+        );
+        assert!(
+            build_error(r#"{"name": "weighted_cross_entropy", "weights": [0.0, 0.0]}"#)
+                .contains("positive")
+        );
     }
 
     #[test]
     fn wrong_length_weights_are_an_input_error() {
         let loss = build(r#"{"name": "weighted_cross_entropy", "weights": [1.0, 2.0, 3.0]}"#);
         let input = LossInput::with_indices(floats(&[0.0; 4], [2, 2]), ints(&[0, 1], [2])).unwrap();
-        let error = loss.forward(input, Reduction::Mean).unwrap_err().to_string();
-        assert!(error.contains("3 `weights` values but the output has 2 channels"), "{error}");
+        let error = loss
+            .forward(input, Reduction::Mean)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("3 `weights` values but the output has 2 channels"),
+            "{error}"
+        );
     }
 }

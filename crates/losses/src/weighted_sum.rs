@@ -1,8 +1,8 @@
 use burn::config::Config;
 use losskit_core::{
     Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction, Registry,
-    config::{OptionError, ensure},
     burn::tensor::Tensor,
+    config::{OptionError, ensure},
     error::InputError,
     serde_json::{Value, json},
 };
@@ -50,11 +50,15 @@ impl LossConfig for WeightedSumLossConfig {
     }
 
     fn validate(&self) -> Result<(), OptionError> {
-        ensure(!self.terms.is_empty(), "terms", || "must list at least one term".into())?;
+        ensure(!self.terms.is_empty(), "terms", || {
+            "must list at least one term".into()
+        })?;
         for (index, term) in self.terms.iter().enumerate() {
-            ensure(term.weight.is_finite(), &format!("terms[{index}].weight"), || {
-                format!("must be a finite number, got {}", term.weight)
-            })?;
+            ensure(
+                term.weight.is_finite(),
+                &format!("terms[{index}].weight"),
+                || format!("must be a finite number, got {}", term.weight),
+            )?;
         }
         Ok(())
     }
@@ -66,7 +70,9 @@ impl LossConfig for WeightedSumLossConfig {
         let registry = Registry::global()?;
         let mut terms: Vec<Term> = Vec::with_capacity(self.terms.len());
         for (index, term) in self.terms.into_iter().enumerate() {
-            let loss = registry.build_value(&term.loss).map_err(|error| nested(index, error))?;
+            let loss = registry
+                .build_value(&term.loss)
+                .map_err(|error| nested(index, error))?;
             let name = unique_name(registry, &term.loss, &terms);
             terms.push(Term {
                 name,
@@ -82,9 +88,14 @@ impl LossConfig for WeightedSumLossConfig {
 fn nested(index: usize, error: ConfigError) -> ConfigError {
     let at = format!("terms[{index}].loss");
     let (option, problem) = match &error {
-        ConfigError::InvalidOption { loss, option, problem } => {
-            (format!("{at}.{option}"), format!("{problem} (in loss `{loss}`)"))
-        }
+        ConfigError::InvalidOption {
+            loss,
+            option,
+            problem,
+        } => (
+            format!("{at}.{option}"),
+            format!("{problem} (in loss `{loss}`)"),
+        ),
         ConfigError::UnknownOption { option, .. } | ConfigError::MissingOption { option, .. } => {
             (format!("{at}.{option}"), format!("is wrong: {error}"))
         }
@@ -105,7 +116,10 @@ fn unique_name(registry: &Registry, config: &Value, earlier: &[Term]) -> String 
     if !taken(base) {
         return base.to_string();
     }
-    (2..).map(|n| format!("{base}_{n}")).find(|name| !taken(name)).expect("some suffix is free")
+    (2..)
+        .map(|n| format!("{base}_{n}"))
+        .find(|name| !taken(name))
+        .expect("some suffix is free")
 }
 
 #[derive(Debug)]
@@ -217,7 +231,10 @@ impl Loss for WeightedSumLoss {
             if merged.ignore_index != other.ignore_index {
                 merged.ignore_index = None;
             }
-            merged.minimum = merged.minimum.zip(other.minimum).map(|(sum, minimum)| sum + term.weight * minimum);
+            merged.minimum = merged
+                .minimum
+                .zip(other.minimum)
+                .map(|(sum, minimum)| sum + term.weight * minimum);
         }
         if self.terms.iter().any(|term| term.weight < 0.0) {
             // A negative weight rewards one term's growth: no minimum at a perfect prediction.
@@ -234,7 +251,9 @@ mod tests {
     use losskit_core::{TargetKind, input::to_f64_vec};
 
     fn example() -> LossInput {
-        let values = [0.3, -1.0, 2.0, 0.5, 0.1, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9, -1.3];
+        let values = [
+            0.3, -1.0, 2.0, 0.5, 0.1, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9, -1.3,
+        ];
         LossInput::with_indices(floats(&values, [2, 3, 2]), ints(&[2, 0, 1, 1], [2, 2])).unwrap()
     }
 
@@ -245,8 +264,14 @@ mod tests {
     #[test]
     fn is_the_weighted_sum_of_its_terms_and_reports_them() {
         let dice = value(build("dice").as_ref(), example(), Reduction::Mean)[0];
-        let focal = value(build(r#"{"name": "focal", "gamma": 2.0}"#).as_ref(), example(), Reduction::Mean)[0];
-        let result = build(DICE_FOCAL).forward(example(), Reduction::Mean).unwrap();
+        let focal = value(
+            build(r#"{"name": "focal", "gamma": 2.0}"#).as_ref(),
+            example(),
+            Reduction::Mean,
+        )[0];
+        let result = build(DICE_FOCAL)
+            .forward(example(), Reduction::Mean)
+            .unwrap();
         assert_close(&to_f64_vec(result.value), &[dice + 0.5 * focal], 1e-6);
         let names: Vec<&str> = result.terms.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names, ["dice", "focal"]);
@@ -260,8 +285,16 @@ mod tests {
         let config = r#"{"name": "weighted_sum", "terms": [{"weight": 2.0, "loss": "dice"}, {"weight": -0.5, "loss": "ce"}]}"#;
         let (_, both) = value_and_grad(build(config).as_ref(), floats(&values, [1, 3, 2]), make);
         let (_, dice) = value_and_grad(build("dice").as_ref(), floats(&values, [1, 3, 2]), make);
-        let (_, ce) = value_and_grad(build("cross_entropy").as_ref(), floats(&values, [1, 3, 2]), make);
-        let expected: Vec<f64> = dice.iter().zip(&ce).map(|(d, c)| 2.0 * d - 0.5 * c).collect();
+        let (_, ce) = value_and_grad(
+            build("cross_entropy").as_ref(),
+            floats(&values, [1, 3, 2]),
+            make,
+        );
+        let expected: Vec<f64> = dice
+            .iter()
+            .zip(&ce)
+            .map(|(d, c)| 2.0 * d - 0.5 * c)
+            .collect();
         assert_close(&both, &expected, 1e-6);
     }
 
@@ -276,33 +309,55 @@ mod tests {
 
     #[test]
     fn capabilities_are_the_terms_intersection() {
-        let loss = build(r#"{"name": "weighted_sum", "terms": [{"weight": 2.0, "loss": "dice"}, {"weight": 1.0, "loss": "focal"}]}"#);
+        let loss = build(
+            r#"{"name": "weighted_sum", "terms": [{"weight": 2.0, "loss": "dice"}, {"weight": 1.0, "loss": "focal"}]}"#,
+        );
         let capabilities = loss.capabilities();
         assert_eq!(capabilities.ranks, [3, 4, 5]);
-        assert_eq!(capabilities.targets, [TargetKind::ClassIndices, TargetKind::Probabilities]);
+        assert_eq!(
+            capabilities.targets,
+            [TargetKind::ClassIndices, TargetKind::Probabilities]
+        );
         assert_eq!(capabilities.mean_over, None);
         assert_eq!(capabilities.minimum, Some(0.0));
-        let smoothed = build(r#"{"name": "weighted_sum", "terms": [{"loss": "dice"}, {"loss": {"name": "ce", "label_smoothing": 0.1}}]}"#);
+        let smoothed = build(
+            r#"{"name": "weighted_sum", "terms": [{"loss": "dice"}, {"loss": {"name": "ce", "label_smoothing": 0.1}}]}"#,
+        );
         assert_eq!(smoothed.capabilities().minimum, None);
     }
 
     #[test]
     fn nested_errors_name_the_term() {
-        let error = build_error(r#"{"name": "weighted_sum", "terms": [{"loss": "dice"}, {"weight": 0.5, "loss": {"name": "focal", "gamma": -1.0}}]}"#);
+        let error = build_error(
+            r#"{"name": "weighted_sum", "terms": [{"loss": "dice"}, {"weight": 0.5, "loss": {"name": "focal", "gamma": -1.0}}]}"#,
+        );
         assert!(error.contains("`terms[1].loss.gamma`"), "{error}");
-        let error = build_error(r#"{"name": "weighted_sum", "terms": [{"loss": {"name": "dice", "gama": 1.0}}]}"#);
+        let error = build_error(
+            r#"{"name": "weighted_sum", "terms": [{"loss": {"name": "dice", "gama": 1.0}}]}"#,
+        );
         assert!(error.contains("`terms[0].loss.gama`"), "{error}");
         let error = build_error(r#"{"name": "weighted_sum", "terms": [{"loss": "dise"}]}"#);
-        assert!(error.contains("`terms[0].loss.name`") && error.contains("dice"), "{error}");
-        let error = build_error(r#"{"name": "weighted_sum", "terms": [{"weight": 1.0, "loss": "dice", "scale": 2}]}"#);
-        assert!(error.contains("terms[0]") && error.contains("scale"), "{error}");
+        assert!(
+            error.contains("`terms[0].loss.name`") && error.contains("dice"),
+            "{error}"
+        );
+        let error = build_error(
+            r#"{"name": "weighted_sum", "terms": [{"weight": 1.0, "loss": "dice", "scale": 2}]}"#,
+        );
+        assert!(
+            error.contains("terms[0]") && error.contains("scale"),
+            "{error}"
+        );
         assert!(build_error(r#"{"name": "weighted_sum", "terms": []}"#).contains("`terms`"));
         assert!(build_error(r#"{"name": "weighted_sum"}"#).contains("`terms`"));
     }
 
     #[test]
     fn build_without_validate_rejects_an_empty_term_list() {
-        let error = WeightedSumLossConfig::new(Vec::new()).build().unwrap_err().to_string();
+        let error = WeightedSumLossConfig::new(Vec::new())
+            .build()
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("`terms`"), "{error}");
     }
 
@@ -310,13 +365,21 @@ mod tests {
     fn none_adds_up_to_sum() {
         let config = r#"{"name": "weighted_sum", "terms": [{"loss": "dice"}, {"weight": -0.5, "loss": "lovasz_softmax"}]}"#;
         let loss = build(config);
-        let none: f64 = value(loss.as_ref(), example(), Reduction::None).iter().sum();
-        assert_close(&[none], &value(loss.as_ref(), example(), Reduction::Sum), 1e-6);
+        let none: f64 = value(loss.as_ref(), example(), Reduction::None)
+            .iter()
+            .sum();
+        assert_close(
+            &[none],
+            &value(loss.as_ref(), example(), Reduction::Sum),
+            1e-6,
+        );
     }
 
     #[test]
     fn passes_the_conformance_kit() {
-        losskit_core::conformance::check_registered("weighted_sum").unwrap().assert_passed();
+        losskit_core::conformance::check_registered("weighted_sum")
+            .unwrap()
+            .assert_passed();
         losskit_core::conformance::check(DICE_FOCAL, build(DICE_FOCAL).as_ref()).assert_passed();
     }
 }

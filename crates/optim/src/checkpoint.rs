@@ -46,9 +46,12 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Encodes the checkpoint.
     pub fn encode(&self) -> Result<Vec<u8>, TrainError> {
-        let meta = serde_json::to_vec(&self.meta)
-            .map_err(|error| TrainError::Checkpoint(format!("cannot encode checkpoint metadata: {error}")))?;
-        let mut out = Vec::with_capacity(MAGIC.len() + 24 + meta.len() + self.model.len() + self.optimizer.len());
+        let meta = serde_json::to_vec(&self.meta).map_err(|error| {
+            TrainError::Checkpoint(format!("cannot encode checkpoint metadata: {error}"))
+        })?;
+        let mut out = Vec::with_capacity(
+            MAGIC.len() + 24 + meta.len() + self.model.len() + self.optimizer.len(),
+        );
         out.extend_from_slice(MAGIC);
         for section in [&meta, &self.model, &self.optimizer] {
             out.extend_from_slice(&(section.len() as u64).to_le_bytes());
@@ -59,8 +62,12 @@ impl Checkpoint {
 
     /// Decodes a checkpoint; `source` names it in errors.
     pub fn decode(bytes: &[u8], source: &str) -> Result<Self, TrainError> {
-        let bad = |what: &str| TrainError::Checkpoint(format!("{source} is not a losskit checkpoint ({what})"));
-        let rest = bytes.strip_prefix(MAGIC).ok_or_else(|| bad("wrong header"))?;
+        let bad = |what: &str| {
+            TrainError::Checkpoint(format!("{source} is not a losskit checkpoint ({what})"))
+        };
+        let rest = bytes
+            .strip_prefix(MAGIC)
+            .ok_or_else(|| bad("wrong header"))?;
         let mut sections = Vec::new();
         let mut rest = rest;
         for _ in 0..3 {
@@ -80,14 +87,22 @@ impl Checkpoint {
         let model = sections.pop().unwrap_or_default();
         let meta: CheckpointMeta = serde_json::from_slice(&sections.pop().unwrap_or_default())
             .map_err(|error| bad(&format!("bad metadata: {error}")))?;
-        Ok(Self { meta, model, optimizer })
+        Ok(Self {
+            meta,
+            model,
+            optimizer,
+        })
     }
 
     /// Reads a checkpoint from a file, or from `checkpoint.lkc` in a folder.
     pub fn read(path: &Path) -> Result<Self, TrainError> {
         let file = resolve(path);
-        let bytes = std::fs::read(&file)
-            .map_err(|error| TrainError::Checkpoint(format!("cannot read checkpoint {}: {error}", file.display())))?;
+        let bytes = std::fs::read(&file).map_err(|error| {
+            TrainError::Checkpoint(format!(
+                "cannot read checkpoint {}: {error}",
+                file.display()
+            ))
+        })?;
         Self::decode(&bytes, &file.display().to_string())
     }
 
@@ -99,5 +114,9 @@ impl Checkpoint {
 
 /// The checkpoint file for a path that is either the file or the run folder holding it.
 pub fn resolve(path: &Path) -> PathBuf {
-    if path.is_dir() { path.join(CHECKPOINT_FILE) } else { path.to_path_buf() }
+    if path.is_dir() {
+        path.join(CHECKPOINT_FILE)
+    } else {
+        path.to_path_buf()
+    }
 }

@@ -88,8 +88,14 @@ impl Confusion {
 
     fn overlap(&self, class: usize) -> (u64, u64, u64) {
         let tp = self.at(class, class);
-        let fp: u64 = (0..self.classes).filter(|&t| t != class).map(|t| self.at(t, class)).sum();
-        let fn_: u64 = (0..self.classes).filter(|&p| p != class).map(|p| self.at(class, p)).sum();
+        let fp: u64 = (0..self.classes)
+            .filter(|&t| t != class)
+            .map(|t| self.at(t, class))
+            .sum();
+        let fn_: u64 = (0..self.classes)
+            .filter(|&p| p != class)
+            .map(|p| self.at(class, p))
+            .sum();
         (tp, fp, fn_)
     }
 
@@ -98,7 +104,11 @@ impl Confusion {
         (0..self.classes)
             .map(|c| {
                 let (tp, fp, fn_) = self.overlap(c);
-                if tp + fp + fn_ == 0 { 1.0 } else { ratio(2 * tp, 2 * tp + fp + fn_) }
+                if tp + fp + fn_ == 0 {
+                    1.0
+                } else {
+                    ratio(2 * tp, 2 * tp + fp + fn_)
+                }
             })
             .collect()
     }
@@ -108,16 +118,36 @@ impl Confusion {
         (0..self.classes)
             .map(|c| {
                 let (tp, fp, fn_) = self.overlap(c);
-                if tp + fp + fn_ == 0 { 1.0 } else { ratio(tp, tp + fp + fn_) }
+                if tp + fp + fn_ == 0 {
+                    1.0
+                } else {
+                    ratio(tp, tp + fp + fn_)
+                }
             })
             .collect()
     }
 
     /// The task's metrics.
     pub fn metrics(&self, kind: TaskKind) -> Metrics {
+        // The mean over the foreground classes (all but class 0) present in the truth or the
+        // prediction; a class absent from both says nothing and is skipped. When no foreground
+        // class is present at all (and none predicted), the prediction is perfect: 1.
         let foreground = |values: Vec<f64>| -> f64 {
-            let fg: Vec<f64> = values.into_iter().skip(1).collect();
-            if fg.is_empty() { f64::NAN } else { fg.iter().sum::<f64>() / fg.len() as f64 }
+            let fg: Vec<f64> = values
+                .into_iter()
+                .enumerate()
+                .skip(1)
+                .filter(|&(c, _)| {
+                    let (tp, fp, fn_) = self.overlap(c);
+                    tp + fp + fn_ > 0
+                })
+                .map(|(_, v)| v)
+                .collect();
+            if fg.is_empty() {
+                1.0
+            } else {
+                fg.iter().sum::<f64>() / fg.len() as f64
+            }
         };
         Metrics {
             accuracy: self.accuracy(),
@@ -129,7 +159,11 @@ impl Confusion {
 }
 
 fn ratio(numerator: u64, denominator: u64) -> f64 {
-    if denominator == 0 { f64::NAN } else { numerator as f64 / denominator as f64 }
+    if denominator == 0 {
+        f64::NAN
+    } else {
+        numerator as f64 / denominator as f64
+    }
 }
 
 /// A task's metrics on one split.
@@ -139,9 +173,10 @@ pub struct Metrics {
     pub accuracy: f64,
     /// Per-class recall.
     pub recall: Vec<f64>,
-    /// Mean Dice over the foreground classes (segmentation only; class 0 is background).
+    /// Mean Dice over the foreground classes present in the truth or the prediction
+    /// (segmentation only; class 0 is background); 1 when none is present in either.
     pub dice: Option<f64>,
-    /// Mean IoU over the foreground classes (segmentation only).
+    /// Mean IoU over the foreground classes, counted like `dice` (segmentation only).
     pub iou: Option<f64>,
 }
 
@@ -161,5 +196,19 @@ mod tests {
         assert!((iou[1] - 2.0 / 3.0).abs() < 1e-12);
         let metrics = confusion.metrics(TaskKind::Segmentation);
         assert!((metrics.dice.unwrap() - 0.8).abs() < 1e-12);
+    }
+
+    #[test]
+    fn absent_classes_do_not_count_in_the_foreground_mean() {
+        // Class 2 is in neither truth nor prediction: it must not lift the mean to 0.9.
+        let mut confusion = Confusion::new(3);
+        confusion.add(&[0, 0, 1, 1], &[0, 1, 1, 1]);
+        let metrics = confusion.metrics(TaskKind::Segmentation);
+        assert!((metrics.dice.unwrap() - 0.8).abs() < 1e-12);
+        assert!((metrics.iou.unwrap() - 2.0 / 3.0).abs() < 1e-12);
+        // Only background, predicted right: perfect.
+        let mut confusion = Confusion::new(3);
+        confusion.add(&[0, 0], &[0, 0]);
+        assert_eq!(confusion.metrics(TaskKind::Segmentation).dice, Some(1.0));
     }
 }

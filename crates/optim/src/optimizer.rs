@@ -128,12 +128,30 @@ impl OptimizerConfig {
     }
 
     /// Builds the config from a name and its options; every option is checked.
-    pub fn from_options(name: &str, options: &Map<String, Value>) -> Result<Self, OptimConfigError> {
+    pub fn from_options(
+        name: &str,
+        options: &Map<String, Value>,
+    ) -> Result<Self, OptimConfigError> {
         let lowered = name.trim().to_ascii_lowercase();
         let allowed: &[&str] = match lowered.as_str() {
-            "sgd" => &["lr", "momentum", "dampening", "nesterov", "weight_decay", "clip_norm"],
+            "sgd" => &[
+                "lr",
+                "momentum",
+                "dampening",
+                "nesterov",
+                "weight_decay",
+                "clip_norm",
+            ],
             "adam" | "adamw" => &["lr", "betas", "eps", "weight_decay", "amsgrad", "clip_norm"],
-            "rmsprop" => &["lr", "alpha", "momentum", "eps", "centered", "weight_decay", "clip_norm"],
+            "rmsprop" => &[
+                "lr",
+                "alpha",
+                "momentum",
+                "eps",
+                "centered",
+                "weight_decay",
+                "clip_norm",
+            ],
             "adagrad" => &["lr", "lr_decay", "eps", "weight_decay", "clip_norm"],
             _ => {
                 return Err(OptimConfigError::UnknownName {

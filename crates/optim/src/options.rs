@@ -112,7 +112,9 @@ impl<'a> Options<'a> {
             Some(Value::Number(number)) => number
                 .as_f64()
                 .ok_or_else(|| self.invalid(option, "must be a number"))?,
-            Some(other) => return Err(self.invalid(option, format!("must be a number, got {other}"))),
+            Some(other) => {
+                return Err(self.invalid(option, format!("must be a number, got {other}")));
+            }
         };
         if !value.is_finite() {
             return Err(self.invalid(option, "must be finite"));
@@ -124,16 +126,20 @@ impl<'a> Options<'a> {
     }
 
     /// A whole number, or `default` when absent.
-    pub(crate) fn count(&self, option: &str, default: Option<usize>, min: usize) -> Result<usize, OptimConfigError> {
+    pub(crate) fn count(
+        &self,
+        option: &str,
+        default: Option<usize>,
+        min: usize,
+    ) -> Result<usize, OptimConfigError> {
         let value = match (self.options.get(option), default) {
             (None | Some(Value::Null), Some(default)) => default,
             (None | Some(Value::Null), None) => {
                 return Err(self.invalid(option, "is required (a whole number)"));
             }
-            (Some(Value::Number(number)), _) => number
-                .as_u64()
-                .ok_or_else(|| self.invalid(option, format!("must be a whole number, got {number}")))?
-                as usize,
+            (Some(Value::Number(number)), _) => number.as_u64().ok_or_else(|| {
+                self.invalid(option, format!("must be a whole number, got {number}"))
+            })? as usize,
             (Some(other), _) => {
                 return Err(self.invalid(option, format!("must be a whole number, got {other}")));
             }
@@ -165,9 +171,9 @@ impl<'a> Options<'a> {
             Some(Value::Array(items)) if items.len() == 2 => {
                 let mut out = [0.0; 2];
                 for (slot, item) in out.iter_mut().zip(items) {
-                    let value = item
-                        .as_f64()
-                        .ok_or_else(|| self.invalid(option, format!("must be two numbers, got {item}")))?;
+                    let value = item.as_f64().ok_or_else(|| {
+                        self.invalid(option, format!("must be two numbers, got {item}"))
+                    })?;
                     if let Some(problem) = check(value) {
                         return Err(self.invalid(option, format!("{problem}, got {value}")));
                     }
@@ -175,7 +181,10 @@ impl<'a> Options<'a> {
                 }
                 Ok(out)
             }
-            Some(other) => Err(self.invalid(option, format!("must be two numbers such as [0.9, 0.999], got {other}"))),
+            Some(other) => Err(self.invalid(
+                option,
+                format!("must be two numbers such as [0.9, 0.999], got {other}"),
+            )),
         }
     }
 

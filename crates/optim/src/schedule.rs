@@ -83,7 +83,10 @@ impl ScheduleConfig {
     }
 
     /// Builds the config from a name and its options.
-    pub fn from_options(name: &str, options: &Map<String, Value>) -> Result<Self, OptimConfigError> {
+    pub fn from_options(
+        name: &str,
+        options: &Map<String, Value>,
+    ) -> Result<Self, OptimConfigError> {
         let lowered = name.trim().to_ascii_lowercase();
         let lowered = match lowered.as_str() {
             "linear_warmup" | "warmup_linear" => "warmup".to_string(),
@@ -111,17 +114,24 @@ impl ScheduleConfig {
             "constant" => ScheduleKind::Constant,
             "step" => ScheduleKind::Step {
                 step_size: o.count("step_size", None, 1)?,
-                gamma: o.number("gamma", 0.1, |g| (g <= 0.0 || g > 1.0).then_some("must be in (0, 1]"))?,
+                gamma: o.number("gamma", 0.1, |g| {
+                    (g <= 0.0 || g > 1.0).then_some("must be in (0, 1]")
+                })?,
             },
             "exponential" => ScheduleKind::Exponential {
-                gamma: o.number("gamma", 0.999, |g| (g <= 0.0 || g > 1.0).then_some("must be in (0, 1]"))?,
+                gamma: o.number("gamma", 0.999, |g| {
+                    (g <= 0.0 || g > 1.0).then_some("must be in (0, 1]")
+                })?,
             },
             "cosine" => ScheduleKind::Cosine {
                 min_lr: o.number("min_lr", 0.0, |m| (m < 0.0).then_some("must be >= 0"))?,
             },
             _ => {
                 if warmup_steps == 0 {
-                    return Err(o.invalid("warmup_steps", "is required (at least 1) for the warmup schedule"));
+                    return Err(o.invalid(
+                        "warmup_steps",
+                        "is required (at least 1) for the warmup schedule",
+                    ));
                 }
                 match o.nested("then") {
                     None => ScheduleKind::Constant,
@@ -144,15 +154,21 @@ impl ScheduleConfig {
     }
 
     /// Builds burn's scheduler for a run of `total_steps` optimizer steps starting at `lr`.
-    pub fn build(&self, lr: f64, total_steps: usize) -> Result<ModuleLrScheduler, OptimConfigError> {
+    pub fn build(
+        &self,
+        lr: f64,
+        total_steps: usize,
+    ) -> Result<ModuleLrScheduler, OptimConfigError> {
         let invalid = |problem: String| OptimConfigError::InvalidOption {
             kind: "schedule",
             name: self.name().to_string(),
             option: "lr".into(),
             problem,
         };
-        let needs_unit_lr = !matches!(self.kind, ScheduleKind::Constant | ScheduleKind::Step { .. })
-            || self.warmup_steps > 0;
+        let needs_unit_lr = !matches!(
+            self.kind,
+            ScheduleKind::Constant | ScheduleKind::Step { .. }
+        ) || self.warmup_steps > 0;
         if needs_unit_lr && !(lr > 0.0 && lr <= 1.0) {
             return Err(invalid(format!(
                 "the optimizer's lr must be in (0, 1] for this schedule, got {lr}"
@@ -161,10 +177,12 @@ impl ScheduleConfig {
         let after = total_steps.saturating_sub(self.warmup_steps).max(1);
         let main: LrSchedulerConfig = match &self.kind {
             ScheduleKind::Constant => LrSchedulerConfig::Constant(lr),
-            ScheduleKind::Step { step_size, gamma } => {
-                StepLrSchedulerConfig::new(lr, *step_size).with_gamma(*gamma).into()
+            ScheduleKind::Step { step_size, gamma } => StepLrSchedulerConfig::new(lr, *step_size)
+                .with_gamma(*gamma)
+                .into(),
+            ScheduleKind::Exponential { gamma } => {
+                ExponentialLrSchedulerConfig::new(lr, *gamma).into()
             }
-            ScheduleKind::Exponential { gamma } => ExponentialLrSchedulerConfig::new(lr, *gamma).into(),
             ScheduleKind::Cosine { min_lr } => {
                 if *min_lr > lr {
                     return Err(OptimConfigError::InvalidOption {
@@ -174,11 +192,14 @@ impl ScheduleConfig {
                         problem: format!("must be at most the optimizer's lr {lr}, got {min_lr}"),
                     });
                 }
-                CosineAnnealingLrSchedulerConfig::new(lr, after).with_min_lr(*min_lr).into()
+                CosineAnnealingLrSchedulerConfig::new(lr, after)
+                    .with_min_lr(*min_lr)
+                    .into()
             }
         };
         let config = if self.warmup_steps > 0 {
-            let warmup = LinearLrSchedulerConfig::new(lr / self.warmup_steps as f64, lr, self.warmup_steps);
+            let warmup =
+                LinearLrSchedulerConfig::new(lr / self.warmup_steps as f64, lr, self.warmup_steps);
             LrSchedulerConfig::Sequential(SequentialLrSchedulerConfig::new(
                 vec![warmup.into(), main],
                 vec![self.warmup_steps],

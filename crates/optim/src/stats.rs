@@ -102,7 +102,9 @@ impl RunStats {
             .first()
             .map(|e| e.train_terms.iter().map(|(n, _)| n.clone()).collect())
             .unwrap_or_default();
-        let mut out = String::from("epoch,train_loss,avg_loss_all_epochs,val_loss,train_accuracy,val_accuracy");
+        let mut out = String::from(
+            "epoch,train_loss,avg_loss_all_epochs,val_loss,train_accuracy,val_accuracy",
+        );
         if self.task == TaskKind::Segmentation {
             out.push_str(",val_dice,val_iou");
         }
@@ -135,11 +137,19 @@ impl RunStats {
                 );
             }
             for c in 0..self.classes.len() {
-                let _ = write!(out, ",{}", e.val_metrics.recall.get(c).copied().unwrap_or(f64::NAN));
+                let _ = write!(
+                    out,
+                    ",{}",
+                    e.val_metrics.recall.get(c).copied().unwrap_or(f64::NAN)
+                );
             }
             for name in &term_names {
                 let find = |terms: &[(String, f64)]| {
-                    terms.iter().find(|(n, _)| n == name).map(|(_, v)| *v).unwrap_or(f64::NAN)
+                    terms
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, v)| *v)
+                        .unwrap_or(f64::NAN)
                 };
                 let _ = write!(out, ",{},{}", find(&e.train_terms), find(&e.val_terms));
             }
@@ -164,19 +174,30 @@ impl RunStats {
     /// `summary.json`: the final numbers of the run.
     pub fn summary(&self, run: &Value) -> Value {
         let last = self.last();
-        let number = |v: Option<f64>| v.filter(|v| v.is_finite()).map_or(Value::Null, |v| json!(v));
+        let number = |v: Option<f64>| {
+            v.filter(|v| v.is_finite())
+                .map_or(Value::Null, |v| json!(v))
+        };
         let recall: serde_json::Map<String, Value> = self
             .classes
             .iter()
             .enumerate()
             .map(|(c, name)| {
-                (name.clone(), number(last.and_then(|e| e.val_metrics.recall.get(c).copied())))
+                (
+                    name.clone(),
+                    number(last.and_then(|e| e.val_metrics.recall.get(c).copied())),
+                )
             })
             .collect();
         let terms = |select: fn(&EpochStats) -> &Vec<(String, f64)>| -> Value {
             Value::Object(
-                last.map(|e| select(e).iter().map(|(n, v)| (n.clone(), number(Some(*v)))).collect())
-                    .unwrap_or_default(),
+                last.map(|e| {
+                    select(e)
+                        .iter()
+                        .map(|(n, v)| (n.clone(), number(Some(*v))))
+                        .collect()
+                })
+                .unwrap_or_default(),
             )
         };
         let mut summary = json!({
@@ -201,7 +222,11 @@ impl RunStats {
 
     /// `loss.svg`: training loss per step, epoch means, and validation loss.
     pub fn loss_svg(&self, title: &str) -> String {
-        let steps: Vec<f64> = self.epochs.iter().flat_map(|e| e.step_losses.iter().copied()).collect();
+        let steps: Vec<f64> = self
+            .epochs
+            .iter()
+            .flat_map(|e| e.step_losses.iter().copied())
+            .collect();
         let mut x = 0.0;
         let mut train = Vec::new();
         let mut val = Vec::new();
@@ -210,18 +235,48 @@ impl RunStats {
             train.push((x, e.train_loss));
             val.push((x, e.val_loss));
         }
-        let step_points: Vec<(f64, f64)> = steps.iter().enumerate().map(|(i, v)| ((i + 1) as f64, *v)).collect();
+        let step_points: Vec<(f64, f64)> = steps
+            .iter()
+            .enumerate()
+            .map(|(i, v)| ((i + 1) as f64, *v))
+            .collect();
         let series = vec![
-            Series { label: "train loss (step)".into(), color: "#9ecae1".into(), points: step_points, dots: false, width: 1.0 },
-            Series { label: "train loss (epoch mean)".into(), color: "#08519c".into(), points: train, dots: true, width: 2.0 },
-            Series { label: "validation loss".into(), color: "#d94801".into(), points: val, dots: true, width: 2.0 },
+            Series {
+                label: "train loss (step)".into(),
+                color: "#9ecae1".into(),
+                points: step_points,
+                dots: false,
+                width: 1.0,
+            },
+            Series {
+                label: "train loss (epoch mean)".into(),
+                color: "#08519c".into(),
+                points: train,
+                dots: true,
+                width: 2.0,
+            },
+            Series {
+                label: "validation loss".into(),
+                color: "#d94801".into(),
+                points: val,
+                dots: true,
+                width: 2.0,
+            },
         ];
         svg_plot(title, "step", "loss", &series)
     }
 }
 
 fn csv_name(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// One line of a plot.
@@ -248,8 +303,12 @@ pub fn svg_plot(title: &str, x_label: &str, y_label: &str, series: &[Series]) ->
         .flat_map(|s| s.points.iter().copied())
         .filter(|(x, y)| x.is_finite() && y.is_finite())
         .collect();
-    let (mut x0, mut x1) = finite.iter().fold((f64::MAX, f64::MIN), |(a, b), (x, _)| (a.min(*x), b.max(*x)));
-    let (mut y0, mut y1) = finite.iter().fold((f64::MAX, f64::MIN), |(a, b), (_, y)| (a.min(*y), b.max(*y)));
+    let (mut x0, mut x1) = finite.iter().fold((f64::MAX, f64::MIN), |(a, b), (x, _)| {
+        (a.min(*x), b.max(*x))
+    });
+    let (mut y0, mut y1) = finite.iter().fold((f64::MAX, f64::MIN), |(a, b), (_, y)| {
+        (a.min(*y), b.max(*y))
+    });
     if finite.is_empty() {
         (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
     }
@@ -274,20 +333,32 @@ pub fn svg_plot(title: &str, x_label: &str, y_label: &str, series: &[Series]) ->
         let _ = writeln!(
             out,
             "<line x1=\"{left}\" x2=\"{}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#e0e0e0\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-            w - right, py(fy), py(fy), left - 6.0, py(fy) + 4.0, tick(fy)
+            w - right,
+            py(fy),
+            py(fy),
+            left - 6.0,
+            py(fy) + 4.0,
+            tick(fy)
         );
         let _ = writeln!(
             out,
             "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
-            px(fx), h - bottom + 18.0, tick(fx)
+            px(fx),
+            h - bottom + 18.0,
+            tick(fx)
         );
     }
     let _ = writeln!(
         out,
         "<rect x=\"{left}\" y=\"{top}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#444\"/>\n<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n<text x=\"18\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 18 {})\">{}</text>",
-        w - left - right, h - top - bottom,
-        (left + w - right) / 2.0, h - 12.0, escape(x_label),
-        (top + h - bottom) / 2.0, (top + h - bottom) / 2.0, escape(y_label)
+        w - left - right,
+        h - top - bottom,
+        (left + w - right) / 2.0,
+        h - 12.0,
+        escape(x_label),
+        (top + h - bottom) / 2.0,
+        (top + h - bottom) / 2.0,
+        escape(y_label)
     );
     for (i, s) in series.iter().enumerate() {
         let points: Vec<String> = s
@@ -300,12 +371,18 @@ pub fn svg_plot(title: &str, x_label: &str, y_label: &str, series: &[Series]) ->
             let _ = writeln!(
                 out,
                 "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"{}\" points=\"{}\"/>",
-                s.color, s.width, points.join(" ")
+                s.color,
+                s.width,
+                points.join(" ")
             );
             if s.dots {
                 for p in &points {
                     let (cx, cy) = p.split_once(',').unwrap_or(("0", "0"));
-                    let _ = writeln!(out, "<circle cx=\"{cx}\" cy=\"{cy}\" r=\"3\" fill=\"{}\"/>", s.color);
+                    let _ = writeln!(
+                        out,
+                        "<circle cx=\"{cx}\" cy=\"{cy}\" r=\"3\" fill=\"{}\"/>",
+                        s.color
+                    );
                 }
             }
         }
@@ -313,7 +390,12 @@ pub fn svg_plot(title: &str, x_label: &str, y_label: &str, series: &[Series]) ->
         let _ = writeln!(
             out,
             "<line x1=\"{}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{}\" stroke-width=\"3\"/><text x=\"{}\" y=\"{}\">{}</text>",
-            w - right + 10.0, w - right + 30.0, s.color, w - right + 36.0, ly + 4.0, escape(&s.label)
+            w - right + 10.0,
+            w - right + 30.0,
+            s.color,
+            w - right + 36.0,
+            ly + 4.0,
+            escape(&s.label)
         );
     }
     out.push_str("</svg>\n");
@@ -331,7 +413,10 @@ fn tick(value: f64) -> String {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename.
@@ -341,16 +426,37 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| "file".into());
     let temp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&temp, bytes)
-        .and_then(|()| std::fs::rename(&temp, path))
-        .map_err(|error| {
-            let _ = std::fs::remove_file(&temp);
-            TrainError::Io(format!("cannot write {}: {error}", path.display()))
-        })
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&temp)?;
+        std::io::Write::write_all(&mut file, bytes)?;
+        // The data must be on disk before the rename makes it the file's content.
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&temp, path)?;
+        // Make the rename durable; not every system can sync a folder, so errors are ignored.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && let Ok(dir) = std::fs::File::open(dir)
+        {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    };
+    write().map_err(|error| {
+        let _ = std::fs::remove_file(&temp);
+        TrainError::Io(format!("cannot write {}: {error}", path.display()))
+    })
 }
 
+/// The report files of a run folder besides the checkpoint, as [`write_reports`] writes them.
+pub const REPORT_FILES: [&str; 4] = ["metrics.csv", "steps.csv", "summary.json", "loss.svg"];
+
 /// Writes `metrics.csv`, `steps.csv`, `summary.json` and `loss.svg` into `dir`, each atomically.
-pub fn write_reports(dir: &Path, stats: &RunStats, run: &Value, title: &str) -> Result<(), TrainError> {
+pub fn write_reports(
+    dir: &Path,
+    stats: &RunStats,
+    run: &Value,
+    title: &str,
+) -> Result<(), TrainError> {
     write_atomically(&dir.join("metrics.csv"), stats.metrics_csv().as_bytes())?;
     write_atomically(&dir.join("steps.csv"), stats.steps_csv().as_bytes())?;
     let summary = serde_json::to_string_pretty(&stats.summary(run)).unwrap_or_default();

@@ -174,6 +174,76 @@ fn scalar(tensor: burn::tensor::Tensor<1>) -> f64 {
     to_f64_vec(tensor).first().copied().unwrap_or(f64::NAN)
 }
 
+/// Adds each term's value, weighted by `weight` samples, to its running sum (first-seen order).
+fn add_terms(
+    sums: &mut Vec<(String, f64)>,
+    terms: &[(String, burn::tensor::Tensor<1>)],
+    weight: f64,
+) {
+    for (name, term) in terms {
+        let v = scalar(term.clone().detach()) * weight;
+        match sums.iter_mut().find(|(n, _)| n == name) {
+            Some((_, sum)) => *sum += v,
+            None => sums.push((name.clone(), v)),
+        }
+    }
+}
+
+/// The most epochs a run may have.
+pub const MAX_EPOCHS: usize = 100_000;
+
+/// Loads burnpack `bytes` into `model`; every tensor of the model must be in the checkpoint and
+/// every tensor of the checkpoint must be used (a checkpoint of another model is refused).
+pub fn load_weights<M: Module>(
+    model: &mut M,
+    bytes: &[u8],
+    source: &str,
+) -> Result<(), TrainError> {
+    let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(bytes.to_vec())));
+    let result = model.load_from(&mut store).map_err(|error| {
+        TrainError::Checkpoint(format!(
+            "{source}: the checkpoint holds another model than this run's, or is damaged ({})",
+            shorten(&one_line(error.to_string()), 120)
+        ))
+    })?;
+    if !result.missing.is_empty() || !result.unused.is_empty() || !result.errors.is_empty() {
+        return Err(TrainError::Checkpoint(format!(
+            "{source}: the checkpoint holds another model ({} tensors missing, {} unused, {} mismatched); \
+             it does not fit this run's model",
+            result.missing.len(),
+            result.unused.len(),
+            result.errors.len()
+        )));
+    }
+    Ok(())
+}
+
+/// At most `max` characters of `text` (a long library message cut to fit one line).
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        format!("{}...", text.chars().take(max).collect::<String>())
+    }
+}
+
+fn one_line(text: String) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A run description without its `epochs` (which a resumed run may extend).
+fn without_epochs(run: &Value) -> Value {
+    let mut run = run.clone();
+    if let Value::Object(map) = &mut run {
+        map.remove("epochs");
+    }
+    run
+}
+
 struct Display {
     mode: Progress,
     tty: bool,
@@ -244,17 +314,20 @@ pub fn evaluate_split<T: Task>(
         add_confusion(&mut confusion, &input);
         let value = loss.forward(input, Reduction::Mean)?;
         let weight = batch.len() as f64;
+        add_terms(&mut terms, &value.terms, weight);
         total += scalar(value.value) * weight;
-        for (name, term) in value.terms {
-            let v = scalar(term) * weight;
-            match terms.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, sum)) => *sum += v,
-                None => terms.push((name, v)),
-            }
-        }
         count += batch.len();
     }
-    let n = count.max(1) as f64;
+    if count == 0 {
+        let name = match split {
+            Split::Train => "training",
+            Split::Valid => "validation",
+        };
+        return Err(TrainError::Task(format!(
+            "the {name} set is empty; there is nothing to evaluate"
+        )));
+    }
+    let n = count as f64;
     for (_, v) in terms.iter_mut() {
         *v /= n;
     }
@@ -289,8 +362,10 @@ pub fn train<T: Task>(
     if config.batch_size == 0 {
         return Err(TrainError::Task("batch size must be at least 1".into()));
     }
-    if config.epochs == 0 {
-        return Err(TrainError::Task("epochs must be at least 1".into()));
+    if config.epochs == 0 || config.epochs > MAX_EPOCHS {
+        return Err(TrainError::Task(format!(
+            "epochs must be in 1..={MAX_EPOCHS}"
+        )));
     }
     let train_len = task.len(Split::Train);
     if train_len == 0 {
@@ -299,8 +374,13 @@ pub fn train<T: Task>(
     let checkpoint_path = config.out_dir.join(CHECKPOINT_FILE);
     let autodiff = device.clone().autodiff();
     let batches = train_len.div_ceil(config.batch_size);
-    let steps_per_epoch = config.max_steps_per_epoch.map_or(batches, |m| m.min(batches)).max(1);
-    let total_steps = steps_per_epoch * config.epochs.max(1);
+    let steps_per_epoch = config
+        .max_steps_per_epoch
+        .map_or(batches, |m| m.min(batches))
+        .max(1);
+    let total_steps = steps_per_epoch
+        .checked_mul(config.epochs)
+        .ok_or_else(|| TrainError::Task("epochs times steps per epoch is too large".into()))?;
 
     let mut scheduler = schedule.build(optimizer.lr(), total_steps)?;
     let mut optim = optimizer.build();
@@ -310,17 +390,28 @@ pub fn train<T: Task>(
     let start_epoch;
     if config.resume {
         let checkpoint = Checkpoint::read(&checkpoint_path)?;
-        model = task.init_model(&autodiff);
-        let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(checkpoint.model)));
-        model.load_from(&mut store).map_err(|error| {
-            TrainError::Checkpoint(format!("cannot load the model from {}: {error}", checkpoint_path.display()))
-        })?;
-        optim = optim.from_bytes(Bytes::from_bytes_vec(checkpoint.optimizer)).map_err(|error| {
-            TrainError::Checkpoint(format!(
-                "cannot load the optimizer state from {}: {error}",
+        if without_epochs(&checkpoint.meta.run) != without_epochs(&config.run) {
+            return Err(TrainError::Checkpoint(format!(
+                "{} was written by a different run (model, data, loss or optimizer differ); \
+                 start a new run with --force or another --out",
                 checkpoint_path.display()
-            ))
-        })?;
+            )));
+        }
+        model = task.init_model(&autodiff);
+        load_weights(
+            &mut model,
+            &checkpoint.model,
+            &checkpoint_path.display().to_string(),
+        )?;
+        optim = optim
+            .from_bytes(Bytes::from_bytes_vec(checkpoint.optimizer))
+            .map_err(|error| {
+                TrainError::Checkpoint(format!(
+                    "cannot load the optimizer state from {} (it does not fit this optimizer): {}",
+                    checkpoint_path.display(),
+                    shorten(&one_line(error.to_string()), 120)
+                ))
+            })?;
         stats = checkpoint.meta.stats;
         global_step = checkpoint.meta.global_step;
         start_epoch = checkpoint.meta.epoch;
@@ -338,6 +429,9 @@ pub fn train<T: Task>(
         global_step = 0;
         start_epoch = 0;
     }
+    // Whether the checkpoint in `out_dir` is this run's (a replaced run's stays until the first
+    // save overwrites it).
+    let mut saved = config.resume && checkpoint_path.exists();
     let mut display = Display::new(config.progress);
     let classes = task.classes().len();
     for epoch in start_epoch + 1..=config.epochs {
@@ -350,7 +444,11 @@ pub fn train<T: Task>(
         let mut term_sums: Vec<(String, f64)> = Vec::new();
         let mut confusion = Confusion::new(classes);
         let mut lr = optimizer.lr();
-        for (step, batch) in order.chunks(config.batch_size).take(steps_per_epoch).enumerate() {
+        for (step, batch) in order
+            .chunks(config.batch_size)
+            .take(steps_per_epoch)
+            .enumerate()
+        {
             let input = task.input(&model, Split::Train, batch, &autodiff)?;
             add_confusion(&mut confusion, &input);
             let value = loss.forward(input, Reduction::Mean)?;
@@ -360,16 +458,10 @@ pub fn train<T: Task>(
                     value: format!("{current}"),
                     epoch,
                     step: step + 1,
-                    checkpoint: checkpoint_path.exists().then(|| checkpoint_path.display().to_string()),
+                    checkpoint: saved.then(|| checkpoint_path.display().to_string()),
                 });
             }
-            for (name, term) in value.terms.iter() {
-                let v = scalar(term.clone().detach()) * batch.len() as f64;
-                match term_sums.iter_mut().find(|(n, _)| n == name) {
-                    Some((_, sum)) => *sum += v,
-                    None => term_sums.push((name.clone(), v)),
-                }
-            }
+            add_terms(&mut term_sums, &value.terms, batch.len() as f64);
             let grads = GradientsParams::from_grads(value.value.backward(), &model);
             let rates = scheduler.step();
             lr = rates.base();
@@ -402,11 +494,27 @@ pub fn train<T: Task>(
             metrics: val_metrics,
         } = evaluate_split(task, &valid, loss, Split::Valid, config.batch_size, device)?;
         let seen_f = seen.max(1) as f64;
+        let train_loss = weighted / seen_f;
+        // A non-finite mean (overflowing sum) or validation loss stops the run before the
+        // checkpoint is written, so the last good one is kept.
+        for value in [train_loss, val_loss] {
+            if !value.is_finite() {
+                return Err(TrainError::NonFiniteLoss {
+                    value: format!("{value}"),
+                    epoch,
+                    step: steps_per_epoch,
+                    checkpoint: saved.then(|| checkpoint_path.display().to_string()),
+                });
+            }
+        }
         stats.epochs.push(EpochStats {
             epoch,
             step_losses,
-            train_loss: weighted / seen_f,
-            train_terms: term_sums.into_iter().map(|(n, s)| (n, s / seen_f)).collect(),
+            train_loss,
+            train_terms: term_sums
+                .into_iter()
+                .map(|(n, s)| (n, s / seen_f))
+                .collect(),
             train_metrics: confusion.metrics(task.kind()),
             val_loss,
             val_terms,
@@ -414,7 +522,17 @@ pub fn train<T: Task>(
             lr,
             seconds: started.elapsed().as_secs_f64(),
         });
-        save(&config.out_dir, &checkpoint_path, &model, &optim, epoch, global_step, config, &stats)?;
+        save(
+            &config.out_dir,
+            &checkpoint_path,
+            &model,
+            &optim,
+            epoch,
+            global_step,
+            config,
+            &stats,
+        )?;
+        saved = true;
         display.epoch(&stats.epoch_line(config.epochs));
     }
     Ok(TrainOutcome {
@@ -442,9 +560,9 @@ fn save<M: Module>(
     let model_bytes = store
         .get_bytes()
         .map_err(|error| TrainError::Checkpoint(format!("cannot encode the model: {error}")))?;
-    let optimizer_bytes = optim
-        .into_bytes()
-        .map_err(|error| TrainError::Checkpoint(format!("cannot encode the optimizer state: {error}")))?;
+    let optimizer_bytes = optim.into_bytes().map_err(|error| {
+        TrainError::Checkpoint(format!("cannot encode the optimizer state: {error}"))
+    })?;
     let checkpoint = Checkpoint {
         meta: CheckpointMeta {
             epoch,
@@ -460,11 +578,12 @@ fn save<M: Module>(
 }
 
 /// Loads a model's weights from a checkpoint onto `device`.
-pub fn load_model<T: Task>(task: &T, checkpoint: &Checkpoint, device: &Device) -> Result<T::Model, TrainError> {
+pub fn load_model<T: Task>(
+    task: &T,
+    checkpoint: &Checkpoint,
+    device: &Device,
+) -> Result<T::Model, TrainError> {
     let mut model = task.init_model(device);
-    let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(checkpoint.model.clone())));
-    model
-        .load_from(&mut store)
-        .map_err(|error| TrainError::Checkpoint(format!("cannot load the model: {error}")))?;
+    load_weights(&mut model, &checkpoint.model, "checkpoint")?;
     Ok(model)
 }

@@ -5,8 +5,8 @@
 #![warn(missing_docs)]
 
 use losskit_core::{
-    Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, MeanCount, OutputDomain,
-    Reduction, TargetKind,
+    Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, MeanCount,
+    OutputDomain, Reduction, TargetKind,
     burn::{
         self,
         config::Config,
@@ -42,9 +42,13 @@ impl LossConfig for AsymmetricLossConfig {
 
     fn validate(&self) -> Result<(), OptionError> {
         for (option, value) in [("gamma_neg", self.gamma_neg), ("gamma_pos", self.gamma_pos)] {
-            ensure(value.is_finite() && value >= 0.0, option, || format!("must be a finite number >= 0, got {value}"))?;
+            ensure(value.is_finite() && value >= 0.0, option, || {
+                format!("must be a finite number >= 0, got {value}")
+            })?;
         }
-        ensure((0.0..1.0).contains(&self.clip), "clip", || format!("must be in [0, 1), got {}", self.clip))
+        ensure((0.0..1.0).contains(&self.clip), "clip", || {
+            format!("must be in [0, 1), got {}", self.clip)
+        })
     }
 
     fn build(self) -> Result<Box<dyn Loss>, ConfigError> {
@@ -148,22 +152,40 @@ mod tests {
 
     #[test]
     fn value_and_gradient_match_the_formula() {
-        let loss = Registry::global().unwrap().build_spec(r#"{"name": "asl", "gamma_neg": 2.0, "gamma_pos": 0.0, "clip": 0.0}"#).unwrap();
-        let output = Tensor::<2>::from_data(TensorData::new(vec![0.0f32, 0.0], [1, 2]), &device()).require_grad();
+        let loss = Registry::global()
+            .unwrap()
+            .build_spec(r#"{"name": "asl", "gamma_neg": 2.0, "gamma_pos": 0.0, "clip": 0.0}"#)
+            .unwrap();
+        let output = Tensor::<2>::from_data(TensorData::new(vec![0.0f32, 0.0], [1, 2]), &device())
+            .require_grad();
         let target = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 0.0], [1, 2]), &device());
-        let value = loss.forward(LossInput::with_dense(output.clone(), target).unwrap(), Reduction::Mean).unwrap().value;
+        let value = loss
+            .forward(
+                LossInput::with_dense(output.clone(), target).unwrap(),
+                Reduction::Mean,
+            )
+            .unwrap()
+            .value;
         // p = 1/2: positive -log(1/2); negative -(1/2)^2 log(1/2); mean over 2.
         let ln2 = 2f64.ln();
         assert!((to_f64_vec(value.clone())[0] - (ln2 + 0.25 * ln2) / 2.0).abs() < 1e-6);
         let grad = to_f64_vec(output.grad(&value.backward()).unwrap());
         // d/dx of -log σ(x) at 0 = -1/2; of -σ² log(1-σ): -(2σ σ' log(1-σ) - σ² σ) = ln2/4 + 1/8.
         assert!((grad[0] - (-0.5 / 2.0)).abs() < 1e-6, "{grad:?}");
-        assert!((grad[1] - (ln2 / 4.0 + 0.125) / 2.0).abs() < 1e-6, "{grad:?}");
+        assert!(
+            (grad[1] - (ln2 / 4.0 + 0.125) / 2.0).abs() < 1e-6,
+            "{grad:?}"
+        );
     }
 
     #[test]
     fn bad_options_are_named() {
-        let error = Registry::global().unwrap().build_spec(r#"{"name": "asymmetric", "clip": 1.0}"#).err().unwrap().to_string();
+        let error = Registry::global()
+            .unwrap()
+            .build_spec(r#"{"name": "asymmetric", "clip": 1.0}"#)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(error.contains("`clip`"), "{error}");
     }
 }

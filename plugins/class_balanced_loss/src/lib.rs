@@ -7,11 +7,7 @@
 use losskit_core::{
     Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction,
     TargetKind,
-    burn::{
-        self,
-        config::Config,
-        tensor::activation::log_softmax,
-    },
+    burn::{self, config::Config, tensor::activation::log_softmax},
     config::{OptionError, ensure},
     numerics::floored_pow,
     reduce::reduce_positions,
@@ -38,30 +34,58 @@ pub struct ClassBalancedLossConfig {
 }
 
 impl LossConfig for ClassBalancedLossConfig {
-    const REQUIRED: &'static [(&'static str, &'static str)] =
-        &[("samples_per_class", "the number of training samples of each class, e.g. [5000, 500, 50]")];
+    const REQUIRED: &'static [(&'static str, &'static str)] = &[(
+        "samples_per_class",
+        "the number of training samples of each class, e.g. [5000, 500, 50]",
+    )];
 
     fn example() -> Self {
         Self::new(vec![100.0, 10.0, 1.0])
     }
 
     fn validate(&self) -> Result<(), OptionError> {
-        ensure(!self.samples_per_class.is_empty(), "samples_per_class", || "must list one count per class".into())?;
-        if let Some(bad) = self.samples_per_class.iter().find(|n| !n.is_finite() || **n < 1.0) {
-            return Err(OptionError::new("samples_per_class", format!("counts must be >= 1, got {bad}")));
+        ensure(
+            !self.samples_per_class.is_empty(),
+            "samples_per_class",
+            || "must list one count per class".into(),
+        )?;
+        if let Some(bad) = self
+            .samples_per_class
+            .iter()
+            .find(|n| !n.is_finite() || **n < 1.0)
+        {
+            return Err(OptionError::new(
+                "samples_per_class",
+                format!("counts must be >= 1, got {bad}"),
+            ));
         }
-        ensure((0.0..1.0).contains(&self.beta), "beta", || format!("must be in [0, 1), got {}", self.beta))?;
-        ensure(["cross_entropy", "focal"].contains(&self.base.as_str()), "base", || {
-            format!("must be \"cross_entropy\" or \"focal\", got \"{}\"", self.base)
+        ensure((0.0..1.0).contains(&self.beta), "beta", || {
+            format!("must be in [0, 1), got {}", self.beta)
         })?;
-        ensure(self.gamma.is_finite() && self.gamma >= 0.0, "gamma", || format!("must be >= 0, got {}", self.gamma))
+        ensure(
+            ["cross_entropy", "focal"].contains(&self.base.as_str()),
+            "base",
+            || {
+                format!(
+                    "must be \"cross_entropy\" or \"focal\", got \"{}\"",
+                    self.base
+                )
+            },
+        )?;
+        ensure(self.gamma.is_finite() && self.gamma >= 0.0, "gamma", || {
+            format!("must be >= 0, got {}", self.gamma)
+        })
     }
 
     fn build(self) -> Result<Box<dyn Loss>, ConfigError> {
         let weights = effective_number_weights(&self.samples_per_class, self.beta);
         Ok(Box::new(ClassBalancedLoss {
             weights,
-            gamma: if self.base == "focal" { self.gamma } else { 0.0 },
+            gamma: if self.base == "focal" {
+                self.gamma
+            } else {
+                0.0
+            },
         }))
     }
 }
@@ -70,10 +94,18 @@ impl LossConfig for ClassBalancedLossConfig {
 pub fn effective_number_weights(samples_per_class: &[f64], beta: f64) -> Vec<f32> {
     let raw: Vec<f64> = samples_per_class
         .iter()
-        .map(|&n| if beta == 0.0 { 1.0 } else { (1.0 - beta) / (1.0 - beta.powf(n)) })
+        .map(|&n| {
+            if beta == 0.0 {
+                1.0
+            } else {
+                (1.0 - beta) / (1.0 - beta.powf(n))
+            }
+        })
         .collect();
     let total: f64 = raw.iter().sum();
-    raw.iter().map(|w| (w * samples_per_class.len() as f64 / total) as f32).collect()
+    raw.iter()
+        .map(|w| (w * samples_per_class.len() as f64 / total) as f32)
+        .collect()
 }
 
 losskit_core::documented! {
@@ -123,7 +155,13 @@ losskit_core::register_loss!(ClassBalancedLoss {
 impl Loss for ClassBalancedLoss {
     fn forward(&self, input: LossInput, reduction: Reduction) -> Result<LossValue, Error> {
         let [n, classes, s] = input.output().dims();
-        let weights = channel_vector("class_balanced", "samples_per_class", &self.weights, classes, &input.device())?;
+        let weights = channel_vector(
+            "class_balanced",
+            "samples_per_class",
+            &self.weights,
+            classes,
+            &input.device(),
+        )?;
         let (target, _) = dense_target(input.target(), classes, None)?;
         let (output, _) = input.into_parts();
         let log_p = log_softmax(output, 1);
@@ -157,7 +195,10 @@ mod tests {
     #[test]
     fn weights_follow_the_effective_number() {
         let weights = effective_number_weights(&[100.0, 10.0, 1.0], 0.9);
-        let raw: Vec<f64> = [100.0f64, 10.0, 1.0].iter().map(|n| 0.1 / (1.0 - 0.9f64.powf(*n))).collect();
+        let raw: Vec<f64> = [100.0f64, 10.0, 1.0]
+            .iter()
+            .map(|n| 0.1 / (1.0 - 0.9f64.powf(*n)))
+            .collect();
         let total: f64 = raw.iter().sum();
         for (w, r) in weights.iter().zip(&raw) {
             assert!((*w as f64 - 3.0 * r / total).abs() < 1e-6);
@@ -169,11 +210,21 @@ mod tests {
     #[test]
     fn value_is_weighted_cross_entropy() {
         use losskit_core::burn::tensor::Int;
-        let loss = Registry::global().unwrap().build_spec(r#"{"name": "class_balanced", "samples_per_class": [1, 1], "beta": 0.5}"#).unwrap();
+        let loss = Registry::global()
+            .unwrap()
+            .build_spec(r#"{"name": "class_balanced", "samples_per_class": [1, 1], "beta": 0.5}"#)
+            .unwrap();
         let device = losskit_core::devices::default_device().unwrap();
-        let output = Tensor::<2>::from_data(TensorData::new(vec![0.0f32, 3f32.ln()], [1, 2]), &device);
+        let output =
+            Tensor::<2>::from_data(TensorData::new(vec![0.0f32, 3f32.ln()], [1, 2]), &device);
         let target = Tensor::<1, Int>::from_data(TensorData::new(vec![1i64], [1]), &device);
-        let value = loss.forward(LossInput::with_indices(output, target).unwrap(), Reduction::Mean).unwrap().value;
+        let value = loss
+            .forward(
+                LossInput::with_indices(output, target).unwrap(),
+                Reduction::Mean,
+            )
+            .unwrap()
+            .value;
         // Equal counts give weights 1: plain cross-entropy -log(3/4).
         assert!((losskit_core::input::to_f64_vec(value)[0] + 0.75f64.ln()).abs() < 1e-6);
     }
@@ -181,7 +232,21 @@ mod tests {
     #[test]
     fn options_are_checked() {
         let registry = Registry::global().unwrap();
-        assert!(registry.build_spec(r#"{"name": "class_balanced"}"#).err().unwrap().to_string().contains("samples_per_class"));
-        assert!(registry.build_spec(r#"{"name": "class_balanced", "samples_per_class": [3], "beta": 1.0}"#).err().unwrap().to_string().contains("`beta`"));
+        assert!(
+            registry
+                .build_spec(r#"{"name": "class_balanced"}"#)
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("samples_per_class")
+        );
+        assert!(
+            registry
+                .build_spec(r#"{"name": "class_balanced", "samples_per_class": [3], "beta": 1.0}"#)
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("`beta`")
+        );
     }
 }

@@ -8,9 +8,14 @@ use losskit_optim::{
 };
 use serde_json::{Value, json};
 
-use crate::commands::train::{TrainRequest, prepare, run_prepared};
+use crate::{
+    commands::train::{Prepared, TrainRequest, check_prepared, prepare_with, run_prepared},
+    examples::data::{DataSource, Dataset},
+};
 
-const COLORS: [&str; 8] = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"];
+const COLORS: [&str; 8] = [
+    "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666",
+];
 
 /// Trains once per loss in `losses` (each into `out/<n>-<loss name>`); returns the table.
 pub fn run(base: &TrainRequest, losses: &[String]) -> Result<String> {
@@ -21,34 +26,66 @@ pub fn run(base: &TrainRequest, losses: &[String]) -> Result<String> {
         bail!("compare does not resume; run it again with another --out");
     }
     // Prepare (and so validate) every run before training any.
+    // The data is loaded once and shared by every run (each run gets a copy when it trains).
     let mut prepared = Vec::new();
+    let mut shared: Option<(DataSource, Dataset)> = None;
     for (i, loss) in losses.iter().enumerate() {
         let mut request = base.clone();
         request.loss = loss.clone();
-        let run = prepare(&request)?;
-        let name = run.spec.loss.get("name").and_then(Value::as_str).unwrap_or("loss").to_string();
+        let run = prepare_with(
+            &request,
+            shared.as_ref().map(|(source, data)| (source, data)),
+        )?;
+        let name = run
+            .spec
+            .loss
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("loss")
+            .to_string();
         request.out = base.out.join(format!("{}-{name}", i + 1));
-        prepared.push((request, run, loss.clone()));
+        check_prepared(&run)?;
+        let Prepared { spec, data, device } = run;
+        if shared
+            .as_ref()
+            .is_none_or(|(source, _)| *source != spec.data)
+        {
+            shared = Some((spec.data.clone(), data));
+        }
+        prepared.push((request, spec, device, loss.clone()));
     }
     crate::commands::train::check_out_dir(&base.out, false, true)?;
     let mut results: Vec<(String, RunStats)> = Vec::new();
-    for (request, run, label) in prepared {
+    for (request, spec, device, label) in prepared {
         eprintln!("losskit: compare: training with loss {label}");
-        let title = format!("{} - loss {label}", run.spec.task.as_str());
-        let stats = run_prepared(run, &request, &title)?;
+        let title = format!("{} - loss {label}", spec.task.as_str());
+        let data = match &shared {
+            Some((source, data)) if *source == spec.data => data.clone(),
+            _ => spec.data.load()?,
+        };
+        let stats = run_prepared(Prepared { spec, data, device }, &request, &title)?;
         results.push((label, stats));
     }
     let task = results[0].1.task;
     let classes = results[0].1.classes.clone();
-    let short: Vec<String> = classes.iter().map(|c| c.chars().take(10).collect()).collect();
-    let label_width = results.iter().map(|(l, _)| l.len()).max().unwrap_or(4).max(4);
+    let short: Vec<String> = classes
+        .iter()
+        .map(|c| c.chars().take(10).collect())
+        .collect();
+    // Widths in characters (what `{:width$}` pads to), not bytes.
+    let label_width = results
+        .iter()
+        .map(|(l, _)| l.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     let mut table = format!("{:label_width$}  {:>8}", "LOSS", "VAL_LOSS");
     match task {
         TaskKind::Classification => table.push_str(&format!("  {:>8}", "ACCURACY")),
         TaskKind::Segmentation => table.push_str(&format!("  {:>8}  {:>8}", "DICE", "IOU")),
     }
     let headers: Vec<String> = short.iter().map(|name| format!("R:{name}")).collect();
-    let widths: Vec<usize> = headers.iter().map(|h| h.len().max(6)).collect();
+    let widths: Vec<usize> = headers.iter().map(|h| h.chars().count().max(6)).collect();
     for (header, width) in headers.iter().zip(&widths) {
         table.push_str(&format!("  {header:>width$}"));
     }
@@ -58,7 +95,9 @@ pub fn run(base: &TrainRequest, losses: &[String]) -> Result<String> {
         let Some(last) = stats.last() else { continue };
         table.push_str(&format!("{label:label_width$}  {:>8.4}", last.val_loss));
         match task {
-            TaskKind::Classification => table.push_str(&format!("  {:>8.4}", last.val_metrics.accuracy)),
+            TaskKind::Classification => {
+                table.push_str(&format!("  {:>8.4}", last.val_metrics.accuracy))
+            }
             TaskKind::Segmentation => table.push_str(&format!(
                 "  {:>8.4}  {:>8.4}",
                 last.val_metrics.dice.unwrap_or(f64::NAN),
@@ -69,8 +108,11 @@ pub fn run(base: &TrainRequest, losses: &[String]) -> Result<String> {
             table.push_str(&format!("  {recall:>width$.3}"));
         }
         table.push('\n');
-        let recall: serde_json::Map<String, Value> =
-            classes.iter().zip(&last.val_metrics.recall).map(|(c, r)| (c.clone(), json!(r))).collect();
+        let recall: serde_json::Map<String, Value> = classes
+            .iter()
+            .zip(&last.val_metrics.recall)
+            .map(|(c, r)| (c.clone(), json!(r)))
+            .collect();
         rows.push(json!({
             "loss": label,
             "val_loss": last.val_loss,
@@ -88,22 +130,57 @@ pub fn run(base: &TrainRequest, losses: &[String]) -> Result<String> {
         .enumerate()
         .flat_map(|(i, (label, stats))| {
             let color = COLORS[i % COLORS.len()].to_string();
-            let train: Vec<(f64, f64)> = stats.epochs.iter().map(|e| (e.epoch as f64, e.train_loss)).collect();
-            let val: Vec<(f64, f64)> = stats.epochs.iter().map(|e| (e.epoch as f64, e.val_loss)).collect();
+            let train: Vec<(f64, f64)> = stats
+                .epochs
+                .iter()
+                .map(|e| (e.epoch as f64, e.train_loss))
+                .collect();
+            let val: Vec<(f64, f64)> = stats
+                .epochs
+                .iter()
+                .map(|e| (e.epoch as f64, e.val_loss))
+                .collect();
             [
-                Series { label: format!("{} train", short_label(label)), color: color.clone(), points: train, dots: false, width: 1.0 },
-                Series { label: format!("{} val", short_label(label)), color, points: val, dots: true, width: 2.5 },
+                Series {
+                    label: format!("{} train", short_label(label)),
+                    color: color.clone(),
+                    points: train,
+                    dots: false,
+                    width: 1.0,
+                },
+                Series {
+                    label: format!("{} val", short_label(label)),
+                    color,
+                    points: val,
+                    dots: true,
+                    width: 2.5,
+                },
             ]
         })
         .collect();
-    let svg = svg_plot(&format!("{} - loss comparison", task.as_str()), "epoch", "loss", &series);
+    let svg = svg_plot(
+        &format!("{} - loss comparison", task.as_str()),
+        "epoch",
+        "loss",
+        &series,
+    );
     write_atomically(&base.out.join("compare.svg"), svg.as_bytes())?;
     let report = json!({"task": task.as_str(), "classes": classes, "runs": rows});
-    write_atomically(&base.out.join("compare.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
-    table.push_str(&format!("wrote {0}/compare.svg, {0}/compare.json", base.out.display()));
+    write_atomically(
+        &base.out.join("compare.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    table.push_str(&format!(
+        "wrote {0}/compare.svg, {0}/compare.json",
+        base.out.display()
+    ));
     Ok(table)
 }
 
 fn short_label(label: &str) -> String {
-    if label.len() <= 24 { label.to_string() } else { format!("{}...", &label[..21]) }
+    if label.chars().count() <= 24 {
+        label.to_string()
+    } else {
+        format!("{}...", label.chars().take(21).collect::<String>())
+    }
 }

@@ -55,7 +55,10 @@ pub fn run(request: &EvalRequest<'_>) -> Result<String> {
             .with_context(|| format!("cannot write gradient to {}", path.display()))?;
     }
     let mut line = serde_json::Map::new();
-    line.insert("loss".into(), number_or_list(&evaluation.value, request.reduction));
+    line.insert(
+        "loss".into(),
+        number_or_list(&evaluation.value, request.reduction),
+    );
     if !evaluation.terms.is_empty() {
         let terms = evaluation
             .terms

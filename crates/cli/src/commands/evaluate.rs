@@ -4,22 +4,51 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use losskit_optim::{Checkpoint, Split, Task, TaskKind, checkpoint::resolve, train::{evaluate_split, load_model}};
+use losskit_optim::{
+    Checkpoint, Split, Task, TaskKind,
+    checkpoint::resolve,
+    train::{evaluate_split, load_model},
+};
 use serde_json::{Value, json};
 
 use crate::{
-    commands::{device_from_flag, train::RunSpec},
-    examples::{
-        ClassificationTask, SegmentationTask,
-        data::DataSource,
-        models::{CnnConfig, UNetConfig},
+    commands::{
+        device_from_flag,
+        train::{RunSpec, TaskRun, with_task},
     },
+    examples::data::DataSource,
 };
 
-fn evaluate_task<T: Task>(task: &T, checkpoint: &Checkpoint, spec: &RunSpec, device: &burn::tensor::Device) -> Result<Value> {
+struct Evaluating<'a> {
+    checkpoint: &'a Checkpoint,
+    spec: &'a RunSpec,
+    device: &'a burn::tensor::Device,
+}
+
+impl TaskRun for Evaluating<'_> {
+    type Output = Value;
+
+    fn run<T: Task>(self, task: &T) -> Result<Value> {
+        evaluate_task(task, self.checkpoint, self.spec, self.device)
+    }
+}
+
+fn evaluate_task<T: Task>(
+    task: &T,
+    checkpoint: &Checkpoint,
+    spec: &RunSpec,
+    device: &burn::tensor::Device,
+) -> Result<Value> {
     let loss = spec.build_loss()?;
     let model = load_model(task, checkpoint, device)?;
-    let evaluation = evaluate_split(task, &model, loss.as_ref(), Split::Valid, spec.batch_size, device)?;
+    let evaluation = evaluate_split(
+        task,
+        &model,
+        loss.as_ref(),
+        Split::Valid,
+        spec.batch_size,
+        device,
+    )?;
     let (val_loss, terms, metrics) = (evaluation.loss, evaluation.terms, evaluation.metrics);
     let recall: serde_json::Map<String, Value> = task
         .classes()
@@ -47,14 +76,18 @@ fn evaluate_task<T: Task>(task: &T, checkpoint: &Checkpoint, spec: &RunSpec, dev
 /// Evaluates the checkpoint at `path` (a file or a run folder); prints JSON.
 pub fn run(path: &Path, data: Option<&Path>, device: Option<&str>) -> Result<String> {
     let checkpoint = Checkpoint::read(path)?;
-    let spec: RunSpec = serde_json::from_value(checkpoint.meta.run.clone())
-        .with_context(|| format!("{}: the run description is not readable", resolve(path).display()))?;
+    let spec: RunSpec = serde_json::from_value(checkpoint.meta.run.clone()).with_context(|| {
+        format!(
+            "{}: the run description is not readable",
+            resolve(path).display()
+        )
+    })?;
     let device = device_from_flag(device)?;
     let source = match data {
         Some(path) => DataSource::from_flag(spec.task, Some(path), spec.seed, 1.0, None)?,
         None => spec.data.clone(),
     };
-    let dataset = source.load()?;
+    let mut dataset = source.load()?;
     if dataset.classes.len() != spec.classes.len() || dataset.train.channels != spec.channels {
         bail!(
             "the data has {} classes and {} channels; the model was trained on {} classes and {} channels",
@@ -64,21 +97,53 @@ pub fn run(path: &Path, data: Option<&Path>, device: Option<&str>) -> Result<Str
             spec.channels
         );
     }
-    let result = match spec.task {
-        TaskKind::Classification => {
-            let task = ClassificationTask {
-                model: CnnConfig { channels: spec.channels, classes: spec.classes.len(), width: spec.width },
-                data: dataset,
-            };
-            evaluate_task(&task, &checkpoint, &spec, &device)?
+    if dataset.classes != spec.classes {
+        // The same classes in another order (an image folder lists them alphabetically) are
+        // mapped to the model's order; other classes are refused.
+        let mapping: Option<Vec<i64>> = dataset
+            .classes
+            .iter()
+            .map(|name| {
+                spec.classes
+                    .iter()
+                    .position(|c| c == name)
+                    .map(|i| i as i64)
+            })
+            .collect();
+        let Some(mapping) = mapping else {
+            bail!(
+                "the data's classes ({}) are not the model's ({})",
+                dataset.classes.join(", "),
+                spec.classes.join(", ")
+            );
+        };
+        for label in dataset
+            .train
+            .labels
+            .iter_mut()
+            .chain(dataset.valid.labels.iter_mut())
+        {
+            if let Some(&mapped) = usize::try_from(*label).ok().and_then(|l| mapping.get(l)) {
+                *label = mapped;
+            }
         }
-        TaskKind::Segmentation => {
-            let task = SegmentationTask {
-                model: UNetConfig { channels: spec.channels, classes: spec.classes.len(), width: spec.width },
-                data: dataset,
-            };
-            evaluate_task(&task, &checkpoint, &spec, &device)?
-        }
-    };
+        dataset.classes = spec.classes.clone();
+    }
+    if data.is_some() {
+        // Other data is scored whole, not just the part a training run would hold out.
+        let mut all = std::mem::take(&mut dataset.train);
+        all.images.append(&mut dataset.valid.images);
+        all.labels.append(&mut dataset.valid.labels);
+        dataset.valid = all;
+    }
+    let result = with_task(
+        &spec,
+        dataset,
+        Evaluating {
+            checkpoint: &checkpoint,
+            spec: &spec,
+            device: &device,
+        },
+    )?;
     Ok(serde_json::to_string_pretty(&result)?)
 }

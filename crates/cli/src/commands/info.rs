@@ -19,8 +19,17 @@ pub fn run(name: &str) -> Result<String> {
         for (option, value) in options.iter().filter(|(key, _)| key.as_str() != "name") {
             any = true;
             match entry.required.iter().find(|(name, _)| name == option) {
-                Some((_, expected)) => out.push_str(&format!("- {option}: required ({expected})\n")),
-                None => out.push_str(&format!("- {option}: {}\n", if value.is_null() { "none".to_string() } else { value.to_string() })),
+                Some((_, expected)) => {
+                    out.push_str(&format!("- {option}: required ({expected})\n"))
+                }
+                None => out.push_str(&format!(
+                    "- {option}: {}\n",
+                    if value.is_null() {
+                        "none".to_string()
+                    } else {
+                        value.to_string()
+                    }
+                )),
             }
         }
         if !any {
@@ -28,7 +37,15 @@ pub fn run(name: &str) -> Result<String> {
         }
     }
     out.push_str("\n# Example config\n");
-    out.push_str(&serde_json::to_string(&example)?);
-    out.push('\n');
+    // `name` first, as users write it (serde_json's map would sort it among the options).
+    let mut options = example.as_object().cloned().unwrap_or_default();
+    options.remove("name");
+    let rest = serde_json::to_string(&options)?;
+    let rest = rest.trim_start_matches('{').trim_end_matches('}');
+    let separator = if rest.is_empty() { "" } else { "," };
+    out.push_str(&format!(
+        "{{\"name\":{}{separator}{rest}}}\n",
+        serde_json::to_string(entry.name)?
+    ));
     Ok(out)
 }

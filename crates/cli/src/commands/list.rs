@@ -42,7 +42,9 @@ pub fn run(category: Option<&str>, format: ListFormat) -> Result<String> {
             serde_json::to_string_pretty(&rows)?
         }
         ListFormat::Markdown => {
-            let mut out = String::from("| loss | aliases | category | summary |\n| --- | --- | --- | --- |\n");
+            let mut out = String::from(
+                "| loss | aliases | category | summary |\n| --- | --- | --- | --- |\n",
+            );
             for entry in &selected {
                 let aliases: Vec<String> = entry.aliases.iter().map(|a| format!("`{a}`")).collect();
                 out.push_str(&format!(
@@ -56,7 +58,12 @@ pub fn run(category: Option<&str>, format: ListFormat) -> Result<String> {
             out
         }
         ListFormat::Table => {
-            let name_width = selected.iter().map(|e| e.name.len()).max().unwrap_or(4).max(4);
+            let name_width = selected
+                .iter()
+                .map(|e| e.name.len())
+                .max()
+                .unwrap_or(4)
+                .max(4);
             let alias_text: Vec<String> = selected.iter().map(|e| e.aliases.join(", ")).collect();
             let alias_width = alias_text.iter().map(String::len).max().unwrap_or(7).max(7);
             let mut out = format!(

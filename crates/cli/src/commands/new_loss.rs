@@ -27,24 +27,53 @@ pub fn run(name: &str, category: Category, root: Option<&Path>) -> Result<String
     let plugins_list = root.join("crates/cli/src/plugins.rs");
     let readme = root.join("README.md");
     if plugin_dir.exists() {
-        bail!("{} already exists; choose another name (nothing was changed)", plugin_dir.display());
+        bail!(
+            "{} already exists; choose another name (nothing was changed)",
+            plugin_dir.display()
+        );
     }
     if let Ok(entry) = Registry::global()?.get(name) {
-        bail!("a loss named `{name}` is already registered (by {}); choose another name (nothing was changed)", entry.crate_name);
+        bail!(
+            "a loss named `{name}` is already registered (by {}); choose another name (nothing was changed)",
+            entry.crate_name
+        );
     }
-    let manifest = fs::read_to_string(&cli_manifest).with_context(|| format!("cannot read {}", cli_manifest.display()))?;
+    let manifest = fs::read_to_string(&cli_manifest)
+        .with_context(|| format!("cannot read {}", cli_manifest.display()))?;
     if let Some(taken) = taken_crate_name(&root, &manifest, name) {
         bail!("`{name}` would clash with {taken}; choose another name (nothing was changed)");
     }
-    let list = fs::read_to_string(&plugins_list).with_context(|| format!("cannot read {}", plugins_list.display()))?;
-    let new_manifest = insert_after_marker(&manifest, CLI_MANIFEST_MARKER, &format!("{name} = {{ path = \"../../plugins/{name}\" }}\n"))
-        .with_context(|| format!("{} has no `{CLI_MANIFEST_MARKER}` section", cli_manifest.display()))?;
-    let new_list = insert_before_marker(&list, PLUGINS_LIST_MARKER, &format!("    (\"{name}\", {name}::LOSS_NAMES),\n"))
-        .with_context(|| format!("{} has no `{}` line", plugins_list.display(), PLUGINS_LIST_MARKER.trim()))?;
+    let list = fs::read_to_string(&plugins_list)
+        .with_context(|| format!("cannot read {}", plugins_list.display()))?;
+    let new_manifest = insert_after_marker(
+        &manifest,
+        CLI_MANIFEST_MARKER,
+        &format!("{name} = {{ path = \"../../plugins/{name}\" }}\n"),
+    )
+    .with_context(|| {
+        format!(
+            "{} has no `{CLI_MANIFEST_MARKER}` section",
+            cli_manifest.display()
+        )
+    })?;
+    let new_list = insert_before_marker(
+        &list,
+        PLUGINS_LIST_MARKER,
+        &format!("    (\"{name}\", {name}::LOSS_NAMES),\n"),
+    )
+    .with_context(|| {
+        format!(
+            "{} has no `{}` line",
+            plugins_list.display(),
+            PLUGINS_LIST_MARKER.trim()
+        )
+    })?;
     // The README's loss table is generated from the registry; add the new row now so that it
     // stays true before the plugin is first built.
     let readme_text = fs::read_to_string(&readme).ok();
-    let new_readme = readme_text.as_deref().and_then(|text| insert_readme_row(text, &readme_row(name, category)));
+    let new_readme = readme_text
+        .as_deref()
+        .and_then(|text| insert_readme_row(text, &readme_row(name, category)));
 
     // Write the crate in a hidden folder first, then move it into place in one rename.
     let staging = root.join("plugins").join(format!(".{name}.new"));
@@ -55,7 +84,10 @@ pub fn run(name: &str, category: Category, root: Option<&Path>) -> Result<String
         fs::write(staging.join("Cargo.toml"), plugin_manifest(name))?;
         fs::write(staging.join("README.md"), plugin_readme(name))?;
         fs::write(staging.join("src/lib.rs"), plugin_source(name, category))?;
-        fs::write(staging.join("tests/conformance.rs"), plugin_conformance_test(name))?;
+        fs::write(
+            staging.join("tests/conformance.rs"),
+            plugin_conformance_test(name),
+        )?;
         fs::rename(&staging, &plugin_dir)?;
         Ok(())
     })();
@@ -73,7 +105,8 @@ pub fn run(name: &str, category: Category, root: Option<&Path>) -> Result<String
         let _ = write_atomically(&cli_manifest, manifest.as_bytes());
         let _ = write_atomically(&plugins_list, list.as_bytes());
         let _ = fs::remove_dir_all(&plugin_dir);
-        return Err(anyhow::Error::new(error).context("cannot link the plugin into crates/cli (nothing was changed)"));
+        return Err(anyhow::Error::new(error)
+            .context("cannot link the plugin into crates/cli (nothing was changed)"));
     }
     Ok(format!(
         "created plugins/{name} ({category} loss `{name}`) and linked it into losskit\n\
@@ -89,7 +122,10 @@ fn taken_crate_name(root: &Path, cli_manifest: &str, name: &str) -> Option<Strin
     let normal = |text: &str| text.trim().replace('-', "_");
     let dependency = cli_manifest
         .lines()
-        .filter_map(|line| line.split_once('=').map(|(key, _)| key.trim().trim_end_matches(".workspace")))
+        .filter_map(|line| {
+            line.split_once('=')
+                .map(|(key, _)| key.trim().trim_end_matches(".workspace"))
+        })
         .find(|key| normal(key) == name);
     if let Some(key) = dependency {
         return Some(format!("the dependency `{key}` of crates/cli"));
@@ -127,20 +163,39 @@ fn insert_readme_row(readme: &str, row: &str) -> Option<String> {
         .position(|line| name_of(line).is_some_and(|name| name > new_name))
         .map_or(lines.len(), |i| header + 1 + i);
     lines.insert(at, row);
-    Some(format!("{}{}\n{}", &readme[..start], lines.join("\n"), &readme[end..]))
+    Some(format!(
+        "{}{}\n{}",
+        &readme[..start],
+        lines.join("\n"),
+        &readme[end..]
+    ))
 }
 
 fn check_name(name: &str) -> Result<()> {
     let snake = name.len() >= 2
         && name.len() <= 48
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && !name.contains("__")
         && !name.ends_with('_');
     if !snake {
-        bail!("`{name}` is not a valid loss name; use snake_case letters, digits and single underscores, starting with a letter (e.g. `my_loss`)");
+        bail!(
+            "`{name}` is not a valid loss name; use snake_case letters, digits and single underscores, starting with a letter (e.g. `my_loss`)"
+        );
     }
-    const RESERVED: &[&str] = &["self", "super", "crate", "core", "std", "alloc", "test", "proc_macro", "losskit"];
+    const RESERVED: &[&str] = &[
+        "self",
+        "super",
+        "crate",
+        "core",
+        "std",
+        "alloc",
+        "test",
+        "proc_macro",
+        "losskit",
+    ];
     if RESERVED.contains(&name) {
         bail!("`{name}` is reserved as a crate name; choose another");
     }
@@ -172,7 +227,10 @@ fn type_name(name: &str) -> String {
         .split('_')
         .map(|part| {
             let mut chars = part.chars();
-            chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
+            chars
+                .next()
+                .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+                .unwrap_or_default()
         })
         .collect();
     if !out.ends_with("Loss") {
@@ -361,7 +419,9 @@ mod tests {
 
     #[test]
     fn names_must_be_snake_case() {
-        for bad in ["MyLoss", "my-loss", "1loss", "my__loss", "loss_", "", "crate"] {
+        for bad in [
+            "MyLoss", "my-loss", "1loss", "my__loss", "loss_", "", "crate",
+        ] {
             assert!(check_name(bad).is_err(), "{bad} accepted");
         }
         assert!(check_name("my_loss2").is_ok());
@@ -371,12 +431,21 @@ mod tests {
     fn readme_rows_are_inserted_in_order() {
         let readme = "intro\n<!-- losses:start -->\n| loss | aliases | category | summary |\n| --- | --- | --- | --- |\n| `a_loss` |  | regression | A. |\n| `c_loss` |  | regression | C. |\n<!-- losses:end -->\nrest\n";
         let updated = insert_readme_row(readme, "| `b_loss` |  | regression | B. |").unwrap();
-        assert!(updated.contains("| A. |\n| `b_loss` |  | regression | B. |\n| `c_loss`"), "{updated}");
-        assert!(updated.ends_with("<!-- losses:end -->\nrest\n"), "{updated}");
+        assert!(
+            updated.contains("| A. |\n| `b_loss` |  | regression | B. |\n| `c_loss`"),
+            "{updated}"
+        );
+        assert!(
+            updated.ends_with("<!-- losses:end -->\nrest\n"),
+            "{updated}"
+        );
         let prefix = insert_readme_row(readme, "| `a_loss_x` |  | regression | AX. |").unwrap();
         assert!(prefix.contains("| A. |\n| `a_loss_x` |"), "{prefix}");
         let last = insert_readme_row(readme, "| `z_loss` |  | regression | Z. |").unwrap();
-        assert!(last.contains("| C. |\n| `z_loss` |  | regression | Z. |\n<!-- losses:end -->"), "{last}");
+        assert!(
+            last.contains("| C. |\n| `z_loss` |  | regression | Z. |\n<!-- losses:end -->"),
+            "{last}"
+        );
     }
 
     #[test]

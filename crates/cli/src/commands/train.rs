@@ -4,10 +4,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
-use losskit_core::{Loss, Registry, TargetKind, spec::parse_spec};
+use losskit_core::{Loss, Reduction, Registry, TargetKind, spec::parse_spec};
 use losskit_optim::{
-    CHECKPOINT_FILE, Checkpoint, OptimizerConfig, Progress, RunStats, ScheduleConfig, Task, TaskKind, TrainConfig,
-    TrainError, stats::write_atomically,
+    CHECKPOINT_FILE, Checkpoint, OptimizerConfig, Progress, RunStats, ScheduleConfig, Split, Task,
+    TaskKind, TrainConfig, TrainError,
+    stats::{REPORT_FILES, write_atomically},
+    train::MAX_EPOCHS,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -134,7 +136,10 @@ pub fn defaults(task: TaskKind) -> (usize, usize, usize) {
 pub fn default_optimizer(task: TaskKind) -> (&'static str, Option<&'static str>) {
     match task {
         TaskKind::Classification => ("adam", None),
-        TaskKind::Segmentation => (r#"{"name": "adam", "lr": 0.003}"#, Some(r#"{"name": "cosine", "min_lr": 0.0001}"#)),
+        TaskKind::Segmentation => (
+            r#"{"name": "adam", "lr": 0.003}"#,
+            Some(r#"{"name": "cosine", "min_lr": 0.0001}"#),
+        ),
     }
 }
 
@@ -146,7 +151,11 @@ pub fn check_loss(loss: &dyn Loss, spec: &Value, task: TaskKind) -> Result<()> {
         bail!(
             "loss `{name}` does not take class-index targets, so it cannot train the {} example; try cross_entropy, focal or weighted_cross_entropy{}",
             task.as_str(),
-            if task == TaskKind::Segmentation { ", dice or dice_ce" } else { "" }
+            if task == TaskKind::Segmentation {
+                ", dice or dice_ce"
+            } else {
+                ""
+            }
         );
     }
     let rank = match task {
@@ -154,7 +163,10 @@ pub fn check_loss(loss: &dyn Loss, spec: &Value, task: TaskKind) -> Result<()> {
         TaskKind::Segmentation => 4,
     };
     if !capabilities.ranks.contains(&rank) {
-        bail!("loss `{name}` does not take outputs of rank {rank} (the {} example's)", task.as_str());
+        bail!(
+            "loss `{name}` does not take outputs of rank {rank} (the {} example's)",
+            task.as_str()
+        );
     }
     Ok(())
 }
@@ -172,6 +184,21 @@ pub struct Prepared {
 
 /// Resolves a request into a run spec and loads its data; writes nothing.
 pub fn prepare(request: &TrainRequest) -> Result<Prepared> {
+    prepare_with(request, None)
+}
+
+/// [`prepare`], with the data already loaded from `request`'s data source when given (compare
+/// loads it once for all its runs).
+pub fn prepare_with(
+    request: &TrainRequest,
+    loaded: Option<(&DataSource, &Dataset)>,
+) -> Result<Prepared> {
+    let load = |source: &DataSource| -> Result<Dataset> {
+        match loaded {
+            Some((loaded_source, data)) if loaded_source == source => Ok(data.clone()),
+            _ => source.load(),
+        }
+    };
     let device = device_from_flag(request.device.as_deref())?;
     if request.resume {
         let checkpoint = Checkpoint::read(&request.out.join(CHECKPOINT_FILE))
@@ -179,6 +206,7 @@ pub fn prepare(request: &TrainRequest) -> Result<Prepared> {
         let mut spec: RunSpec = serde_json::from_value(checkpoint.meta.run.clone())
             .context("--resume: the checkpoint's run description is not readable")?;
         if let Some(epochs) = request.epochs {
+            check_epochs(epochs)?;
             spec.epochs = epochs;
         }
         if spec.epochs <= checkpoint.meta.epoch {
@@ -189,7 +217,7 @@ pub fn prepare(request: &TrainRequest) -> Result<Prepared> {
                 spec.epochs
             );
         }
-        let data = spec.data.load()?;
+        let data = load(&spec.data)?;
         return Ok(Prepared { spec, data, device });
     }
     let loss_spec = Value::Object(parse_spec(&request.loss)?);
@@ -204,9 +232,7 @@ pub fn prepare(request: &TrainRequest) -> Result<Prepared> {
     let epochs = request.epochs.unwrap_or(default_epochs);
     let batch_size = request.batch_size.unwrap_or(default_batch);
     let width = request.width.unwrap_or(default_width);
-    if epochs == 0 {
-        bail!("--epochs must be at least 1");
-    }
+    check_epochs(epochs)?;
     if batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
@@ -214,10 +240,18 @@ pub fn prepare(request: &TrainRequest) -> Result<Prepared> {
         bail!("--width must be in 1..=256");
     }
     if !(request.imbalance >= 1.0 && request.imbalance <= 1000.0) {
-        bail!("--imbalance must be in [1, 1000] (the ratio of the most to the least frequent class)");
+        bail!(
+            "--imbalance must be in [1, 1000] (the ratio of the most to the least frequent class)"
+        );
     }
-    let source = DataSource::from_flag(request.task, request.data.as_deref(), request.seed, request.imbalance, request.limit)?;
-    let data = source.load()?;
+    let source = DataSource::from_flag(
+        request.task,
+        request.data.as_deref(),
+        request.seed,
+        request.imbalance,
+        request.limit,
+    )?;
+    let data = load(&source)?;
     if data.train.is_empty() || data.valid.is_empty() {
         bail!("the data has no training or no validation samples");
     }
@@ -240,9 +274,150 @@ pub fn prepare(request: &TrainRequest) -> Result<Prepared> {
     Ok(Prepared { spec, data, device })
 }
 
+fn check_epochs(epochs: usize) -> Result<()> {
+    if epochs == 0 || epochs > MAX_EPOCHS {
+        bail!("--epochs must be in 1..={MAX_EPOCHS}");
+    }
+    Ok(())
+}
+
+/// Something to do with a run's task, whichever model it has (see [`with_task`]).
+pub trait TaskRun {
+    /// What it gives.
+    type Output;
+    /// Does it with `task`.
+    fn run<T: Task>(self, task: &T) -> Result<Self::Output>;
+}
+
+/// Builds the task (model shape and data) that `spec` describes and hands it to `run`.
+pub fn with_task<R: TaskRun>(spec: &RunSpec, data: Dataset, run: R) -> Result<R::Output> {
+    match spec.task {
+        TaskKind::Classification => run.run(&ClassificationTask {
+            model: CnnConfig {
+                channels: spec.channels,
+                classes: spec.classes.len(),
+                width: spec.width,
+            },
+            data,
+        }),
+        TaskKind::Segmentation => run.run(&SegmentationTask {
+            model: UNetConfig {
+                channels: spec.channels,
+                classes: spec.classes.len(),
+                width: spec.width,
+            },
+            data,
+        }),
+    }
+}
+
+/// One forward pass of a fresh model and the loss on one training sample: a loss that does not
+/// fit the model or the classes fails here, before anything is written.
+fn check_forward<T: Task>(task: &T, loss: &dyn Loss, device: &Device) -> Result<()> {
+    let model = task.init_model(device);
+    let input = task.input(&model, Split::Train, &[0], device)?;
+    loss.forward(input, Reduction::Mean).map_err(|error| {
+        anyhow::anyhow!(
+            "the loss does not fit the {} model: {error}",
+            task.kind().as_str()
+        )
+    })?;
+    Ok(())
+}
+
+struct Forward<'a> {
+    loss: &'a dyn Loss,
+    device: &'a Device,
+}
+
+impl TaskRun for Forward<'_> {
+    type Output = ();
+
+    fn run<T: Task>(self, task: &T) -> Result<()> {
+        check_forward(task, self.loss, self.device)
+    }
+}
+
+/// Checks, with one forward pass on one training sample, that a prepared run's loss fits its
+/// model and classes (compare checks every run before training any).
+pub fn check_prepared(prepared: &Prepared) -> Result<()> {
+    let data = &prepared.data;
+    let per_image = data.train.image_len();
+    let labels_per_image = data
+        .train
+        .labels
+        .len()
+        .checked_div(data.train.len())
+        .unwrap_or(0);
+    let mut train = data.train.clone_empty();
+    train
+        .images
+        .extend_from_slice(&data.train.images[..per_image.min(data.train.images.len())]);
+    train
+        .labels
+        .extend_from_slice(&data.train.labels[..labels_per_image.min(data.train.labels.len())]);
+    let one = Dataset {
+        kind: data.kind,
+        classes: data.classes.clone(),
+        train,
+        valid: data.valid.clone_empty(),
+        description: String::new(),
+    };
+    let loss = prepared.spec.build_loss()?;
+    with_task(
+        &prepared.spec,
+        one,
+        Forward {
+            loss: loss.as_ref(),
+            device: &prepared.device,
+        },
+    )
+}
+
+struct Training<'a> {
+    loss: &'a dyn Loss,
+    spec: &'a RunSpec,
+    device: &'a Device,
+    config: &'a TrainConfig,
+    request: &'a TrainRequest,
+}
+
+impl TaskRun for Training<'_> {
+    type Output = RunStats;
+
+    fn run<T: Task>(self, task: &T) -> Result<RunStats> {
+        check_forward(task, self.loss, self.device)?;
+        // Only now is the output folder created; with --force the old run's files stay until
+        // the new run writes its first checkpoint and reports over them.
+        check_out_dir(&self.request.out, self.request.resume, self.request.force)?;
+        let replacing = !self.request.resume && self.request.out.join(CHECKPOINT_FILE).exists();
+        match losskit_optim::train(
+            task,
+            self.loss,
+            &self.spec.optimizer,
+            &self.spec.schedule,
+            self.device,
+            self.config,
+        ) {
+            Ok(outcome) => Ok(outcome.stats),
+            Err(
+                error @ TrainError::NonFiniteLoss {
+                    checkpoint: None, ..
+                },
+            ) if replacing => Err(anyhow::anyhow!(
+                "{error}; the earlier run in {} is left as it was",
+                self.request.out.display()
+            )),
+            Err(error @ TrainError::NonFiniteLoss { .. }) => Err(anyhow::anyhow!("{error}")),
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
 /// Creates the output folder and checks it can be written to (a probe file, removed again).
 pub fn check_out_dir(out: &Path, resume: bool, force: bool) -> Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create --out {}", out.display()))?;
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create --out {}", out.display()))?;
     if !resume && !force && out.join(CHECKPOINT_FILE).exists() {
         bail!(
             "{} already holds a run; pass --resume to continue it, --force to replace it, or another --out",
@@ -250,7 +425,8 @@ pub fn check_out_dir(out: &Path, resume: bool, force: bool) -> Result<()> {
         );
     }
     let probe = out.join(".losskit-write-check");
-    write_atomically(&probe, b"ok").map_err(|error| anyhow::anyhow!("--out {} is not writable: {error}", out.display()))?;
+    write_atomically(&probe, b"ok")
+        .map_err(|error| anyhow::anyhow!("--out {} is not writable: {error}", out.display()))?;
     let _ = std::fs::remove_file(probe);
     Ok(())
 }
@@ -258,12 +434,6 @@ pub fn check_out_dir(out: &Path, resume: bool, force: bool) -> Result<()> {
 /// Runs training for a prepared run; returns the statistics.
 pub fn run_prepared(prepared: Prepared, request: &TrainRequest, title: &str) -> Result<RunStats> {
     let Prepared { spec, data, device } = prepared;
-    check_out_dir(&request.out, request.resume, request.force)?;
-    if request.force && !request.resume {
-        for file in [CHECKPOINT_FILE, "metrics.csv", "steps.csv", "summary.json", "loss.svg"] {
-            let _ = std::fs::remove_file(request.out.join(file));
-        }
-    }
     let loss = spec.build_loss()?;
     let config = TrainConfig {
         epochs: spec.epochs,
@@ -279,39 +449,14 @@ pub fn run_prepared(prepared: Prepared, request: &TrainRequest, title: &str) -> 
     if request.progress != Progress::Quiet {
         eprintln!("losskit: {}", data.description);
     }
-    let stats = match spec.task {
-        TaskKind::Classification => {
-            let task = ClassificationTask {
-                model: CnnConfig {
-                    channels: spec.channels,
-                    classes: spec.classes.len(),
-                    width: spec.width,
-                },
-                data,
-            };
-            run_task(&task, loss.as_ref(), &spec, &device, &config)?
-        }
-        TaskKind::Segmentation => {
-            let task = SegmentationTask {
-                model: UNetConfig {
-                    channels: spec.channels,
-                    classes: spec.classes.len(),
-                    width: spec.width,
-                },
-                data,
-            };
-            run_task(&task, loss.as_ref(), &spec, &device, &config)?
-        }
+    let training = Training {
+        loss: loss.as_ref(),
+        spec: &spec,
+        device: &device,
+        config: &config,
+        request,
     };
-    Ok(stats)
-}
-
-fn run_task<T: Task>(task: &T, loss: &dyn Loss, spec: &RunSpec, device: &Device, config: &TrainConfig) -> Result<RunStats> {
-    match losskit_optim::train(task, loss, &spec.optimizer, &spec.schedule, device, config) {
-        Ok(outcome) => Ok(outcome.stats),
-        Err(error @ TrainError::NonFiniteLoss { .. }) => Err(anyhow::anyhow!("{error}")),
-        Err(error) => Err(error.into()),
-    }
+    with_task(&spec, data, training)
 }
 
 /// The closing report of a run.
@@ -326,7 +471,9 @@ pub fn report(stats: &RunStats, out: &Path) -> String {
         stats.avg_loss_all_epochs()
     );
     match stats.task {
-        TaskKind::Classification => text.push_str(&format!("  val_accuracy {:.4}", last.val_metrics.accuracy)),
+        TaskKind::Classification => {
+            text.push_str(&format!("  val_accuracy {:.4}", last.val_metrics.accuracy))
+        }
         TaskKind::Segmentation => text.push_str(&format!(
             "  val_dice {:.4}  val_iou {:.4}",
             last.val_metrics.dice.unwrap_or(f64::NAN),
@@ -338,10 +485,11 @@ pub fn report(stats: &RunStats, out: &Path) -> String {
     for (name, recall) in stats.classes.iter().zip(&last.val_metrics.recall) {
         text.push_str(&format!(" {name} {recall:.3}"));
     }
-    text.push_str(&format!(
-        "\nwrote {0}/checkpoint.lkc, {0}/metrics.csv, {0}/steps.csv, {0}/summary.json, {0}/loss.svg",
-        out.display()
-    ));
+    let files: Vec<String> = std::iter::once(CHECKPOINT_FILE)
+        .chain(REPORT_FILES)
+        .map(|file| format!("{}/{file}", out.display()))
+        .collect();
+    text.push_str(&format!("\nwrote {}", files.join(", ")));
     text
 }
 
@@ -351,7 +499,12 @@ pub fn run(request: &TrainRequest) -> Result<String> {
     let title = format!(
         "{} - loss {} - {}",
         prepared.spec.task.as_str(),
-        prepared.spec.loss.get("name").and_then(Value::as_str).unwrap_or("?"),
+        prepared
+            .spec
+            .loss
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("?"),
         prepared.spec.optimizer.name()
     );
     let stats = run_prepared(prepared, request, &title)?;

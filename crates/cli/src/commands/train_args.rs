@@ -3,10 +3,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use losskit_optim::{Progress, TaskKind};
 
-use crate::commands::{compare, evaluate, train::{self, TrainRequest}};
+use crate::commands::{
+    compare, evaluate,
+    train::{self, TrainRequest},
+};
 
 /// `--task`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -32,8 +35,8 @@ pub enum ProgressArg {
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     /// classification (default) or segmentation.
-    #[arg(long, value_enum, default_value = "classification")]
-    pub task: TaskArg,
+    #[arg(long, value_enum)]
+    pub task: Option<TaskArg>,
     /// Data folder: `<class>/*.png|jpg`, MNIST-format idx files, or `images/` + `masks/`
     /// (default: generated blood-cell images).
     #[arg(long)]
@@ -59,13 +62,13 @@ pub struct RunArgs {
     /// Output folder (default: runs/<task>, or runs/compare-<task> for compare).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Seed of weights, shuffling and generated data.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
+    /// Seed of weights, shuffling and generated data (default: 42).
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Class imbalance of the generated classification data: the most frequent class has this
-    /// many times the images of the rarest (eosinophil).
-    #[arg(long, default_value_t = 1.0)]
-    pub imbalance: f64,
+    /// many times the images of the rarest (eosinophil) (default: 1, balanced).
+    #[arg(long)]
+    pub imbalance: Option<f64>,
     /// Use at most this many training samples.
     #[arg(long)]
     pub limit: Option<usize>,
@@ -75,7 +78,8 @@ pub struct RunArgs {
     /// Stop each epoch after this many steps (quick checks).
     #[arg(long)]
     pub max_steps: Option<usize>,
-    /// Replace an earlier run in the output folder.
+    /// Replace an earlier run in the output folder (its files stay until the new run has saved
+    /// its first epoch).
     #[arg(long)]
     pub force: bool,
     /// How progress is shown on stderr.
@@ -85,22 +89,31 @@ pub struct RunArgs {
 
 impl RunArgs {
     fn request(&self, loss: String, default_out: &str) -> TrainRequest {
-        let task = match self.task {
+        let task = match self.task.unwrap_or(TaskArg::Classification) {
             TaskArg::Classification => TaskKind::Classification,
             TaskArg::Segmentation => TaskKind::Segmentation,
         };
-        let out = self.out.clone().unwrap_or_else(|| PathBuf::from(format!("{default_out}{}", task.as_str())));
+        let out = self
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{default_out}{}", task.as_str())));
         let mut request = TrainRequest::new(task, out);
         request.data = self.data.clone();
         request.loss = loss;
         let (optimizer, schedule) = train::default_optimizer(task);
-        request.optimizer = self.optimizer.clone().unwrap_or_else(|| optimizer.to_string());
-        request.schedule = self.schedule.clone().or_else(|| schedule.map(str::to_string));
+        request.optimizer = self
+            .optimizer
+            .clone()
+            .unwrap_or_else(|| optimizer.to_string());
+        request.schedule = self
+            .schedule
+            .clone()
+            .or_else(|| schedule.map(str::to_string));
         request.epochs = self.epochs;
         request.batch_size = self.batch_size;
         request.device = self.device.clone();
-        request.seed = self.seed;
-        request.imbalance = self.imbalance;
+        request.seed = self.seed.unwrap_or(request.seed);
+        request.imbalance = self.imbalance.unwrap_or(request.imbalance);
         request.limit = self.limit;
         request.width = self.width;
         request.max_steps = self.max_steps;
@@ -117,11 +130,12 @@ impl RunArgs {
 /// `losskit train`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
-    /// The loss: a name, a JSON object, or a .json/.toml file.
-    #[arg(long, default_value = "cross_entropy")]
-    pub loss: String,
+    /// The loss: a name, a JSON object, or a .json/.toml file (default: cross_entropy).
+    #[arg(long)]
+    pub loss: Option<String>,
     /// Continue the run in --out from its last checkpoint (its settings are kept; --epochs may
-    /// extend it).
+    /// extend it, and the options that define the run, such as --loss or --optimizer, are
+    /// refused).
     #[arg(long)]
     pub resume: bool,
     #[allow(missing_docs)]
@@ -146,7 +160,7 @@ pub struct EvaluateArgs {
     /// A checkpoint file, or the run folder holding checkpoint.lkc.
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Other data of the same kind (default: the run's validation data).
+    /// Other data of the same kind and classes, scored whole (default: the run's validation data).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Device: cpu (default), flex, ndarray, wgpu.
@@ -157,7 +171,32 @@ pub struct EvaluateArgs {
 impl TrainArgs {
     /// Runs `train`.
     pub fn run(&self) -> Result<String> {
-        let mut request = self.run.request(self.loss.clone(), "runs/");
+        if self.resume {
+            let run = &self.run;
+            let given = [
+                ("--loss", self.loss.is_some()),
+                ("--optimizer", run.optimizer.is_some()),
+                ("--schedule", run.schedule.is_some()),
+                ("--batch-size", run.batch_size.is_some()),
+                ("--seed", run.seed.is_some()),
+                ("--task", run.task.is_some()),
+                ("--width", run.width.is_some()),
+                ("--data", run.data.is_some()),
+                ("--imbalance", run.imbalance.is_some()),
+                ("--limit", run.limit.is_some()),
+                ("--max-steps", run.max_steps.is_some()),
+            ];
+            if let Some((flag, _)) = given.iter().find(|(_, given)| *given) {
+                bail!(
+                    "--resume: {flag} is fixed by the run being resumed; drop it or start a new run with --force"
+                );
+            }
+        }
+        let loss = self
+            .loss
+            .clone()
+            .unwrap_or_else(|| "cross_entropy".to_string());
+        let mut request = self.run.request(loss, "runs/");
         request.resume = self.resume;
         train::run(&request)
     }
@@ -178,6 +217,10 @@ impl CompareArgs {
 impl EvaluateArgs {
     /// Runs `evaluate`.
     pub fn run(&self) -> Result<String> {
-        evaluate::run(&self.checkpoint, self.data.as_deref(), self.device.as_deref())
+        evaluate::run(
+            &self.checkpoint,
+            self.data.as_deref(),
+            self.device.as_deref(),
+        )
     }
 }

@@ -21,7 +21,13 @@ pub const MAX_IMAGE_SIDE: u32 = 8192;
 
 /// The cell types of the generated classification data, in class order (the last is the
 /// rarest when `--imbalance` is used).
-pub const CELL_TYPES: [&str; 5] = ["erythrocyte", "lymphocyte", "neutrophil", "monocyte", "eosinophil"];
+pub const CELL_TYPES: [&str; 5] = [
+    "erythrocyte",
+    "lymphocyte",
+    "neutrophil",
+    "monocyte",
+    "eosinophil",
+];
 
 /// The classes of the generated segmentation data.
 pub const SEG_CLASSES: [&str; 3] = ["background", "cell", "nucleus"];
@@ -60,6 +66,11 @@ impl ImageSet {
     /// Whether there are no images.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// A set of the same shape without images.
+    pub fn clone_empty(&self) -> Self {
+        Self::new(self.channels, self.height, self.width)
     }
 
     /// Pixels per image (all channels).
@@ -139,8 +150,15 @@ impl DataSource {
                 valid_per_class,
                 imbalance,
                 seed,
-            } => Ok(generate_cells(*train_per_class, *valid_per_class, *imbalance, *seed)),
-            DataSource::GeneratedMasks { train, valid, seed } => Ok(generate_masks(*train, *valid, *seed)),
+            } => Ok(generate_cells(
+                *train_per_class,
+                *valid_per_class,
+                *imbalance,
+                *seed,
+            )),
+            DataSource::GeneratedMasks { train, valid, seed } => {
+                Ok(generate_masks(*train, *valid, *seed))
+            }
             DataSource::ImageFolder { path, seed } => load_image_folder(path, *seed),
             DataSource::Idx { path, limit } => load_idx(path, *limit),
             DataSource::MaskFolder { path, seed } => load_mask_folder(path, *seed),
@@ -148,17 +166,24 @@ impl DataSource {
     }
 
     /// The data source for `--data PATH` (or the generated default) of a task.
-    pub fn from_flag(kind: TaskKind, path: Option<&Path>, seed: u64, imbalance: f64, limit: Option<usize>) -> Result<Self> {
+    pub fn from_flag(
+        kind: TaskKind,
+        path: Option<&Path>,
+        seed: u64,
+        imbalance: f64,
+        limit: Option<usize>,
+    ) -> Result<Self> {
         let Some(path) = path else {
             return Ok(match kind {
                 TaskKind::Classification => DataSource::GeneratedCells {
-                    train_per_class: limit.map_or(500, |l| l.div_ceil(CELL_TYPES.len())),
+                    // --limit caps the default size; it never raises it.
+                    train_per_class: limit.map_or(500, |l| l.div_ceil(CELL_TYPES.len()).min(500)),
                     valid_per_class: 150,
                     imbalance,
                     seed,
                 },
                 TaskKind::Segmentation => DataSource::GeneratedMasks {
-                    train: limit.unwrap_or(400),
+                    train: limit.map_or(400, |l| l.min(400)),
                     valid: 100,
                     seed,
                 },
@@ -171,10 +196,12 @@ impl DataSource {
             bail!("--data {}: not a folder", path.display());
         }
         Ok(match kind {
-            TaskKind::Classification if idx_file(path, "train-images-idx3-ubyte").is_some() => DataSource::Idx {
-                path: path.to_path_buf(),
-                limit,
-            },
+            TaskKind::Classification if idx_file(path, "train-images-idx3-ubyte").is_some() => {
+                DataSource::Idx {
+                    path: path.to_path_buf(),
+                    limit,
+                }
+            }
             TaskKind::Classification => DataSource::ImageFolder {
                 path: path.to_path_buf(),
                 seed,
@@ -209,11 +236,26 @@ impl Canvas {
     /// Paints an ellipse (center, radii, rotation) with `value`; pixels more than half covered
     /// take `label` when given. `inside` shapes the cover further (1 = keep).
     #[allow(clippy::too_many_arguments)]
-    fn ellipse(&mut self, cx: f64, cy: f64, a: f64, b: f64, angle: f64, value: f32, label: Option<i64>) {
+    fn ellipse(
+        &mut self,
+        cx: f64,
+        cy: f64,
+        a: f64,
+        b: f64,
+        angle: f64,
+        value: f32,
+        label: Option<i64>,
+    ) {
         let (sin, cos) = angle.sin_cos();
         let reach = a.max(b) + 1.5;
-        let (x0, x1) = ((cx - reach).floor().max(0.0) as usize, ((cx + reach).ceil() as usize).min(self.size - 1));
-        let (y0, y1) = ((cy - reach).floor().max(0.0) as usize, ((cy + reach).ceil() as usize).min(self.size - 1));
+        let (x0, x1) = (
+            (cx - reach).floor().max(0.0) as usize,
+            ((cx + reach).ceil() as usize).min(self.size - 1),
+        );
+        let (y0, y1) = (
+            (cy - reach).floor().max(0.0) as usize,
+            ((cy + reach).ceil() as usize).min(self.size - 1),
+        );
         if cx + reach < 0.0 || cy + reach < 0.0 {
             return;
         }
@@ -257,7 +299,16 @@ impl Canvas {
 /// Paints one cell of `kind` (index into [`CELL_TYPES`]) centred at (cx, cy), scaled by
 /// `scale`; cytoplasm takes label `cell`, nucleus label `nucleus` when given.
 #[allow(clippy::too_many_arguments)]
-fn paint_cell(canvas: &mut Canvas, rng: &mut Rng, kind: usize, cx: f64, cy: f64, scale: f64, cell: Option<i64>, nucleus: Option<i64>) {
+fn paint_cell(
+    canvas: &mut Canvas,
+    rng: &mut Rng,
+    kind: usize,
+    cx: f64,
+    cy: f64,
+    scale: f64,
+    cell: Option<i64>,
+    nucleus: Option<i64>,
+) {
     let angle = rng.range(0.0, std::f64::consts::TAU);
     match kind {
         // Erythrocyte: a biconcave disc, paler in the middle, no nucleus.
@@ -272,7 +323,15 @@ fn paint_cell(canvas: &mut Canvas, rng: &mut Rng, kind: usize, cx: f64, cy: f64,
             let r = rng.range(7.0, 8.5) * scale;
             canvas.disc(cx, cy, r, 0.62, cell);
             let (ox, oy) = (rng.range(-0.8, 0.8) * scale, rng.range(-0.8, 0.8) * scale);
-            canvas.ellipse(cx + ox, cy + oy, r * 0.8, r * rng.range(0.7, 0.8), angle, 0.2, nucleus);
+            canvas.ellipse(
+                cx + ox,
+                cy + oy,
+                r * 0.8,
+                r * rng.range(0.7, 0.8),
+                angle,
+                0.2,
+                nucleus,
+            );
         }
         // Neutrophil: large, with a nucleus of three to five small lobes along an arc.
         2 => {
@@ -292,7 +351,15 @@ fn paint_cell(canvas: &mut Canvas, rng: &mut Rng, kind: usize, cx: f64, cy: f64,
             canvas.disc(cx, cy, r, 0.58, cell);
             let (dx, dy) = (angle.cos(), angle.sin());
             let (nx, ny) = (cx + dx * r * 0.15, cy + dy * r * 0.15);
-            canvas.ellipse(nx, ny, r * 0.62, r * 0.48, angle + std::f64::consts::FRAC_PI_2, 0.3, nucleus);
+            canvas.ellipse(
+                nx,
+                ny,
+                r * 0.62,
+                r * 0.48,
+                angle + std::f64::consts::FRAC_PI_2,
+                0.3,
+                nucleus,
+            );
             // The bite that makes it a bean: cytoplasm painted back over one side.
             canvas.disc(nx + dx * r * 0.55, ny + dy * r * 0.55, r * 0.33, 0.58, cell);
         }
@@ -307,7 +374,13 @@ fn paint_cell(canvas: &mut Canvas, rng: &mut Rng, kind: usize, cx: f64, cy: f64,
             }
             let (dx, dy) = (angle.cos(), angle.sin());
             for side in [-1.0, 1.0] {
-                canvas.disc(cx + side * dx * r * 0.33, cy + side * dy * r * 0.33, r * 0.3, 0.24, nucleus);
+                canvas.disc(
+                    cx + side * dx * r * 0.33,
+                    cy + side * dy * r * 0.33,
+                    r * 0.3,
+                    0.24,
+                    nucleus,
+                );
             }
         }
     }
@@ -332,12 +405,21 @@ fn render_cell(rng: &mut Rng, kind: usize) -> Vec<f32> {
 /// Generated blood-cell images, `1 × 28 × 28`: five cell types with distinct shapes and
 /// textures. Training has `train_per_class` images of the first class, down to
 /// `train_per_class / imbalance` of the last (geometrically); validation is balanced.
-pub fn generate_cells(train_per_class: usize, valid_per_class: usize, imbalance: f64, seed: u64) -> Dataset {
+pub fn generate_cells(
+    train_per_class: usize,
+    valid_per_class: usize,
+    imbalance: f64,
+    seed: u64,
+) -> Dataset {
     let classes = CELL_TYPES.len();
     let mut rng = Rng::new(seed);
     let make = |counts: &[usize], rng: &mut Rng| {
         let mut set = ImageSet::new(1, CNN_SIZE, CNN_SIZE);
-        let mut order: Vec<usize> = counts.iter().enumerate().flat_map(|(c, &n)| std::iter::repeat_n(c, n)).collect();
+        let mut order: Vec<usize> = counts
+            .iter()
+            .enumerate()
+            .flat_map(|(c, &n)| std::iter::repeat_n(c, n))
+            .collect();
         rng.shuffle(&mut order);
         for kind in order {
             set.images.extend(render_cell(rng, kind));
@@ -354,7 +436,11 @@ pub fn generate_cells(train_per_class: usize, valid_per_class: usize, imbalance:
         .collect();
     let train = make(&train_counts, &mut rng);
     let valid = make(&vec![valid_per_class; classes], &mut rng);
-    let counts: Vec<String> = CELL_TYPES.iter().zip(&train_counts).map(|(n, c)| format!("{n} {c}")).collect();
+    let counts: Vec<String> = CELL_TYPES
+        .iter()
+        .zip(&train_counts)
+        .map(|(n, c)| format!("{n} {c}"))
+        .collect();
     Dataset {
         kind: TaskKind::Classification,
         classes: CELL_TYPES.iter().map(|s| s.to_string()).collect(),
@@ -380,14 +466,26 @@ fn render_field(rng: &mut Rng) -> (Vec<f32>, Vec<i64>) {
         for _ in 0..20 {
             let c = (rng.range(8.0, 40.0), rng.range(8.0, 40.0));
             best = c;
-            if centres.iter().all(|(x, y)| ((x - c.0).powi(2) + (y - c.1).powi(2)).sqrt() > 20.0) {
+            if centres
+                .iter()
+                .all(|(x, y)| ((x - c.0).powi(2) + (y - c.1).powi(2)).sqrt() > 20.0)
+            {
                 break;
             }
         }
         centres.push(best);
         let kind = rng.below(CELL_TYPES.len());
         let scale = rng.range(0.75, 0.95);
-        paint_cell(&mut canvas, rng, kind, best.0, best.1, scale, Some(1), Some(2));
+        paint_cell(
+            &mut canvas,
+            rng,
+            kind,
+            best.0,
+            best.1,
+            scale,
+            Some(1),
+            Some(2),
+        );
     }
     canvas.finish(rng, 0.05)
 }
@@ -412,7 +510,9 @@ pub fn generate_masks(train: usize, valid: usize, seed: u64) -> Dataset {
         classes: SEG_CLASSES.iter().map(|s| s.to_string()).collect(),
         train: train_set,
         valid: valid_set,
-        description: format!("generated cell fields 1x48x48 with masks, train: {train}, validation: {valid}"),
+        description: format!(
+            "generated cell fields 1x48x48 with masks, train: {train}, validation: {valid}"
+        ),
     }
 }
 
@@ -465,12 +565,68 @@ fn resized_pixels(image: &image::DynamicImage, channels: usize, size: usize) -> 
     out
 }
 
+/// An image resized right after decoding: its gray pixels, and its colour pixels when it has
+/// colour (a gray image's colour pixels are its gray ones, repeated per channel).
+struct Small {
+    gray: Vec<f32>,
+    rgb: Option<Vec<f32>>,
+}
+
+impl Small {
+    fn new(image: &image::DynamicImage, size: usize) -> Self {
+        Self {
+            gray: resized_pixels(image, 1, size),
+            rgb: image
+                .color()
+                .has_color()
+                .then(|| resized_pixels(image, 3, size)),
+        }
+    }
+
+    fn extend_into(&self, out: &mut Vec<f32>, channels: usize) {
+        match (&self.rgb, channels) {
+            (Some(rgb), 3) => out.extend_from_slice(rgb),
+            (None, 3) => {
+                for _ in 0..3 {
+                    out.extend_from_slice(&self.gray);
+                }
+            }
+            _ => out.extend_from_slice(&self.gray),
+        }
+    }
+}
+
+/// The most distinct levels a mask folder may hold (class indices 0..16 or gray levels).
+const MAX_MASK_LEVELS: usize = 16;
+
+/// A mask's values as 16-bit levels: 16-bit masks as they are, 8-bit ones widened (not scaled).
+fn mask_levels(mask: &image::DynamicImage) -> image::ImageBuffer<image::Luma<u16>, Vec<u16>> {
+    use image::DynamicImage as D;
+    match mask {
+        D::ImageLuma16(_) | D::ImageLumaA16(_) | D::ImageRgb16(_) | D::ImageRgba16(_) => {
+            mask.to_luma16()
+        }
+        _ => {
+            let gray = mask.to_luma8();
+            image::ImageBuffer::from_fn(gray.width(), gray.height(), |x, y| {
+                image::Luma([gray.get_pixel(x, y).0[0] as u16])
+            })
+        }
+    }
+}
+
 fn class_folders(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
     let mut classes = Vec::new();
     for entry in sorted_entries(root)? {
         if entry.is_dir() {
-            let files: Vec<PathBuf> = sorted_entries(&entry)?.into_iter().filter(|p| p.is_file() && is_image(p)).collect();
-            let name = entry.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            let files: Vec<PathBuf> = sorted_entries(&entry)?
+                .into_iter()
+                .filter(|p| p.is_file() && is_image(p))
+                .collect();
+            let name = entry
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
             classes.push((name, files));
         }
     }
@@ -489,9 +645,15 @@ fn split_indices(n: usize, seed: u64) -> (Vec<usize>, Vec<usize>) {
 /// `root/<class>/*.png|jpg`, or `root/train/<class>/...` with `root/val/<class>/...` (also
 /// `valid/`, `test/`), resized to 28×28; grayscale unless some image has colour.
 pub fn load_image_folder(root: &Path, seed: u64) -> Result<Dataset> {
-    let val_dir = ["val", "valid", "validation", "test"].iter().map(|d| root.join(d)).find(|d| d.is_dir());
+    let val_dir = ["val", "valid", "validation", "test"]
+        .iter()
+        .map(|d| root.join(d))
+        .find(|d| d.is_dir());
     let (train_groups, valid_groups) = match (root.join("train").is_dir(), val_dir) {
-        (true, Some(val)) => (class_folders(&root.join("train"))?, Some(class_folders(&val)?)),
+        (true, Some(val)) => (
+            class_folders(&root.join("train"))?,
+            Some(class_folders(&val)?),
+        ),
         _ => (class_folders(root)?, None),
     };
     let classes: Vec<String> = train_groups.iter().map(|(n, _)| n.clone()).collect();
@@ -503,7 +665,10 @@ pub fn load_image_folder(root: &Path, seed: u64) -> Result<Dataset> {
         );
     }
     if let Some((name, _)) = train_groups.iter().find(|(_, files)| files.is_empty()) {
-        bail!("{}: class folder `{name}` holds no .png/.jpg images", root.display());
+        bail!(
+            "{}: class folder `{name}` holds no .png/.jpg images",
+            root.display()
+        );
     }
     let mut train_files: Vec<(PathBuf, i64)> = Vec::new();
     let mut valid_files: Vec<(PathBuf, i64)> = Vec::new();
@@ -514,7 +679,10 @@ pub fn load_image_folder(root: &Path, seed: u64) -> Result<Dataset> {
             }
             for (name, files) in groups {
                 let Some(c) = classes.iter().position(|n| *n == name) else {
-                    bail!("{}: validation class `{name}` is not a training class", root.display());
+                    bail!(
+                        "{}: validation class `{name}` is not a training class",
+                        root.display()
+                    );
                 };
                 valid_files.extend(files.into_iter().map(|f| (f, c as i64)));
             }
@@ -528,20 +696,30 @@ pub fn load_image_folder(root: &Path, seed: u64) -> Result<Dataset> {
         }
     }
     if valid_files.is_empty() {
-        bail!("{}: too few images to hold out a validation set", root.display());
+        bail!(
+            "{}: too few images to hold out a validation set",
+            root.display()
+        );
     }
-    // Decode everything first (any corrupt file fails the run before training starts).
-    let decode = |files: &[(PathBuf, i64)]| -> Result<Vec<(image::DynamicImage, i64)>> {
-        files.iter().map(|(path, c)| Ok((open_image(path)?, *c))).collect()
+    // Decode everything first (any corrupt file fails the run before training starts), each
+    // image resized as soon as it is decoded so no full-size image stays in memory.
+    let decode = |files: &[(PathBuf, i64)]| -> Result<Vec<(Small, i64)>> {
+        files
+            .iter()
+            .map(|(path, c)| Ok((Small::new(&open_image(path)?, CNN_SIZE), *c)))
+            .collect()
     };
     let train_images = decode(&train_files)?;
     let valid_images = decode(&valid_files)?;
-    let colour = train_images.iter().chain(&valid_images).any(|(image, _)| image.color().has_color());
+    let colour = train_images
+        .iter()
+        .chain(&valid_images)
+        .any(|(image, _)| image.rgb.is_some());
     let channels = if colour { 3 } else { 1 };
-    let to_set = |images: &[(image::DynamicImage, i64)]| {
+    let to_set = |images: &[(Small, i64)]| {
         let mut set = ImageSet::new(channels, CNN_SIZE, CNN_SIZE);
         for (image, c) in images {
-            set.images.extend(resized_pixels(image, channels, CNN_SIZE));
+            image.extend_into(&mut set.images, channels);
             set.labels.push(*c);
         }
         set
@@ -568,21 +746,35 @@ pub fn load_mask_folder(root: &Path, seed: u64) -> Result<Dataset> {
     let images_dir = root.join("images");
     let masks_dir = root.join("masks");
     if !images_dir.is_dir() || !masks_dir.is_dir() {
-        bail!("{}: expected the folders images/ and masks/", root.display());
+        bail!(
+            "{}: expected the folders images/ and masks/",
+            root.display()
+        );
     }
-    let images: Vec<PathBuf> = sorted_entries(&images_dir)?.into_iter().filter(|p| p.is_file() && is_image(p)).collect();
+    let images: Vec<PathBuf> = sorted_entries(&images_dir)?
+        .into_iter()
+        .filter(|p| p.is_file() && is_image(p))
+        .collect();
     if images.is_empty() {
         bail!("{}: no .png/.jpg images", images_dir.display());
     }
-    let masks: Vec<PathBuf> = sorted_entries(&masks_dir)?.into_iter().filter(|p| p.is_file() && is_image(p)).collect();
+    let masks: Vec<PathBuf> = sorted_entries(&masks_dir)?
+        .into_iter()
+        .filter(|p| p.is_file() && is_image(p))
+        .collect();
     let mut pairs = Vec::new();
+    let mut levels: BTreeSet<u16> = BTreeSet::new();
     for image_path in &images {
         let stem = image_path.file_stem().unwrap_or_default();
         let Some(mask_path) = masks.iter().find(|m| m.file_stem() == Some(stem)) else {
-            bail!("image {} has no mask in {}", image_path.display(), masks_dir.display());
+            bail!(
+                "image {} has no mask in {}",
+                image_path.display(),
+                masks_dir.display()
+            );
         };
         let image = open_image(image_path)?;
-        let mask = open_image(mask_path)?.to_luma8();
+        let mask = mask_levels(&open_image(mask_path)?);
         if (mask.width(), mask.height()) != (image.width(), image.height()) {
             bail!(
                 "mask {} is {}x{} but its image is {}x{}",
@@ -593,36 +785,71 @@ pub fn load_mask_folder(root: &Path, seed: u64) -> Result<Dataset> {
                 image.height()
             );
         }
-        pairs.push((image, mask));
+        levels.extend(mask.pixels().map(|p| p.0[0]));
+        if levels.len() > MAX_MASK_LEVELS {
+            bail!(
+                "mask {} brings the masks to more than {MAX_MASK_LEVELS} distinct levels (lossy compression or \
+                 smoothing?); use lossless PNG class-index masks",
+                mask_path.display()
+            );
+        }
+        // Resized now, so no full-size image or mask stays in memory.
+        let small_mask = image::imageops::resize(
+            &mask,
+            SEG_SIZE as u32,
+            SEG_SIZE as u32,
+            image::imageops::FilterType::Nearest,
+        );
+        pairs.push((Small::new(&image, SEG_SIZE), small_mask));
     }
-    let levels: BTreeSet<u8> = pairs.iter().flat_map(|(_, m)| m.pixels().map(|p| p.0[0])).collect();
-    let levels: Vec<u8> = levels.into_iter().collect();
-    let direct = levels.last().is_some_and(|&max| max < 16);
-    let classes_count = if direct { levels.last().map_or(1, |&m| m as usize + 1) } else { levels.len() };
+    let levels: Vec<u16> = levels.into_iter().collect();
+    let direct = levels
+        .last()
+        .is_some_and(|&max| (max as usize) < MAX_MASK_LEVELS);
+    let classes_count = if direct {
+        levels.last().map_or(1, |&m| m as usize + 1)
+    } else {
+        levels.len()
+    };
     if classes_count < 2 {
-        bail!("{}: the masks hold a single class; expected at least two", masks_dir.display());
+        bail!(
+            "{}: the masks hold a single class; expected at least two",
+            masks_dir.display()
+        );
     }
-    let colour = pairs.iter().any(|(image, _)| image.color().has_color());
+    let colour = pairs.iter().any(|(image, _)| image.rgb.is_some());
     let channels = if colour { 3 } else { 1 };
     let (train_idx, valid_idx) = split_indices(pairs.len(), seed);
     if valid_idx.is_empty() {
-        bail!("{}: at least two images are needed (one for validation)", root.display());
+        bail!(
+            "{}: at least two images are needed (one for validation)",
+            root.display()
+        );
     }
     let to_set = |indices: &[usize]| {
         let mut set = ImageSet::new(channels, SEG_SIZE, SEG_SIZE);
         for &i in indices {
             let (image, mask) = &pairs[i];
-            set.images.extend(resized_pixels(image, channels, SEG_SIZE));
-            let small = image::imageops::resize(mask, SEG_SIZE as u32, SEG_SIZE as u32, image::imageops::FilterType::Nearest);
-            set.labels.extend(small.pixels().map(|p| {
+            image.extend_into(&mut set.images, channels);
+            set.labels.extend(mask.pixels().map(|p| {
                 let v = p.0[0];
-                if direct { v as i64 } else { levels.iter().position(|&l| l == v).unwrap_or(0) as i64 }
+                if direct {
+                    v as i64
+                } else {
+                    levels.iter().position(|&l| l == v).unwrap_or(0) as i64
+                }
             }));
         }
         set
     };
     let classes = (0..classes_count)
-        .map(|c| if c == 0 { "background".to_string() } else { format!("class_{c}") })
+        .map(|c| {
+            if c == 0 {
+                "background".to_string()
+            } else {
+                format!("class_{c}")
+            }
+        })
         .collect();
     Ok(Dataset {
         kind: TaskKind::Segmentation,
@@ -649,13 +876,24 @@ fn idx_file(dir: &Path, stem: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The most bytes a gzipped idx file may unpack to.
+const MAX_IDX_BYTES: u64 = 1 << 30;
+
 fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
     let raw = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&raw[..])
+            .take(MAX_IDX_BYTES + 1)
             .read_to_end(&mut out)
             .with_context(|| format!("{} is not a valid gzip file", path.display()))?;
+        if out.len() as u64 > MAX_IDX_BYTES {
+            bail!(
+                "{} unpacks to more than {} MiB; larger idx files are not supported",
+                path.display(),
+                MAX_IDX_BYTES >> 20
+            );
+        }
         out
     } else {
         raw
@@ -668,12 +906,24 @@ fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
         bail!("{}: bad idx header", path.display());
     }
     let shape: Vec<usize> = (0..dims)
-        .map(|d| u32::from_be_bytes([bytes[4 + 4 * d], bytes[5 + 4 * d], bytes[6 + 4 * d], bytes[7 + 4 * d]]) as usize)
+        .map(|d| {
+            u32::from_be_bytes([
+                bytes[4 + 4 * d],
+                bytes[5 + 4 * d],
+                bytes[6 + 4 * d],
+                bytes[7 + 4 * d],
+            ]) as usize
+        })
         .collect();
     let count = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
     let data = &bytes[4 + 4 * dims..];
     if count != Some(data.len()) {
-        bail!("{}: header says {:?} but holds {} values", path.display(), shape, data.len());
+        bail!(
+            "{}: header says {:?} but holds {} values",
+            path.display(),
+            shape,
+            data.len()
+        );
     }
     Ok((shape, data.to_vec()))
 }
@@ -697,11 +947,19 @@ fn idx_set(dir: &Path, prefix: &str, limit: Option<usize>) -> Result<(ImageSet, 
         );
     }
     if shape[1] != CNN_SIZE || shape[2] != CNN_SIZE {
-        bail!("{}: images are {}x{}; expected 28x28", images_path.display(), shape[1], shape[2]);
+        bail!(
+            "{}: images are {}x{}; expected 28x28",
+            images_path.display(),
+            shape[1],
+            shape[2]
+        );
     }
     let n = limit.map_or(shape[0], |l| l.min(shape[0]));
     let mut set = ImageSet::new(1, CNN_SIZE, CNN_SIZE);
-    set.images = pixels[..n * CNN_SIZE * CNN_SIZE].iter().map(|&p| p as f32 / 255.0).collect();
+    set.images = pixels[..n * CNN_SIZE * CNN_SIZE]
+        .iter()
+        .map(|&p| p as f32 / 255.0)
+        .collect();
     set.labels = labels[..n].iter().map(|&l| l as i64).collect();
     let classes = labels.iter().copied().max().map_or(0, |m| m as usize + 1);
     Ok((set, classes))

@@ -13,7 +13,12 @@ use self::{
     models::{Cnn, CnnConfig, UNet, UNetConfig},
 };
 
-fn batch_tensors(set: &ImageSet, indices: &[usize], labels_per_image: usize, device: &Device) -> (Tensor<4>, Vec<i64>) {
+fn batch_tensors(
+    set: &ImageSet,
+    indices: &[usize],
+    labels_per_image: usize,
+    device: &Device,
+) -> (Tensor<4>, Vec<i64>) {
     let per = set.image_len();
     let mut pixels = Vec::with_capacity(indices.len() * per);
     let mut labels = Vec::with_capacity(indices.len() * labels_per_image);
@@ -63,10 +68,17 @@ impl Task for ClassificationTask {
         split_set(&self.data, split).len()
     }
 
-    fn input(&self, model: &Cnn, split: Split, indices: &[usize], device: &Device) -> Result<LossInput, TrainError> {
+    fn input(
+        &self,
+        model: &Cnn,
+        split: Split,
+        indices: &[usize],
+        device: &Device,
+    ) -> Result<LossInput, TrainError> {
         let (images, labels) = batch_tensors(split_set(&self.data, split), indices, 1, device);
         let target = Tensor::<1, Int>::from_data(TensorData::new(labels, [indices.len()]), device);
-        Ok(LossInput::with_indices(model.forward(images), target).map_err(losskit_core::Error::from)?)
+        Ok(LossInput::with_indices(model.forward(images), target)
+            .map_err(losskit_core::Error::from)?)
     }
 }
 
@@ -98,11 +110,19 @@ impl Task for SegmentationTask {
         split_set(&self.data, split).len()
     }
 
-    fn input(&self, model: &UNet, split: Split, indices: &[usize], device: &Device) -> Result<LossInput, TrainError> {
+    fn input(
+        &self,
+        model: &UNet,
+        split: Split,
+        indices: &[usize],
+        device: &Device,
+    ) -> Result<LossInput, TrainError> {
         let set = split_set(&self.data, split);
         let (h, w) = (set.height, set.width);
         let (images, labels) = batch_tensors(set, indices, h * w, device);
-        let target = Tensor::<3, Int>::from_data(TensorData::new(labels, [indices.len(), h, w]), device);
-        Ok(LossInput::with_indices(model.forward(images), target).map_err(losskit_core::Error::from)?)
+        let target =
+            Tensor::<3, Int>::from_data(TensorData::new(labels, [indices.len(), h, w]), device);
+        Ok(LossInput::with_indices(model.forward(images), target)
+            .map_err(losskit_core::Error::from)?)
     }
 }

@@ -120,7 +120,9 @@ impl UNetConfig {
     pub fn init(&self, device: &Device) -> UNet {
         let w = self.width;
         let up = |input: usize, output: usize| {
-            ConvTranspose2dConfig::new([input, output], [2, 2]).with_stride([2, 2]).init(device)
+            ConvTranspose2dConfig::new([input, output], [2, 2])
+                .with_stride([2, 2])
+                .init(device)
         };
         UNet {
             enc1: ConvBlock::new(self.channels, w, device),
@@ -143,10 +145,18 @@ impl UNet {
     /// Logits `[N, classes, H, W]` of images `[N, channels, H, W]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<4> {
         let e1 = self.enc1b.forward(self.enc1.forward(images));
-        let e2 = self.enc2b.forward(self.enc2.forward(self.pool.forward(e1.clone())));
-        let b = self.bottomb.forward(self.bottom.forward(self.pool.forward(e2.clone())));
-        let d2 = self.dec2.forward(Tensor::cat(vec![self.up2.forward(b), e2], 1));
-        let d1 = self.dec1.forward(Tensor::cat(vec![self.up1.forward(d2), e1], 1));
+        let e2 = self
+            .enc2b
+            .forward(self.enc2.forward(self.pool.forward(e1.clone())));
+        let b = self
+            .bottomb
+            .forward(self.bottom.forward(self.pool.forward(e2.clone())));
+        let d2 = self
+            .dec2
+            .forward(Tensor::cat(vec![self.up2.forward(b), e2], 1));
+        let d1 = self
+            .dec1
+            .forward(Tensor::cat(vec![self.up1.forward(d2), e1], 1));
         self.head.forward(d1)
     }
 }
