@@ -245,3 +245,28 @@ fn a_sound_loss_passes_with_many_checks() {
     report.assert_passed();
     assert!(report.checks >= 20, "{report}");
 }
+
+/// Every registered loss gives the same value and gradient on wgpu as on the default CPU
+/// device (the kit's `devices` property, with the CPU as reference).
+#[cfg(feature = "wgpu")]
+#[test]
+fn every_loss_agrees_between_cpu_and_wgpu() {
+    let cpu = losskit_core::devices::default_device().expect("a CPU backend");
+    let wgpu =
+        losskit_core::devices::parse_device("wgpu").expect("a wgpu adapter (in CI: lavapipe)");
+    println!("{}", losskit_core::devices::describe("wgpu").unwrap());
+    let registry = Registry::global().expect("registry builds");
+    let mut failed = Vec::new();
+    for entry in registry.iter() {
+        let loss = entry.build_example().expect("example builds");
+        let report = losskit_core::conformance::check_on(
+            entry.name,
+            loss.as_ref(),
+            &[("cpu", cpu.clone()), ("wgpu", wgpu.clone())],
+        );
+        if !report.passed() {
+            failed.push(report.to_string());
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}

@@ -47,6 +47,11 @@ enum Command {
         #[arg(long)]
         root: Option<PathBuf>,
     },
+    /// List the compiled-in backends and what device names resolve to (wgpu: the adapter).
+    Devices {
+        /// Device names to describe, e.g. cpu, ndarray, wgpu (default: cpu).
+        names: Vec<String>,
+    },
     /// Show a loss's documentation, options and an example config.
     Info {
         /// The loss's name or alias.
@@ -82,6 +87,7 @@ fn run(cli: Cli) -> anyhow::Result<String> {
         Command::Evaluate(args) => args.run(),
         Command::List { category, format } => commands::list::run(category.as_deref(), format),
         Command::Info { name } => commands::info::run(&name),
+        Command::Devices { names } => commands::devices::run(&names),
         Command::NewLoss {
             name,
             category,

@@ -159,3 +159,9 @@ fn the_copied_vectors_match_shared_when_present() {
         );
     }
 }
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn every_reference_case_passes_on_wgpu() {
+    run_all(Some("wgpu"));
+}

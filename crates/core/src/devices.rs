@@ -108,14 +108,21 @@ pub fn parse_device(name: &str) -> Result<Device, DeviceError> {
 }
 
 #[cfg(feature = "wgpu")]
-fn wgpu_device(name: &str, rest: &[&str]) -> Result<Device, DeviceError> {
+type WgpuSlot = (String, Result<(Device, String), String>);
+
+/// wgpu devices initialised so far, by adapter kind, with their adapter's description.
+#[cfg(feature = "wgpu")]
+static WGPU_DEVICES: std::sync::Mutex<Vec<WgpuSlot>> = std::sync::Mutex::new(Vec::new());
+
+#[cfg(feature = "wgpu")]
+fn wgpu_kind(name: &str, rest: &[&str]) -> Result<burn::tensor::DeviceKind, DeviceError> {
     use burn::tensor::DeviceKind;
     let index = |text: &str| {
         text.parse::<usize>().map_err(|_| DeviceError {
             message: format!("device `{name}`: `{text}` is not an adapter index"),
         })
     };
-    let kind = match rest {
+    Ok(match rest {
         [] => DeviceKind::DefaultDevice,
         ["cpu"] => DeviceKind::Cpu,
         ["discrete", n] => DeviceKind::DiscreteGpu(index(n)?),
@@ -128,8 +135,63 @@ fn wgpu_device(name: &str, rest: &[&str]) -> Result<Device, DeviceError> {
                 ),
             });
         }
+    })
+}
+
+/// Initialises the wgpu device once per adapter kind, so that a machine without a usable
+/// adapter gets an error here rather than a panic at the first tensor operation.
+#[cfg(feature = "wgpu")]
+fn wgpu_init(name: &str, rest: &[&str]) -> Result<(Device, String), DeviceError> {
+    let kind = wgpu_kind(name, rest)?;
+    let key = format!("{kind:?}");
+    let mut devices = WGPU_DEVICES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let result = match devices.iter().find(|(known, _)| *known == key) {
+        Some((_, result)) => result.clone(),
+        None => {
+            let result = Device::wgpu_options()
+                .device_kind(kind)
+                .init_with_setup()
+                .map(|(device, setup)| {
+                    let info = setup.adapter.get_info();
+                    (device, format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type))
+                })
+                .map_err(|error| {
+                    format!(
+                        "device `{name}`: no usable wgpu adapter ({error}); install a GPU driver with Vulkan \
+                         support (without a GPU, Debian's `mesa-vulkan-drivers libvulkan1` provide the lavapipe \
+                         software driver) or use --device cpu"
+                    )
+                });
+            devices.push((key, result.clone()));
+            result
+        }
     };
-    Ok(Device::wgpu(kind))
+    result.map_err(|message| DeviceError { message })
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu_device(name: &str, rest: &[&str]) -> Result<Device, DeviceError> {
+    wgpu_init(name, rest).map(|(device, _)| device)
+}
+
+/// What a device name resolves to: the backend, and for wgpu the adapter (initialising it).
+pub fn describe(name: &str) -> Result<String, DeviceError> {
+    let device = parse_device(name)?;
+    let lowered = name.trim().to_ascii_lowercase();
+    #[cfg(feature = "wgpu")]
+    if lowered.starts_with("wgpu") {
+        let rest: Vec<&str> = lowered.split(':').skip(1).collect();
+        let (_, adapter) = wgpu_init(name, &rest)?;
+        return Ok(format!("{name}: wgpu on {adapter}"));
+    }
+    let backend = match lowered.as_str() {
+        "cpu" => default_cpu_backend().unwrap_or("none"),
+        other => other,
+    };
+    let _ = device;
+    Ok(format!("{name}: {backend} (CPU)"))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! One module per `losskit` command.
 
 pub mod compare;
+pub mod devices;
 pub mod eval;
 pub mod evaluate;
 pub mod info;
