@@ -52,6 +52,8 @@ pub fn cpu_devices() -> Vec<(&'static str, Device)> {
 /// (`wgpu`, `wgpu:discrete:N`, `wgpu:integrated:N`, `wgpu:virtual:N`, `wgpu:cpu`).
 pub fn parse_device(name: &str) -> Result<Device, DeviceError> {
     let compiled = compiled_backends();
+    // Unused only when every backend is compiled in.
+    #[cfg_attr(all(feature = "flex", feature = "ndarray", feature = "wgpu"), allow(unused_variables))]
     let missing = |wanted: &str| DeviceError {
         message: format!(
             "device `{wanted}` is not compiled into this build; available: {} (rebuild with `--features {wanted}` to add it)",
