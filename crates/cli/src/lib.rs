@@ -10,3 +10,4 @@ pub mod commands;
 pub mod examples;
 pub mod npy;
 pub mod plugins;
+pub mod signals;

@@ -3,7 +3,10 @@
 use std::{io::Write, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use losskit_cli::commands::{self, eval::EvalRequest, list::ListFormat};
+use losskit_cli::{
+    commands::{self, eval::EvalRequest, list::ListFormat},
+    signals::{self, INTERRUPTED_EXIT, Interrupted},
+};
 use losskit_core::Reduction;
 
 #[derive(Debug, Parser)]
@@ -123,6 +126,7 @@ fn main() -> ExitCode {
         let message = message.lines().next().unwrap_or_default().to_string();
         eprintln!("losskit: internal error: {message} (please report this bug)");
     }));
+    signals::report_file_size_limits();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) if !error.use_stderr() => {
@@ -169,7 +173,11 @@ fn main() -> ExitCode {
         Err(error) => {
             let message = format!("{error:#}").replace('\n', " ");
             eprintln!("losskit: error: {message}");
-            ExitCode::from(2)
+            if error.downcast_ref::<Interrupted>().is_some() {
+                ExitCode::from(INTERRUPTED_EXIT)
+            } else {
+                ExitCode::from(2)
+            }
         }
     }
 }

@@ -53,7 +53,10 @@ pub fn cpu_devices() -> Vec<(&'static str, Device)> {
 pub fn parse_device(name: &str) -> Result<Device, DeviceError> {
     let compiled = compiled_backends();
     // Unused only when every backend is compiled in.
-    #[cfg_attr(all(feature = "flex", feature = "ndarray", feature = "wgpu"), allow(unused_variables))]
+    #[cfg_attr(
+        all(feature = "flex", feature = "ndarray", feature = "wgpu"),
+        allow(unused_variables)
+    )]
     let missing = |wanted: &str| DeviceError {
         message: format!(
             "device `{wanted}` is not compiled into this build; available: {} (rebuild with `--features {wanted}` to add it)",

@@ -72,6 +72,16 @@ pub enum TrainError {
         /// The last good checkpoint, if any.
         checkpoint: Option<String>,
     },
+    /// The caller asked the run to stop (e.g. Ctrl-C) before it finished.
+    #[error("interrupted before epoch {epoch}, step {step}{}", kept(.checkpoint))]
+    Interrupted {
+        /// The epoch that was running (1-based).
+        epoch: usize,
+        /// The step that was about to run (1-based).
+        step: usize,
+        /// The last checkpoint, if any epoch completed.
+        checkpoint: Option<String>,
+    },
     /// The loss rejected the model output or the target.
     #[error("loss: {0}")]
     Loss(#[from] losskit_core::Error),

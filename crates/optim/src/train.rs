@@ -9,6 +9,10 @@
 use std::{
     io::{IsTerminal, Write as _},
     path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Instant,
 };
 
@@ -99,6 +103,9 @@ pub struct TrainConfig {
     pub title: String,
     /// Stop after this many optimizer steps per epoch (for quick checks); `None`: every batch.
     pub max_steps_per_epoch: Option<usize>,
+    /// Set by the caller (e.g. on Ctrl-C) to end the run before its next step with
+    /// [`TrainError::Interrupted`]; the last checkpoint is kept. `None`: never interrupted.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// The result of a run.
@@ -168,6 +175,13 @@ pub fn epoch_order(seed: u64, epoch: usize, len: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..len).collect();
     Rng::new(seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64)).shuffle(&mut order);
     order
+}
+
+fn stop_requested(config: &TrainConfig) -> bool {
+    config
+        .stop
+        .as_ref()
+        .is_some_and(|stop| stop.load(Ordering::Relaxed))
 }
 
 fn scalar(tensor: burn::tensor::Tensor<1>) -> f64 {
@@ -449,6 +463,13 @@ pub fn train<T: Task>(
             .take(steps_per_epoch)
             .enumerate()
         {
+            if stop_requested(config) {
+                return Err(TrainError::Interrupted {
+                    epoch,
+                    step: step + 1,
+                    checkpoint: saved.then(|| checkpoint_path.display().to_string()),
+                });
+            }
             let input = task.input(&model, Split::Train, batch, &autodiff)?;
             add_confusion(&mut confusion, &input);
             let value = loss.forward(input, Reduction::Mean)?;

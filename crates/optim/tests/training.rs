@@ -3,7 +3,13 @@
 
 extern crate losskit_losses;
 
-use std::path::PathBuf;
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+};
 
 use burn::{
     module::Module,
@@ -26,6 +32,9 @@ struct Blobs {
     labels: Vec<i64>,
     /// Scales the logits (NaN makes the loss NaN).
     scale: f32,
+    /// Raises the flag when this many training batches have been read (a Ctrl-C mid-run).
+    raise_after: Option<(usize, Arc<AtomicBool>)>,
+    train_batches: AtomicUsize,
 }
 
 impl Blobs {
@@ -46,6 +55,8 @@ impl Blobs {
             points,
             labels,
             scale: 1.0,
+            raise_after: None,
+            train_batches: AtomicUsize::new(0),
         }
     }
 }
@@ -79,10 +90,18 @@ impl Task for Blobs {
     fn input(
         &self,
         model: &Tiny,
-        _split: Split,
+        split: Split,
         indices: &[usize],
         device: &Device,
     ) -> Result<LossInput, TrainError> {
+        if split == Split::Train {
+            let read = self.train_batches.fetch_add(1, Ordering::SeqCst) + 1;
+            if let Some((after, flag)) = &self.raise_after
+                && read == *after
+            {
+                flag.store(true, Ordering::SeqCst);
+            }
+        }
         let values: Vec<f32> = indices.iter().flat_map(|&i| self.points[i]).collect();
         let labels: Vec<i64> = indices.iter().map(|&i| self.labels[i]).collect();
         let x = Tensor::<2>::from_data(TensorData::new(values, [indices.len(), 2]), device);
@@ -110,6 +129,7 @@ fn config(out: PathBuf, epochs: usize, resume: bool) -> TrainConfig {
         run: serde_json::json!({"test": true}),
         title: "test".into(),
         max_steps_per_epoch: None,
+        stop: None,
     }
 }
 
@@ -425,6 +445,73 @@ fn a_nan_loss_stops_the_run_and_keeps_the_last_checkpoint() {
         "the checkpoint changed"
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn an_interrupted_run_keeps_its_checkpoint_and_resumes_exactly() {
+    let loss = Registry::global()
+        .unwrap()
+        .build_spec("cross_entropy")
+        .unwrap();
+    let optimizer = OptimizerConfig::parse("adam").unwrap();
+    let run = |task: &Blobs, dir: &PathBuf, resume: bool, stop: Option<Arc<AtomicBool>>| {
+        let mut config = config(dir.clone(), 3, resume);
+        config.stop = stop;
+        train(
+            task,
+            loss.as_ref(),
+            &optimizer,
+            &ScheduleConfig::default(),
+            &device(),
+            &config,
+        )
+    };
+    let whole = scratch("uninterrupted");
+    let uninterrupted = run(&Blobs::new(32), &whole, false, None).unwrap();
+
+    // 32 points in batches of 16: two steps an epoch; the flag goes up while epoch 2's first
+    // batch is read, so the run ends before epoch 2, step 2, with epoch 1's checkpoint.
+    let dir = scratch("interrupted");
+    let flag = Arc::new(AtomicBool::new(false));
+    let mut task = Blobs::new(32);
+    task.raise_after = Some((3, flag.clone()));
+    let error = run(&task, &dir, false, Some(flag)).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            TrainError::Interrupted {
+                epoch: 2,
+                step: 2,
+                checkpoint: Some(_)
+            }
+        ),
+        "{error}"
+    );
+    assert!(error.to_string().contains("checkpoint is kept"), "{error}");
+    assert_eq!(
+        Checkpoint::read(&dir.join("checkpoint.lkc"))
+            .unwrap()
+            .meta
+            .epoch,
+        1
+    );
+    let resumed = run(&Blobs::new(32), &dir, true, None).unwrap();
+    assert_eq!(weights(&resumed.model), weights(&uninterrupted.model));
+
+    // A flag raised before the first step: nothing was trained, so there is no checkpoint.
+    let early = scratch("interrupted-early");
+    let error = run(
+        &Blobs::new(32),
+        &early,
+        false,
+        Some(Arc::new(AtomicBool::new(true))),
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("no checkpoint"), "{error}");
+    assert!(!early.join("checkpoint.lkc").exists());
+    for dir in [whole, dir, early] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 #[test]

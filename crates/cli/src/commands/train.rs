@@ -21,6 +21,7 @@ use crate::{
         data::{DataSource, Dataset},
         models::{CnnConfig, UNetConfig},
     },
+    signals::Interrupted,
 };
 
 /// What `train` (and each run of `compare`) was asked to do.
@@ -409,6 +410,18 @@ impl TaskRun for Training<'_> {
                 self.request.out.display()
             )),
             Err(error @ TrainError::NonFiniteLoss { .. }) => Err(anyhow::anyhow!("{error}")),
+            Err(error @ TrainError::Interrupted { .. }) => {
+                let out = self.request.out.display();
+                let hint = match &error {
+                    TrainError::Interrupted {
+                        checkpoint: Some(_),
+                        ..
+                    } => format!("; continue it with `losskit train --resume --out {out}`"),
+                    _ if replacing => format!("; the earlier run in {out} is left as it was"),
+                    _ => String::new(),
+                };
+                Err(Interrupted(format!("{error}{hint}")).into())
+            }
             Err(error) => Err(error.into()),
         }
     }
@@ -445,6 +458,7 @@ pub fn run_prepared(prepared: Prepared, request: &TrainRequest, title: &str) -> 
         run: serde_json::to_value(&spec)?,
         title: title.to_string(),
         max_steps_per_epoch: spec.max_steps,
+        stop: crate::signals::stop_flag(),
     };
     if request.progress != Progress::Quiet {
         eprintln!("losskit: {}", data.description);

@@ -2,7 +2,7 @@
 //! per-pixel masks for segmentation), image folders and MNIST-format idx files.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     io::Read,
     path::{Path, PathBuf},
 };
@@ -764,6 +764,8 @@ pub fn load_mask_folder(root: &Path, seed: u64) -> Result<Dataset> {
         .collect();
     let mut pairs = Vec::new();
     let mut levels: BTreeSet<u16> = BTreeSet::new();
+    // The first mask that holds each level, to name it when a class index is out of range.
+    let mut first_holder: BTreeMap<u16, PathBuf> = BTreeMap::new();
     for image_path in &images {
         let stem = image_path.file_stem().unwrap_or_default();
         let Some(mask_path) = masks.iter().find(|m| m.file_stem() == Some(stem)) else {
@@ -785,7 +787,11 @@ pub fn load_mask_folder(root: &Path, seed: u64) -> Result<Dataset> {
                 image.height()
             );
         }
-        levels.extend(mask.pixels().map(|p| p.0[0]));
+        for pixel in mask.pixels() {
+            if levels.insert(pixel.0[0]) {
+                first_holder.insert(pixel.0[0], mask_path.clone());
+            }
+        }
         if levels.len() > MAX_MASK_LEVELS {
             bail!(
                 "mask {} brings the masks to more than {MAX_MASK_LEVELS} distinct levels (lossy compression or \
@@ -807,7 +813,19 @@ pub fn load_mask_folder(root: &Path, seed: u64) -> Result<Dataset> {
         .last()
         .is_some_and(|&max| (max as usize) < MAX_MASK_LEVELS);
     let classes_count = if direct {
-        levels.last().map_or(1, |&m| m as usize + 1)
+        // Class-index masks must use 0..C-1: a class that no mask holds, below one that some
+        // mask does, is a value out of range (a stray label), not an empty class.
+        let max = levels.last().copied().unwrap_or(0);
+        if let Some(missing) = (0..max).find(|c| !levels.contains(c)) {
+            bail!(
+                "mask {} holds class {max}, but no mask holds class {missing}: class-index masks \
+                 use 0..C-1 without gaps (gray-level masks such as 0/128/255 are mapped in order)",
+                first_holder
+                    .get(&max)
+                    .map_or_else(String::new, |p| p.display().to_string())
+            );
+        }
+        max as usize + 1
     } else {
         levels.len()
     };
