@@ -5,6 +5,7 @@ use std::{io::Write, path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use losskit_cli::{
     commands::{self, eval::EvalRequest, list::ListFormat},
+    panics,
     signals::{self, INTERRUPTED_EXIT, Interrupted},
 };
 use losskit_core::Reduction;
@@ -55,6 +56,19 @@ enum Command {
         /// Device names to describe, e.g. cpu, ndarray, wgpu (default: cpu).
         names: Vec<String>,
     },
+    /// Host a local device for `--device remote:ws://HOST:PORT` (burn's remote backend);
+    /// needs a build with `--features remote-server`.
+    Serve {
+        /// The address to listen on (127.0.0.1: this machine only).
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: String,
+        /// The port (0: any free port, printed once listening).
+        #[arg(long, default_value_t = 3000)]
+        port: u16,
+        /// The local device to serve: cpu (default), flex, ndarray, wgpu[:…].
+        #[arg(long)]
+        device: Option<String>,
+    },
     /// Show a loss's documentation, options and an example config.
     Info {
         /// The loss's name or alias.
@@ -91,6 +105,9 @@ fn run(cli: Cli) -> anyhow::Result<String> {
         Command::List { category, format } => commands::list::run(category.as_deref(), format),
         Command::Info { name } => commands::info::run(&name),
         Command::Devices { names } => commands::devices::run(&names),
+        Command::Serve { bind, port, device } => {
+            commands::serve::run(&bind, port, device.as_deref())
+        }
         Command::NewLoss {
             name,
             category,
@@ -116,16 +133,7 @@ fn run(cli: Cli) -> anyhow::Result<String> {
 
 fn main() -> ExitCode {
     // Panics are bugs; even then the user gets one line, not a backtrace.
-    std::panic::set_hook(Box::new(|info| {
-        let message = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
-        let message = message.lines().next().unwrap_or_default().to_string();
-        eprintln!("losskit: internal error: {message} (please report this bug)");
-    }));
+    panics::install_hook();
     signals::report_file_size_limits();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

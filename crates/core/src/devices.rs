@@ -24,6 +24,9 @@ pub fn compiled_backends() -> Vec<&'static str> {
     if cfg!(feature = "wgpu") {
         backends.push("wgpu");
     }
+    if cfg!(feature = "remote") {
+        backends.push("remote");
+    }
     backends
 }
 
@@ -43,14 +46,18 @@ pub fn default_device() -> Result<Device, DeviceError> {
 pub fn cpu_devices() -> Vec<(&'static str, Device)> {
     compiled_backends()
         .into_iter()
-        .filter(|name| *name != "wgpu")
+        .filter(|name| *name == "flex" || *name == "ndarray")
         .filter_map(|name| parse_device(name).ok().map(|device| (name, device)))
         .collect()
 }
 
-/// A device from its name: `cpu` (the default CPU backend), `flex`, `ndarray`, or `wgpu`
-/// (`wgpu`, `wgpu:discrete:N`, `wgpu:integrated:N`, `wgpu:virtual:N`, `wgpu:cpu`).
+/// A device from its name: `cpu` (the default CPU backend), `flex`, `ndarray`, `wgpu`
+/// (`wgpu`, `wgpu:discrete:N`, `wgpu:integrated:N`, `wgpu:virtual:N`, `wgpu:cpu`), or
+/// `remote:ws://HOST:PORT` (a device served by `losskit serve`; the `remote` feature).
 pub fn parse_device(name: &str) -> Result<Device, DeviceError> {
+    if let Some(url) = name.trim().strip_prefix("remote:") {
+        return remote_device(url);
+    }
     let compiled = compiled_backends();
     // Unused only when every backend is compiled in.
     #[cfg_attr(
@@ -105,11 +112,48 @@ pub fn parse_device(name: &str) -> Result<Device, DeviceError> {
         }
         _ => Err(DeviceError {
             message: format!(
-                "unknown device `{name}`; expected cpu, flex, ndarray or wgpu[:discrete:N|:integrated:N|:virtual:N|:cpu] (compiled in: {})",
+                "unknown device `{name}`; expected cpu, flex, ndarray, wgpu[:discrete:N|:integrated:N|:virtual:N|:cpu] or remote:ws://HOST:PORT (compiled in: {})",
                 compiled.join(", ")
             ),
         }),
     }
+}
+
+/// Remote devices connected so far, by URL: a connection is made once per process.
+#[cfg(feature = "remote")]
+static REMOTE_DEVICES: std::sync::Mutex<Vec<(String, Device)>> = std::sync::Mutex::new(Vec::new());
+
+#[cfg(feature = "remote")]
+fn remote_device(url: &str) -> Result<Device, DeviceError> {
+    use burn::remote::RemoteHost;
+    let url = url.trim();
+    if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+        return Err(DeviceError {
+            message: format!("device `remote:{url}`: expected remote:ws://HOST:PORT"),
+        });
+    }
+    let mut devices = REMOTE_DEVICES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, device)) = devices.iter().find(|(known, _)| known == url) {
+        return Ok(device.clone());
+    }
+    let device = Device::remote_options(&RemoteHost::websocket(url))
+        .init()
+        .map_err(|error| DeviceError {
+            message: format!(
+                "cannot connect to the remote device at {url}: {error}; is `losskit serve` running there?"
+            ),
+        })?;
+    devices.push((url.to_string(), device.clone()));
+    Ok(device)
+}
+
+#[cfg(not(feature = "remote"))]
+fn remote_device(url: &str) -> Result<Device, DeviceError> {
+    Err(DeviceError {
+        message: format!(
+            "device `remote:{url}` needs the remote backend, which is not compiled into this build; rebuild with `--features remote`"
+        ),
+    })
 }
 
 #[cfg(feature = "wgpu")]
@@ -191,6 +235,9 @@ pub fn describe(name: &str) -> Result<String, DeviceError> {
         let (_, adapter) = wgpu_init(name, &rest)?;
         return Ok(format!("{name}: wgpu on {adapter}"));
     }
+    if lowered.starts_with("remote:") {
+        return Ok(format!("{name}: connected (the server's device 0)"));
+    }
     let backend = match lowered.as_str() {
         "cpu" => default_cpu_backend().unwrap_or("none"),
         other => other,
@@ -207,6 +254,15 @@ mod tests {
     fn unknown_devices_list_the_choices() {
         let error = parse_device("tpu").unwrap_err().to_string();
         assert!(error.contains("unknown device `tpu`"), "{error}");
+    }
+
+    #[cfg(not(feature = "remote"))]
+    #[test]
+    fn a_remote_device_without_the_feature_says_how_to_add_it() {
+        let error = parse_device("remote:ws://127.0.0.1:3000")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--features remote"), "{error}");
     }
 
     #[cfg(not(feature = "wgpu"))]

@@ -44,27 +44,49 @@ pub fn parse_spec_file(path: &Path) -> Result<Map<String, Value>, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|error| {
         ConfigError::InvalidSpec(format!("cannot read loss config {shown}: {error}"))
     })?;
+    let format = if path
+        .extension()
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("toml"))
+    {
+        SpecFormat::Toml
+    } else {
+        SpecFormat::Json
+    };
+    parse_spec_text(&text, format, &shown.to_string())
+}
+
+/// The text format of a loss config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecFormat {
+    /// A JSON object.
+    Json,
+    /// A TOML table.
+    Toml,
+}
+
+/// Parses the text of a loss config file; `source` names it in errors.
+pub fn parse_spec_text(
+    text: &str,
+    format: SpecFormat,
+    source: &str,
+) -> Result<Map<String, Value>, ConfigError> {
     if text.trim().is_empty() {
         return Err(ConfigError::InvalidSpec(format!(
-            "loss config {shown} is empty; expected an object with at least `name`"
+            "loss config {source} is empty; expected an object with at least `name`"
         )));
     }
-    let is_toml = path
-        .extension()
-        .is_some_and(|ext| ext.eq_ignore_ascii_case("toml"));
-    let value: Value = if is_toml {
-        toml::from_str::<Value>(&text).map_err(|error| {
+    let value: Value = match format {
+        SpecFormat::Toml => toml::from_str::<Value>(text).map_err(|error| {
             ConfigError::InvalidSpec(format!(
-                "{shown} is not valid TOML: {}",
+                "{source} is not valid TOML: {}",
                 one_line(&error.to_string())
             ))
-        })?
-    } else {
-        serde_json::from_str(&text).map_err(|error| {
-            ConfigError::InvalidSpec(format!("{shown} is not valid JSON: {error}"))
-        })?
+        })?,
+        SpecFormat::Json => serde_json::from_str(text).map_err(|error| {
+            ConfigError::InvalidSpec(format!("{source} is not valid JSON: {error}"))
+        })?,
     };
-    spec_object(value, &shown.to_string())
+    spec_object(value, source)
 }
 
 fn one_line(message: &str) -> String {

@@ -11,6 +11,7 @@ pub mod error;
 pub mod metrics;
 pub mod optimizer;
 mod options;
+mod parallel;
 pub mod schedule;
 pub mod stats;
 pub mod train;

@@ -61,6 +61,13 @@ impl Confusion {
         }
     }
 
+    /// Adds another matrix of the same classes (a shard of the same batch).
+    pub fn merge(&mut self, other: &Confusion) {
+        for (count, more) in self.counts.iter_mut().zip(&other.counts) {
+            *count += more;
+        }
+    }
+
     fn at(&self, truth: usize, predicted: usize) -> u64 {
         self.counts[truth * self.classes + predicted]
     }

@@ -18,7 +18,6 @@ use std::{
 
 use burn::{
     module::Module,
-    optim::GradientsParams,
     store::{BurnpackStore, ModuleSnapshot},
     tensor::{Bytes, Device},
 };
@@ -30,6 +29,7 @@ use crate::{
     error::TrainError,
     metrics::{Confusion, Metrics, TaskKind},
     optimizer::OptimizerConfig,
+    parallel::{StepResult, Workers, shard_step},
     schedule::ScheduleConfig,
     stats::{EpochStats, RunStats, write_reports},
 };
@@ -44,7 +44,7 @@ pub enum Split {
 }
 
 /// A model and its data: what the loop trains.
-pub trait Task {
+pub trait Task: Sync {
     /// The model.
     type Model: Module;
 
@@ -106,6 +106,11 @@ pub struct TrainConfig {
     /// Set by the caller (e.g. on Ctrl-C) to end the run before its next step with
     /// [`TrainError::Interrupted`]; the last checkpoint is kept. `None`: never interrupted.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Data parallelism: with two or more devices, each step's batch is split into one shard
+    /// per device (see the `parallel` module's documentation for what that means for
+    /// batch-global losses); the model and optimizer stay on the `device` given to [`train`].
+    /// Empty or one device: one device, no threads.
+    pub data_parallel: Vec<Device>,
 }
 
 /// The result of a run.
@@ -184,18 +189,14 @@ fn stop_requested(config: &TrainConfig) -> bool {
         .is_some_and(|stop| stop.load(Ordering::Relaxed))
 }
 
-fn scalar(tensor: burn::tensor::Tensor<1>) -> f64 {
+pub(crate) fn scalar(tensor: burn::tensor::Tensor<1>) -> f64 {
     to_f64_vec(tensor).first().copied().unwrap_or(f64::NAN)
 }
 
 /// Adds each term's value, weighted by `weight` samples, to its running sum (first-seen order).
-fn add_terms(
-    sums: &mut Vec<(String, f64)>,
-    terms: &[(String, burn::tensor::Tensor<1>)],
-    weight: f64,
-) {
+fn add_terms(sums: &mut Vec<(String, f64)>, terms: &[(String, f64)], weight: f64) {
     for (name, term) in terms {
-        let v = scalar(term.clone().detach()) * weight;
+        let v = term * weight;
         match sums.iter_mut().find(|(n, _)| n == name) {
             Some((_, sum)) => *sum += v,
             None => sums.push((name.clone(), v)),
@@ -328,7 +329,12 @@ pub fn evaluate_split<T: Task>(
         add_confusion(&mut confusion, &input);
         let value = loss.forward(input, Reduction::Mean)?;
         let weight = batch.len() as f64;
-        add_terms(&mut terms, &value.terms, weight);
+        let values: Vec<(String, f64)> = value
+            .terms
+            .iter()
+            .map(|(name, term)| (name.clone(), scalar(term.clone().detach())))
+            .collect();
+        add_terms(&mut terms, &values, weight);
         total += scalar(value.value) * weight;
         count += batch.len();
     }
@@ -352,7 +358,7 @@ pub fn evaluate_split<T: Task>(
     })
 }
 
-fn add_confusion(confusion: &mut Confusion, input: &LossInput) {
+pub(crate) fn add_confusion(confusion: &mut Confusion, input: &LossInput) {
     if let Target::Indices(indices) = input.target() {
         confusion.add_batch(input.output().clone().detach(), indices.clone());
     }
@@ -372,6 +378,39 @@ pub fn train<T: Task>(
     schedule: &ScheduleConfig,
     device: &Device,
     config: &TrainConfig,
+) -> Result<TrainOutcome<T::Model>, TrainError> {
+    if config.data_parallel.len() < 2 {
+        return run_training(task, loss, optimizer, schedule, device, config, None);
+    }
+    let classes = task.classes().len();
+    let devices: Vec<Device> = config
+        .data_parallel
+        .iter()
+        .map(|d| d.clone().autodiff())
+        .collect();
+    std::thread::scope(|scope| {
+        let workers = Workers::start(scope, task, loss, &devices, classes);
+        run_training(
+            task,
+            loss,
+            optimizer,
+            schedule,
+            device,
+            config,
+            Some(&workers),
+        )
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_training<T: Task>(
+    task: &T,
+    loss: &dyn Loss,
+    optimizer: &OptimizerConfig,
+    schedule: &ScheduleConfig,
+    device: &Device,
+    config: &TrainConfig,
+    workers: Option<&Workers<T::Model>>,
 ) -> Result<TrainOutcome<T::Model>, TrainError> {
     if config.batch_size == 0 {
         return Err(TrainError::Task("batch size must be at least 1".into()));
@@ -470,10 +509,16 @@ pub fn train<T: Task>(
                     checkpoint: saved.then(|| checkpoint_path.display().to_string()),
                 });
             }
-            let input = task.input(&model, Split::Train, batch, &autodiff)?;
-            add_confusion(&mut confusion, &input);
-            let value = loss.forward(input, Reduction::Mean)?;
-            let current = scalar(value.value.clone().detach());
+            let StepResult {
+                grads,
+                value: current,
+                terms,
+                confusion: step_confusion,
+            } = match workers {
+                Some(workers) => workers.step(&model, batch, &autodiff, classes)?,
+                None => shard_step(task, loss, &model, batch, &autodiff, 1.0, classes)?,
+            };
+            confusion.merge(&step_confusion);
             if !current.is_finite() {
                 return Err(TrainError::NonFiniteLoss {
                     value: format!("{current}"),
@@ -482,8 +527,7 @@ pub fn train<T: Task>(
                     checkpoint: saved.then(|| checkpoint_path.display().to_string()),
                 });
             }
-            add_terms(&mut term_sums, &value.terms, batch.len() as f64);
-            let grads = GradientsParams::from_grads(value.value.backward(), &model);
+            add_terms(&mut term_sums, &terms, batch.len() as f64);
             let rates = scheduler.step();
             lr = rates.base();
             model = optim.step(rates, model, grads);

@@ -130,6 +130,7 @@ fn config(out: PathBuf, epochs: usize, resume: bool) -> TrainConfig {
         title: "test".into(),
         max_steps_per_epoch: None,
         stop: None,
+        data_parallel: Vec::new(),
     }
 }
 
@@ -511,6 +512,64 @@ fn an_interrupted_run_keeps_its_checkpoint_and_resumes_exactly() {
     assert!(!early.join("checkpoint.lkc").exists());
     for dir in [whole, dir, early] {
         let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+#[test]
+fn two_devices_give_the_one_device_loss_curve() {
+    // Batches of 12 split 6 + 6 over two workers: for losses that are means over samples,
+    // the shard-weighted sum of the shard losses and gradients is the one-device step, up to
+    // float rounding (the sums run in another order).
+    for spec in ["cross_entropy", "dice"] {
+        let loss = Registry::global().unwrap().build_spec(spec).unwrap();
+        let optimizer = OptimizerConfig::parse("adam").unwrap();
+        let run = |devices: Vec<Device>, name: &str| {
+            let mut config = config(scratch(name), 3, false);
+            config.batch_size = 12;
+            config.data_parallel = devices;
+            let outcome = train(
+                &Blobs::new(40),
+                loss.as_ref(),
+                &optimizer,
+                &ScheduleConfig::default(),
+                &device(),
+                &config,
+            )
+            .unwrap();
+            let _ = std::fs::remove_dir_all(&config.out_dir);
+            outcome
+        };
+        let one = run(Vec::new(), &format!("dp-one-{spec}"));
+        let two = run(vec![device(), device()], &format!("dp-two-{spec}"));
+        let curve = |o: &losskit_optim::TrainOutcome<Tiny>| -> Vec<f64> {
+            o.stats
+                .epochs
+                .iter()
+                .flat_map(|e| e.step_losses.clone())
+                .collect()
+        };
+        let (a, b) = (curve(&one), curve(&two));
+        assert_eq!(a.len(), b.len());
+        assert_eq!(
+            a.len(),
+            12,
+            "4 steps (12 + 12 + 12 + 4 samples) in each of 3 epochs"
+        );
+        for (step, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-5 * x.abs().max(1.0),
+                "{spec} step {step}: {x} vs {y}"
+            );
+        }
+        for (x, y) in weights(&one.model).iter().zip(weights(&two.model)) {
+            assert!((x - y).abs() <= 1e-4, "{spec} weights: {x} vs {y}");
+        }
+        // The training metrics count every sample once, whatever the split.
+        let (m1, m2) = (
+            &one.stats.epochs[2].train_metrics,
+            &two.stats.epochs[2].train_metrics,
+        );
+        assert_eq!(m1.accuracy, m2.accuracy, "{spec}");
     }
 }
 

@@ -45,25 +45,36 @@ pub fn run(base: &TrainRequest, losses: &[String]) -> Result<String> {
             .to_string();
         request.out = base.out.join(format!("{}-{name}", i + 1));
         check_prepared(&run)?;
-        let Prepared { spec, data, device } = run;
+        let Prepared {
+            spec,
+            data,
+            device,
+            data_parallel,
+        } = run;
         if shared
             .as_ref()
             .is_none_or(|(source, _)| *source != spec.data)
         {
             shared = Some((spec.data.clone(), data));
         }
-        prepared.push((request, spec, device, loss.clone()));
+        prepared.push((request, spec, (device, data_parallel), loss.clone()));
     }
     crate::commands::train::check_out_dir(&base.out, false, true)?;
     let mut results: Vec<(String, RunStats)> = Vec::new();
-    for (request, spec, device, label) in prepared {
+    for (request, spec, (device, data_parallel), label) in prepared {
         eprintln!("losskit: compare: training with loss {label}");
         let title = format!("{} - loss {label}", spec.task.as_str());
         let data = match &shared {
             Some((source, data)) if *source == spec.data => data.clone(),
             _ => spec.data.load()?,
         };
-        let stats = run_prepared(Prepared { spec, data, device }, &request, &title)?;
+        let prepared = Prepared {
+            spec,
+            data,
+            device,
+            data_parallel,
+        };
+        let stats = run_prepared(prepared, &request, &title)?;
         results.push((label, stats));
     }
     let task = results[0].1.task;

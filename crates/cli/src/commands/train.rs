@@ -43,6 +43,8 @@ pub struct TrainRequest {
     pub batch_size: Option<usize>,
     /// The device name.
     pub device: Option<String>,
+    /// Devices for data-parallel training (two or more); the first also holds the model.
+    pub devices: Vec<String>,
     /// The output folder.
     pub out: PathBuf,
     /// The seed.
@@ -75,6 +77,7 @@ impl TrainRequest {
             epochs: None,
             batch_size: None,
             device: None,
+            devices: Vec::new(),
             out,
             seed: 42,
             resume: false,
@@ -181,6 +184,8 @@ pub struct Prepared {
     pub data: Dataset,
     /// The device.
     pub device: Device,
+    /// The devices of data-parallel training (empty: only `device`).
+    pub data_parallel: Vec<Device>,
 }
 
 /// Resolves a request into a run spec and loads its data; writes nothing.
@@ -200,7 +205,15 @@ pub fn prepare_with(
             _ => source.load(),
         }
     };
-    let device = device_from_flag(request.device.as_deref())?;
+    let data_parallel = request
+        .devices
+        .iter()
+        .map(|name| device_from_flag(Some(name)).with_context(|| format!("--devices: `{name}`")))
+        .collect::<Result<Vec<Device>>>()?;
+    let device = match data_parallel.first() {
+        Some(first) => first.clone(),
+        None => device_from_flag(request.device.as_deref())?,
+    };
     if request.resume {
         let checkpoint = Checkpoint::read(&request.out.join(CHECKPOINT_FILE))
             .map_err(|error| anyhow::anyhow!("--resume: {error}"))?;
@@ -219,7 +232,12 @@ pub fn prepare_with(
             );
         }
         let data = load(&spec.data)?;
-        return Ok(Prepared { spec, data, device });
+        return Ok(Prepared {
+            spec,
+            data,
+            device,
+            data_parallel,
+        });
     }
     let loss_spec = Value::Object(parse_spec(&request.loss)?);
     let loss = Registry::global()?.build_value(&loss_spec)?;
@@ -272,7 +290,12 @@ pub fn prepare_with(
         seed: request.seed,
         max_steps: request.max_steps,
     };
-    Ok(Prepared { spec, data, device })
+    Ok(Prepared {
+        spec,
+        data,
+        device,
+        data_parallel,
+    })
 }
 
 fn check_epochs(epochs: usize) -> Result<()> {
@@ -446,7 +469,12 @@ pub fn check_out_dir(out: &Path, resume: bool, force: bool) -> Result<()> {
 
 /// Runs training for a prepared run; returns the statistics.
 pub fn run_prepared(prepared: Prepared, request: &TrainRequest, title: &str) -> Result<RunStats> {
-    let Prepared { spec, data, device } = prepared;
+    let Prepared {
+        spec,
+        data,
+        device,
+        data_parallel,
+    } = prepared;
     let loss = spec.build_loss()?;
     let config = TrainConfig {
         epochs: spec.epochs,
@@ -459,6 +487,7 @@ pub fn run_prepared(prepared: Prepared, request: &TrainRequest, title: &str) -> 
         title: title.to_string(),
         max_steps_per_epoch: spec.max_steps,
         stop: crate::signals::stop_flag(),
+        data_parallel,
     };
     if request.progress != Progress::Quiet {
         eprintln!("losskit: {}", data.description);
@@ -470,7 +499,29 @@ pub fn run_prepared(prepared: Prepared, request: &TrainRequest, title: &str) -> 
         config: &config,
         request,
     };
-    with_task(&spec, data, training)
+    let remote = request
+        .devices
+        .iter()
+        .chain(&request.device)
+        .any(|name| name.trim().starts_with("remote:"));
+    if !remote {
+        return with_task(&spec, data, training);
+    }
+    // burn's remote client panics when the connection drops mid-run; that is an outside
+    // failure with a message for the user, and the last checkpoint (written atomically) stays.
+    crate::panics::catch(|| with_task(&spec, data, training)).unwrap_or_else(|panic| {
+        let checkpoint = request.out.join(CHECKPOINT_FILE);
+        let kept = if checkpoint.exists() {
+            format!(
+                "; the last checkpoint is kept at {} (continue it with `losskit train --resume --out {}`)",
+                checkpoint.display(),
+                request.out.display()
+            )
+        } else {
+            "; no epoch completed, so there is no checkpoint".to_string()
+        };
+        bail!("lost the remote device ({panic}){kept}")
+    })
 }
 
 /// The closing report of a run.

@@ -59,6 +59,10 @@ pub struct RunArgs {
     /// Device: cpu (default), flex, ndarray, wgpu.
     #[arg(long)]
     pub device: Option<String>,
+    /// Data-parallel training over these devices, comma-separated (e.g. cpu,cpu or
+    /// wgpu:discrete:0,wgpu:discrete:1): each step's batch is split across them.
+    #[arg(long, value_delimiter = ',', conflicts_with = "device")]
+    pub devices: Vec<String>,
     /// Output folder (default: runs/<task>, or runs/compare-<task> for compare).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -112,6 +116,7 @@ impl RunArgs {
         request.epochs = self.epochs;
         request.batch_size = self.batch_size;
         request.device = self.device.clone();
+        request.devices = self.devices.clone();
         request.seed = self.seed.unwrap_or(request.seed);
         request.imbalance = self.imbalance.unwrap_or(request.imbalance);
         request.limit = self.limit;
