@@ -176,7 +176,9 @@ class Losskit:
 
 def peak_of(command, request):
     """Peak memory of one run of a case, in a fresh process."""
-    reply = subprocess.run(command, input=request + "\n", capture_output=True, text=True, check=True)
+    reply = subprocess.run(
+        command, input=request + "\n", capture_output=True, text=True, check=True, timeout=120
+    )
     return json.loads(reply.stdout.splitlines()[-1])["peak_bytes"]
 
 
@@ -235,20 +237,33 @@ def main():
         print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     losskit.close()
 
+    for case in cases:
+        ratio = statistics.median(times[case][0]) / statistics.median(times[case][1])
+        print(f"ratio {case} {ratio:.3f}", flush=True)
+    header = (
+        f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {threads} threads, "
+        f"PyTorch {torch.__version__}, {args.rounds} interleaved rounds"
+    )
+    # The times first (printed and written), then memory: each case once more in a fresh
+    # process per side, which takes a while.
+    emit(args.markdown, header, cases, times, {})
+    if args.no_memory:
+        return
     peaks = {}
-    if not args.no_memory:
-        for case in cases:
+    for case in cases:
+        try:
             peaks[case] = (
                 peak_of([args.losskit], f"peak {case}"),
                 peak_of([sys.executable, __file__, "--peak", case], ""),
             )
+        except (subprocess.SubprocessError, ValueError, KeyError) as error:
+            print(f"peak {case}: {error}", file=sys.stderr)
+    emit(args.markdown, header, cases, times, peaks)
 
-    for case in cases:
-        ratio = statistics.median(times[case][0]) / statistics.median(times[case][1])
-        print(f"ratio {case} {ratio:.3f}")
+
+def emit(markdown, header, cases, times, peaks):
     lines = [
-        f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {threads} threads, "
-        f"PyTorch {torch.__version__}, {args.rounds} interleaved rounds",
+        header,
         "",
         "| case | losskit ms (min – median – max) | PyTorch ms (min – median – max) "
         "| losskit / PyTorch (median) | peak MiB losskit | peak MiB PyTorch |",
@@ -258,19 +273,17 @@ def main():
         ours, theirs = times[case]
         ratio = statistics.median(ours) / statistics.median(theirs)
         peak = peaks.get(case)
-        memory = (
-            f"{peak[0] / 2**20:.1f} | {peak[1] / 2**20:.1f}" if peak else "– | –"
-        )
+        memory = f"{peak[0] / 2**20:.1f} | {peak[1] / 2**20:.1f}" if peak else "– | –"
         lines.append(
             f"| {case} | {milliseconds(ours)} | {milliseconds(theirs)} | {ratio:.2f} | {memory} |"
         )
     table = "\n".join(lines)
-    print(table)
-    if args.markdown:
-        temporary = args.markdown + ".tmp"
+    print(table, flush=True)
+    if markdown:
+        temporary = markdown + ".tmp"
         with open(temporary, "w") as out:
             out.write(table + "\n")
-        os.replace(temporary, args.markdown)
+        os.replace(temporary, markdown)
 
 
 if __name__ == "__main__":

@@ -28,15 +28,23 @@ fn serve() -> (Server, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // burn's server logs its own lines to stderr too; ours names the URL.
     let stderr = child.stderr.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stderr).read_line(&mut line).unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|word| word.starts_with("ws://"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .trim_end_matches(';')
-        .to_string();
+    let mut lines = BufReader::new(stderr).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("losskit serve printed its address before ending")
+            .unwrap();
+        if let Some(url) = line
+            .split_whitespace()
+            .find(|word| word.starts_with("ws://"))
+        {
+            break url.trim_end_matches(';').to_string();
+        }
+    };
+    // Keep reading stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
     (Server(child), url)
 }
 

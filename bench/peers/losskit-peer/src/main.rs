@@ -7,6 +7,9 @@
 //!   it first in a fresh process, as the driver does);
 //! - `cases`: prints the case names, one JSON list.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::{
     collections::HashMap,
     io::{BufRead, Write},
