@@ -33,8 +33,8 @@ fn bench_every_loss(criterion: &mut Criterion) {
             .build_example()
             .expect("the example config builds");
         let capabilities = loss.capabilities();
-        let kind = if capabilities.targets.contains(&TargetKind::Indices) {
-            TargetKind::Indices
+        let kind = if capabilities.targets.contains(&TargetKind::ClassIndices) {
+            TargetKind::ClassIndices
         } else {
             capabilities.targets[0]
         };
