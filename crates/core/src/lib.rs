@@ -29,6 +29,7 @@ pub mod conformance;
 pub mod devices;
 pub mod error;
 pub mod evaluate;
+pub mod fused;
 pub mod input;
 pub mod loss;
 pub mod macros;

@@ -3,7 +3,7 @@ use burn::{
     tensor::{Tensor, activation::log_softmax},
 };
 use losskit_core::{
-    Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction, Target,
+    fused, Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction, Target,
     TargetKind,
     config::{OptionError, check_weights, ensure},
     reduce::reduce_maybe_weighted,
@@ -161,36 +161,42 @@ impl CrossEntropyLoss {
         let [n, classes, s] = input.output().dims();
         let weights = self.class_weights(classes, &input)?;
         let (output, target) = input.into_parts();
-        let log_p = self.log_probabilities(output);
         let epsilon = self.label_smoothing as f64;
         match target {
             Target::Indices(indices) => {
                 let (indices, valid) = checked_indices(&indices, classes, self.ignore_index)?;
-                let picked = log_p
-                    .clone()
-                    .gather(1, indices.clone().reshape([n, 1, s]))
-                    .reshape([n, s]);
                 let target_weight = weights.as_ref().map(|weights| {
                     weights
                         .clone()
                         .reshape([classes])
-                        .select(0, indices.reshape([n * s]))
+                        .select(0, indices.clone().reshape([n * s]))
                         .reshape([n, s])
                 });
-                let nll = match &target_weight {
-                    Some(w) => picked * w.clone(),
-                    None => picked,
+                let weighted = |values: Tensor<2>| match &target_weight {
+                    Some(w) => values * w.clone(),
+                    None => values,
                 };
-                let mut loss = if epsilon > 0.0 {
-                    // PyTorch's smoothing term: the (weighted) mean over classes of -log p.
-                    let spread = match &weights {
-                        Some(weights) => log_p * weights.clone(),
-                        None => log_p,
-                    };
-                    let smooth = spread.sum_dim(1).reshape([n, s]);
-                    nll * (-(1.0 - epsilon)) - smooth * (epsilon / classes as f64)
+                let mut loss = if self.from_logits && epsilon == 0.0 {
+                    // The common case in one fused pass (softmax, pick, log) each way.
+                    weighted(fused::log_softmax_nll(output, indices))
                 } else {
-                    nll.neg()
+                    let log_p = self.log_probabilities(output);
+                    let picked = log_p
+                        .clone()
+                        .gather(1, indices.reshape([n, 1, s]))
+                        .reshape([n, s]);
+                    let nll = weighted(picked);
+                    if epsilon > 0.0 {
+                        // PyTorch's smoothing term: the (weighted) mean over classes of -log p.
+                        let spread = match &weights {
+                            Some(weights) => log_p * weights.clone(),
+                            None => log_p,
+                        };
+                        let smooth = spread.sum_dim(1).reshape([n, s]);
+                        nll * (-(1.0 - epsilon)) - smooth * (epsilon / classes as f64)
+                    } else {
+                        nll.neg()
+                    }
                 };
                 let mut position_weight = target_weight;
                 if let Some(valid) = valid {
@@ -203,6 +209,7 @@ impl CrossEntropyLoss {
                 Ok((loss, position_weight))
             }
             Target::Dense(probabilities) => {
+                let log_p = self.log_probabilities(output);
                 let probabilities = if epsilon > 0.0 {
                     probabilities * (1.0 - epsilon) + epsilon / classes as f64
                 } else {

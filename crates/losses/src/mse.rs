@@ -1,9 +1,9 @@
 use burn::{config::Config, nn::loss::MseLoss as BurnMseLoss};
 use losskit_core::{
-    Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction,
+    fused, Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction,
 };
 
-use crate::elementwise::forward_elementwise;
+use crate::elementwise::{dense_only, forward_elementwise};
 
 /// Options of [`MseLoss`] (it has none).
 #[derive(Config, Debug)]
@@ -59,9 +59,21 @@ losskit_core::register_loss!(MseLoss {
 
 impl Loss for MseLoss {
     fn forward(&self, input: LossInput, reduction: Reduction) -> Result<LossValue, Error> {
-        forward_elementwise("mse", input, reduction, |output, target| {
-            BurnMseLoss::new().forward_no_reduction(output, target)
-        })
+        if reduction == Reduction::None {
+            return forward_elementwise("mse", input, reduction, |output, target| {
+                BurnMseLoss::new().forward_no_reduction(output, target)
+            });
+        }
+        // The sum of squares in one fused pass each way; burn-nn's MseLoss where no kernel is.
+        let (output, target) = input.into_parts();
+        let target = dense_only("mse", target)?;
+        let elements = output.shape().num_elements();
+        let sum = fused::squared_error_sum(output, target);
+        Ok(match reduction {
+            Reduction::Mean => sum / elements as f64,
+            _ => sum,
+        }
+        .into())
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -18,7 +18,7 @@ use burn::tensor::{
     activation::{sigmoid, softmax},
 };
 use losskit_core::{
-    Capabilities, Error, LossInput, OutputDomain, Reduction, Target, TargetKind,
+    fused, Capabilities, Error, LossInput, OutputDomain, Reduction, Target, TargetKind,
     config::{OptionError, check_weights, ensure},
     error::InputError,
     targets::{channel_vector, checked_indices, dense_target},
@@ -213,6 +213,9 @@ impl Overlap {
 
     /// The per-class sums of `input`.
     pub(crate) fn sums(&self, input: LossInput) -> Result<Sums, Error> {
+        if let Some(sums) = self.softmax_index_sums(&input)? {
+            return Ok(sums);
+        }
         let samples = input.batch_size();
         let (probabilities, target, valid) = self.probabilities(input)?;
         let intersection = self.over_positions(probabilities.clone() * target.clone());
@@ -240,6 +243,38 @@ impl Overlap {
             counted,
             samples,
         })
+    }
+
+    /// The sums of the common case, softmax over class indices with none ignored, in one fused
+    /// pass each way ([`fused::softmax_overlap_sums`]); `None` for every other case.
+    fn softmax_index_sums(&self, input: &LossInput) -> Result<Option<Sums>, Error> {
+        let channels = input.channels();
+        let Target::Indices(indices) = input.target() else {
+            return Ok(None);
+        };
+        if self.activation != Activation::Softmax || self.squared_pred || channels < 2 {
+            return Ok(None);
+        }
+        let (indices, valid) = checked_indices(indices, channels, self.ignore_index)?;
+        if valid.is_some() {
+            return Ok(None);
+        }
+        let dropped = self.dropped(channels);
+        let kept = channels - dropped;
+        let mut sums = fused::softmax_overlap_sums(input.output().clone(), indices)
+            .narrow(2, dropped, kept);
+        if self.batch {
+            sums = sums.sum_dim(0);
+        }
+        let rows = sums.dims()[0];
+        let row = |i: usize| sums.clone().narrow(1, i, 1).reshape([rows, kept]);
+        Ok(Some(Sums {
+            intersection: row(0),
+            prediction: row(1),
+            truth: row(2),
+            counted: None,
+            samples: input.batch_size(),
+        }))
     }
 
     /// Sums `[N, K, S]` over the positions (and the batch with `batch`): `[B, K]`.

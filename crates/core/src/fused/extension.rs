@@ -1,0 +1,252 @@
+//! The fused operations as a burn backend extension: the Flex kernels, and the autodiff
+//! wrapper that records one graph node per operation with its hand-written backward.
+
+use burn::{
+    backend::{
+        Autodiff, Backend, Dispatch, Flex, backend_extension,
+        autodiff::{
+            checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+            grads::Gradients,
+            ops::{Backward, Ops, OpsKind, binary, unary},
+        },
+        tensor::{FloatTensor, IntTensor},
+    },
+    tensor::{Int, Tensor},
+};
+
+use super::flex;
+
+/// The fused loss operations of a backend.
+#[backend_extension(Flex, Autodiff)]
+pub trait FusedLossBackend: Backend {
+    /// See [`super::log_softmax_nll`].
+    fn log_softmax_nll(logits: FloatTensor<Self>, target: IntTensor<Self>) -> FloatTensor<Self>;
+    /// See [`super::softmax_overlap_sums`].
+    fn softmax_overlap_sums(
+        logits: FloatTensor<Self>,
+        target: IntTensor<Self>,
+    ) -> FloatTensor<Self>;
+    /// See [`super::squared_error_sum`].
+    fn squared_error_sum(output: FloatTensor<Self>, target: FloatTensor<Self>)
+    -> FloatTensor<Self>;
+}
+
+/// What a concrete backend provides so that its fused operations are differentiable: the
+/// forward pass with what the backward keeps, and the gradients.
+pub trait FusedLossKernels: Backend {
+    /// The loss `[N, S]` and the log-sum-exp `[N, S]` kept for the backward pass.
+    fn log_softmax_nll_forward(
+        logits: FloatTensor<Self>,
+        target: IntTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+    /// The logits' gradient given the loss's `grad` `[N, S]`.
+    fn log_softmax_nll_backward(
+        logits: FloatTensor<Self>,
+        log_sum_exp: FloatTensor<Self>,
+        target: IntTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+    /// The logits' gradient given the sums' `grad` `[N, 3, C]`.
+    fn softmax_overlap_sums_backward(
+        logits: FloatTensor<Self>,
+        target: IntTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+    /// `sign · 2 · (output - target) · grad`: the output's gradient with `sign = 1`, the
+    /// target's with `-1`.
+    fn squared_error_backward(
+        output: FloatTensor<Self>,
+        target: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        sign: f32,
+    ) -> FloatTensor<Self>;
+}
+
+impl FusedLossKernels for Flex {
+    fn log_softmax_nll_forward(
+        logits: FloatTensor<Self>,
+        target: IntTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        flex::log_softmax_nll(logits, target)
+    }
+
+    fn log_softmax_nll_backward(
+        logits: FloatTensor<Self>,
+        log_sum_exp: FloatTensor<Self>,
+        target: IntTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        flex::log_softmax_nll_backward(logits, log_sum_exp, target, grad)
+    }
+
+    fn softmax_overlap_sums_backward(
+        logits: FloatTensor<Self>,
+        target: IntTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        flex::softmax_overlap_sums_backward(logits, target, grad)
+    }
+
+    fn squared_error_backward(
+        output: FloatTensor<Self>,
+        target: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        sign: f32,
+    ) -> FloatTensor<Self> {
+        flex::squared_error_backward(output, target, grad, sign)
+    }
+}
+
+impl FusedLossBackend for Flex {
+    fn log_softmax_nll(logits: FloatTensor<Self>, target: IntTensor<Self>) -> FloatTensor<Self> {
+        flex::log_softmax_nll(logits, target).0
+    }
+
+    fn softmax_overlap_sums(
+        logits: FloatTensor<Self>,
+        target: IntTensor<Self>,
+    ) -> FloatTensor<Self> {
+        flex::softmax_overlap_sums(logits, target)
+    }
+
+    fn squared_error_sum(
+        output: FloatTensor<Self>,
+        target: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        flex::squared_error_sum(output, target)
+    }
+}
+
+#[derive(Debug)]
+struct LogSoftmaxNll;
+
+impl<B: FusedLossKernels> Backward<B, 1> for LogSoftmaxNll {
+    type State = (FloatTensor<B>, FloatTensor<B>, IntTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (logits, log_sum_exp, target) = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+            B::log_softmax_nll_backward(logits, log_sum_exp, target, grad)
+        });
+    }
+}
+
+#[derive(Debug)]
+struct SoftmaxOverlapSums;
+
+impl<B: FusedLossKernels> Backward<B, 1> for SoftmaxOverlapSums {
+    type State = (FloatTensor<B>, IntTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (logits, target) = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+            B::softmax_overlap_sums_backward(logits, target, grad)
+        });
+    }
+}
+
+#[derive(Debug)]
+struct SquaredErrorSum;
+
+impl<B: FusedLossKernels> Backward<B, 2> for SquaredErrorSum {
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (output, target) = ops.state;
+        let (output_for_target, target_for_target) = (output.clone(), target.clone());
+        binary::<B, _, _>(
+            ops.parents,
+            ops.node,
+            grads,
+            |grad| B::squared_error_backward(output, target, grad, 1.0),
+            |grad| B::squared_error_backward(output_for_target, target_for_target, grad, -1.0),
+        );
+    }
+}
+
+// The forward values are computed once, on the inner backend; the graph keeps the inputs'
+// primitives (shared, not copied) and the per-position log-sum-exp.
+impl<B, C> FusedLossBackend for Autodiff<B, C>
+where
+    B: FusedLossKernels + FusedLossBackend,
+    C: CheckpointStrategy,
+{
+    fn log_softmax_nll(logits: FloatTensor<Self>, target: IntTensor<Self>) -> FloatTensor<Self> {
+        match LogSoftmaxNll
+            .prepare::<C>([logits.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let logits = logits.into_primitive();
+                let (loss, log_sum_exp) = B::log_softmax_nll_forward(logits.clone(), target.clone());
+                prep.finish((logits, log_sum_exp, target), loss)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::log_softmax_nll(logits.into_primitive(), target))
+            }
+        }
+    }
+
+    fn softmax_overlap_sums(
+        logits: FloatTensor<Self>,
+        target: IntTensor<Self>,
+    ) -> FloatTensor<Self> {
+        match SoftmaxOverlapSums
+            .prepare::<C>([logits.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let logits = logits.into_primitive();
+                let sums = B::softmax_overlap_sums(logits.clone(), target.clone());
+                prep.finish((logits, target), sums)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::softmax_overlap_sums(logits.into_primitive(), target))
+            }
+        }
+    }
+
+    fn squared_error_sum(
+        output: FloatTensor<Self>,
+        target: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        match SquaredErrorSum
+            .prepare::<C>([output.node(), target.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (output, target) = (output.into_primitive(), target.into_primitive());
+                let sum = B::squared_error_sum(output.clone(), target.clone());
+                prep.finish((output, target), sum)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::squared_error_sum(
+                output.into_primitive(),
+                target.into_primitive(),
+            )),
+        }
+    }
+}
+
+pub(super) fn log_softmax_nll(logits: Tensor<3>, target: Tensor<2, Int>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as FusedLossBackend>::log_softmax_nll(
+        logits.into_dispatch(),
+        target.into_dispatch(),
+    ))
+}
+
+pub(super) fn softmax_overlap_sums(logits: Tensor<3>, target: Tensor<2, Int>) -> Tensor<3> {
+    Tensor::from_dispatch(<Dispatch as FusedLossBackend>::softmax_overlap_sums(
+        logits.into_dispatch(),
+        target.into_dispatch(),
+    ))
+}
+
+pub(super) fn squared_error_sum(output: Tensor<3>, target: Tensor<3>) -> Tensor<1> {
+    Tensor::from_dispatch(<Dispatch as FusedLossBackend>::squared_error_sum(
+        output.into_dispatch(),
+        target.into_dispatch(),
+    ))
+}

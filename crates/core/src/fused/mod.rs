@@ -1,0 +1,330 @@
+//! Fused loss kernels: the heavy inner parts of the cross-entropy, overlap (Dice family) and
+//! squared-error losses as single backend operations with a hand-written backward pass.
+//!
+//! Composed from burn's tensor operations, a softmax cross-entropy makes six passes over the
+//! `[N, C, S]` logits forward and as many backward, each allocating a tensor of that size
+//! (bench/RESULTS.md). The fused operations make one pass forward and one backward, keep only
+//! the per-position log-sum-exp between them, and never build a one-hot target.
+//!
+//! They are burn backend extensions (`#[backend_extension]`) with kernels for the Flex CPU
+//! backend and an `Autodiff` implementation whose backward calls the matching gradient kernel.
+//! On every other backend and dtype (ndarray, wgpu, remote devices, `f64`) each function here
+//! runs its [`composed`] form, built from burn's differentiable operations: same value, same
+//! gradient, to float rounding. Tests hold the two to each other on random inputs.
+
+use burn::tensor::{DType, Int, Tensor};
+
+#[cfg(feature = "flex")]
+mod extension;
+#[cfg(feature = "flex")]
+mod flex;
+
+/// `-log softmax(logits)[target]` at every position: logits `[N, C, S]`, class indices
+/// `[N, S]` in `0..C`, result `[N, S]`.
+pub fn log_softmax_nll(logits: Tensor<3>, target: Tensor<2, Int>) -> Tensor<2> {
+    #[cfg(feature = "flex")]
+    if fused_runs_on(&logits, &target) {
+        return extension::log_softmax_nll(logits, target);
+    }
+    composed::log_softmax_nll(logits, target)
+}
+
+/// Per sample and class, `[N, 3, C]`: the sums over positions of `p · onehot(target)`, of `p`,
+/// and of `onehot(target)`, with `p = softmax(logits)` over the classes; logits `[N, C, S]`,
+/// class indices `[N, S]` in `0..C`. The soft Dice family's intersection, prediction and truth.
+pub fn softmax_overlap_sums(logits: Tensor<3>, target: Tensor<2, Int>) -> Tensor<3> {
+    #[cfg(feature = "flex")]
+    if fused_runs_on(&logits, &target) {
+        return extension::softmax_overlap_sums(logits, target);
+    }
+    composed::softmax_overlap_sums(logits, target)
+}
+
+/// `Σ (output - target)²` over all elements, `[1]`.
+pub fn squared_error_sum(output: Tensor<3>, target: Tensor<3>) -> Tensor<1> {
+    #[cfg(feature = "flex")]
+    if is_flex_f32(&output) && is_flex_f32(&target) && output.dims() == target.dims() {
+        return extension::squared_error_sum(output, target);
+    }
+    composed::squared_error_sum(output, target)
+}
+
+/// Whether this build has the fused kernels for the device and dtype of `tensor`: `f32` on the
+/// Flex CPU backend (with or without autodiff).
+pub fn is_fused(tensor: &Tensor<3>) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        is_flex_f32(tensor)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = tensor;
+        false
+    }
+}
+
+#[cfg(feature = "flex")]
+fn is_flex_f32(tensor: &Tensor<3>) -> bool {
+    use burn::backend::DispatchDevice;
+    tensor.dtype() == DType::F32
+        && matches!(
+            tensor.device().as_dispatch().clone().inner(),
+            DispatchDevice::Flex(_)
+        )
+}
+
+#[cfg(feature = "flex")]
+fn fused_runs_on(logits: &Tensor<3>, target: &Tensor<2, Int>) -> bool {
+    let [n, _, s] = logits.dims();
+    is_flex_f32(logits)
+        && matches!(target.dtype(), DType::I64 | DType::I32)
+        && target.dims() == [n, s]
+        && target.device() == logits.device()
+}
+
+/// The same operations composed from burn's differentiable tensor operations: what runs where
+/// there is no fused kernel, and the reference the fused kernels are tested against.
+pub mod composed {
+    use burn::{
+        nn::loss::{MseLoss, Reduction},
+        tensor::{
+            Int, Tensor,
+            activation::{log_softmax, softmax},
+        },
+    };
+
+    use crate::targets::one_hot;
+
+    /// See [`super::log_softmax_nll`].
+    pub fn log_softmax_nll(logits: Tensor<3>, target: Tensor<2, Int>) -> Tensor<2> {
+        let [n, _, s] = logits.dims();
+        log_softmax(logits, 1)
+            .gather(1, target.reshape([n, 1, s]))
+            .reshape([n, s])
+            .neg()
+    }
+
+    /// See [`super::softmax_overlap_sums`].
+    pub fn softmax_overlap_sums(logits: Tensor<3>, target: Tensor<2, Int>) -> Tensor<3> {
+        let [_, c, _] = logits.dims();
+        let probabilities = softmax(logits, 1);
+        let onehot = one_hot(target, c);
+        let intersection = (probabilities.clone() * onehot.clone()).sum_dim(2);
+        let prediction = probabilities.sum_dim(2);
+        let truth = onehot.sum_dim(2);
+        Tensor::cat(vec![intersection, prediction, truth], 2).swap_dims(1, 2)
+    }
+
+    /// See [`super::squared_error_sum`]: burn-nn's `MseLoss` with a sum.
+    pub fn squared_error_sum(output: Tensor<3>, target: Tensor<3>) -> Tensor<1> {
+        MseLoss::new().forward(output, target, Reduction::Sum)
+    }
+}
+
+/// A polynomial `exp` for `f32` that the compiler vectorises (libm's `expf` is a call per
+/// element): Cody–Waite range reduction to `r ∈ [-ln 2 / 2, ln 2 / 2]`, Cephes' degree-6
+/// polynomial for `e^r`, and the power of two built in the exponent bits. Relative error
+/// below 2e-7 over `[-87, 88]` (inputs above 88 give `e^88`) (tested against `f32::exp`); below `-87.3` it returns
+/// `e^-87.3` instead of a subnormal, which no loss here can tell from zero.
+#[inline(always)]
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
+pub(crate) fn fast_exp(x: f32) -> f32 {
+    const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // 1.5 · 2^23: adding it rounds to the nearest integer in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.336_54, 88.0);
+    let shifted = x * LOG2_E + ROUND;
+    let k = shifted - ROUND;
+    let r = x - k * LN2_HI - k * LN2_LO;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let e_r = p * r * r + r + 1.0;
+    // The integer k sits in the low bits of `shifted`; move it to the exponent field.
+    let exponent = (shifted.to_bits().wrapping_sub(ROUND.to_bits()) as i32 + 127) as u32;
+    e_r * f32::from_bits(exponent << 23)
+}
+
+#[cfg(all(test, feature = "flex", feature = "ndarray"))]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, TensorData};
+
+    /// Deterministic values in `[-scale, scale]`.
+    fn values(count: usize, seed: u64, scale: f32) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..count)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+            })
+            .collect()
+    }
+
+    fn classes(count: usize, c: usize, seed: u64) -> Vec<i64> {
+        values(count, seed, 1.0)
+            .into_iter()
+            .map(|v| (((v + 1.0) / 2.0 * c as f32) as i64).min(c as i64 - 1))
+            .collect()
+    }
+
+    fn floats(tensor: Tensor<3>) -> Vec<f32> {
+        tensor.into_data().convert::<f32>().try_to_vec().expect("f32 values")
+    }
+
+    fn assert_close(name: &str, fused: &[f32], composed: &[f32], tolerance: f32) {
+        assert_eq!(fused.len(), composed.len(), "{name}: lengths");
+        for (i, (a, b)) in fused.iter().zip(composed).enumerate() {
+            assert!(
+                (a - b).abs() <= tolerance * (1.0 + b.abs()),
+                "{name}[{i}]: fused {a}, composed {b}"
+            );
+        }
+    }
+
+    /// The shapes the kernels treat differently: rows (S = 1), tiles of positions, a last
+    /// partial tile, one class, many classes.
+    const SHAPES: [[usize; 3]; 6] = [
+        [5, 7, 1],
+        [3, 2, 1],
+        [2, 3, 300],
+        [3, 4, 256],
+        [1, 1, 9],
+        [2, 40, 17],
+    ];
+
+    /// Runs `fused` and `composed` on the same random logits and indices on the Flex autodiff
+    /// device, with a random upstream gradient, and compares values and logit gradients.
+    fn check<const D: usize>(
+        name: &str,
+        fused: impl Fn(Tensor<3>, Tensor<2, Int>) -> Tensor<D>,
+        composed: impl Fn(Tensor<3>, Tensor<2, Int>) -> Tensor<D>,
+    ) {
+        let device = Device::flex().autodiff();
+        for (k, [n, c, s]) in SHAPES.into_iter().enumerate() {
+            let seed = k as u64 + 1;
+            let logits = Tensor::<3>::from_data(
+                TensorData::new(values(n * c * s, seed, 6.0), [n, c, s]),
+                &device,
+            );
+            assert!(is_fused(&logits), "{name}: the Flex f32 path is fused");
+            let target = Tensor::<2, Int>::from_data(
+                TensorData::new(classes(n * s, c, seed + 100), [n, s]),
+                &device,
+            );
+            let run = |f: &dyn Fn(Tensor<3>, Tensor<2, Int>) -> Tensor<D>| {
+                let x = logits.clone().require_grad();
+                let out = f(x.clone(), target.clone());
+                let shape = out.dims();
+                let count = shape.iter().product();
+                let upstream = Tensor::<D>::from_data(
+                    TensorData::new(values(count, seed + 200, 1.0), shape),
+                    &device,
+                );
+                let value = out.clone().inner().reshape([1, 1, count]);
+                let grads = (out * upstream).sum().backward();
+                let grad = x.grad(&grads).expect("the logits get a gradient");
+                (floats(value), floats(grad))
+            };
+            let (fused_value, fused_grad) = run(&fused);
+            let (composed_value, composed_grad) = run(&composed);
+            let label = format!("{name} {n}x{c}x{s}");
+            assert_close(&format!("{label} value"), &fused_value, &composed_value, 2e-5);
+            assert_close(&format!("{label} grad"), &fused_grad, &composed_grad, 2e-5);
+        }
+    }
+
+    #[test]
+    fn fused_log_softmax_nll_matches_its_composed_form() {
+        check("log_softmax_nll", log_softmax_nll, composed::log_softmax_nll);
+    }
+
+    #[test]
+    fn fused_softmax_overlap_sums_match_their_composed_form() {
+        check(
+            "softmax_overlap_sums",
+            softmax_overlap_sums,
+            composed::softmax_overlap_sums,
+        );
+    }
+
+    #[test]
+    fn fused_squared_error_sum_matches_burn_nn() {
+        let device = Device::flex().autodiff();
+        for (k, [n, c, s]) in SHAPES.into_iter().enumerate() {
+            let seed = k as u64 + 7;
+            let make = |seed| {
+                Tensor::<3>::from_data(
+                    TensorData::new(values(n * c * s, seed, 3.0), [n, c, s]),
+                    &device,
+                )
+                .require_grad()
+            };
+            let run = |f: fn(Tensor<3>, Tensor<3>) -> Tensor<1>| {
+                let (output, target) = (make(seed), make(seed + 50));
+                let value = f(output.clone(), target.clone());
+                let grads = (value.clone() * 0.75).backward();
+                let value = value.inner().into_data().try_to_vec::<f32>().expect("f32");
+                let grad = |t: &Tensor<3>| floats(t.grad(&grads).expect("a gradient"));
+                (value, grad(&output), grad(&target))
+            };
+            let fused = run(squared_error_sum);
+            let composed = run(composed::squared_error_sum);
+            let label = format!("squared_error_sum {n}x{c}x{s}");
+            assert_close(&format!("{label} value"), &fused.0, &composed.0, 1e-5);
+            assert_close(&format!("{label} output grad"), &fused.1, &composed.1, 1e-5);
+            assert_close(&format!("{label} target grad"), &fused.2, &composed.2, 1e-5);
+        }
+    }
+
+    #[test]
+    fn strided_logits_are_read_in_their_logical_order() {
+        let device = Device::flex().autodiff();
+        let data = TensorData::new(values(2 * 5 * 3, 9, 4.0), [2, 5, 3]);
+        // [2, 5, 3] with the last two axes swapped: a [2, 3, 5] view that is not contiguous.
+        let strided = Tensor::<3>::from_data(data, &device).swap_dims(1, 2);
+        let contiguous = Tensor::<3>::from_data(strided.to_data(), &device);
+        let target = Tensor::<2, Int>::from_data(TensorData::new(classes(10, 3, 4), [2, 5]), &device);
+        let a = log_softmax_nll(strided, target.clone()).into_data().try_to_vec::<f32>();
+        let b = log_softmax_nll(contiguous, target).into_data().try_to_vec::<f32>();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    #[allow(deprecated)] // Device::ndarray: still a backend losskit offers
+    fn other_backends_and_dtypes_run_the_composed_form() {
+        let ndarray = Tensor::<3>::zeros([1, 2, 1], &Device::ndarray());
+        assert!(!is_fused(&ndarray));
+        let flex_f64 = Tensor::<3>::zeros([1, 2, 1], &Device::flex()).cast(DType::F64);
+        assert!(!is_fused(&flex_f64));
+        let target = Tensor::<2, Int>::zeros([1, 1], &Device::flex());
+        let value = log_softmax_nll(flex_f64, target)
+            .into_data()
+            .convert::<f64>()
+            .try_to_vec::<f64>()
+            .expect("f64");
+        assert!((value[0] - 2f64.ln()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn fast_exp_is_within_two_ulp_of_libm() {
+        let mut worst = 0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let expected = f64::from(x).exp();
+            let got = f64::from(fast_exp(x));
+            worst = worst.max(((got - expected) / expected).abs());
+            x += 0.000_37;
+        }
+        assert!(worst < 2e-7, "worst relative error {worst:e}");
+        assert_eq!(fast_exp(0.0), 1.0);
+        assert!(fast_exp(-1000.0) < 1e-37);
+    }
+}
