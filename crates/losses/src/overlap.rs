@@ -261,17 +261,21 @@ impl Overlap {
         }
         let dropped = self.dropped(channels);
         let kept = channels - dropped;
-        let mut sums = fused::softmax_overlap_sums(input.output().clone(), indices)
-            .narrow(2, dropped, kept);
-        if self.batch {
-            sums = sums.sum_dim(0);
-        }
-        let rows = sums.dims()[0];
-        let row = |i: usize| sums.clone().narrow(1, i, 1).reshape([rows, kept]);
+        let (intersection, prediction, truth) =
+            fused::softmax_overlap_sums(input.output().clone(), indices);
+        let counted = |sums: Tensor<2>| {
+            // Narrowing only when it drops a class: a slice's gradient is a zero-padded copy.
+            let sums = if dropped > 0 {
+                sums.narrow(1, dropped, kept)
+            } else {
+                sums
+            };
+            if self.batch { sums.sum_dim(0) } else { sums }
+        };
         Ok(Some(Sums {
-            intersection: row(0),
-            prediction: row(1),
-            truth: row(2),
+            intersection: counted(intersection),
+            prediction: counted(prediction),
+            truth: counted(truth),
             counted: None,
             samples: input.batch_size(),
         }))

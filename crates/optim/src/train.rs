@@ -10,7 +10,7 @@ use std::{
     io::{IsTerminal, Write as _},
     path::{Path, PathBuf},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     time::Instant,
@@ -33,6 +33,9 @@ use crate::{
     schedule::ScheduleConfig,
     stats::{EpochStats, RunStats, write_reports},
 };
+
+/// Held while a run seeds the device and draws its initial weights (see `train`).
+static SEEDED_INIT: Mutex<()> = Mutex::new(());
 
 /// Which part of the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -472,8 +475,13 @@ fn run_training<T: Task>(
             scheduler.step();
         }
     } else {
+        // burn keeps one random generator per device for the whole process: another run's
+        // seeding or drawing in between (two runs in two threads, parallel tests) would make
+        // the initial weights depend on timing.
+        let _seeded = SEEDED_INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         autodiff.seed(config.seed);
         model = task.init_model(&autodiff);
+        drop(_seeded);
         stats = RunStats {
             task: task.kind(),
             classes: task.classes(),

@@ -3,7 +3,7 @@
 
 use burn::{
     backend::{
-        Autodiff, Backend, Dispatch, Flex, backend_extension,
+        Autodiff, AutodiffBackend, Backend, Dispatch, Flex, backend_extension,
         autodiff::{
             checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
             grads::Gradients,
@@ -25,7 +25,7 @@ pub trait FusedLossBackend: Backend {
     fn softmax_overlap_sums(
         logits: FloatTensor<Self>,
         target: IntTensor<Self>,
-    ) -> FloatTensor<Self>;
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
     /// See [`super::squared_error_sum`].
     fn squared_error_sum(output: FloatTensor<Self>, target: FloatTensor<Self>)
     -> FloatTensor<Self>;
@@ -46,11 +46,20 @@ pub trait FusedLossKernels: Backend {
         target: IntTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
-    /// The logits' gradient given the sums' `grad` `[N, 3, C]`.
-    fn softmax_overlap_sums_backward(
+    /// The intersection, prediction and truth sums, and the log-sum-exp `[N, S]` kept for
+    /// the backward pass.
+    fn softmax_overlap_sums_forward(
         logits: FloatTensor<Self>,
         target: IntTensor<Self>,
-        grad: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 4];
+    /// The logits' gradient given the gradients `[N, C]` of the intersection and of the
+    /// prediction sums (`None`: zero).
+    fn softmax_overlap_sums_backward(
+        logits: FloatTensor<Self>,
+        log_sum_exp: FloatTensor<Self>,
+        target: IntTensor<Self>,
+        grad_intersection: Option<FloatTensor<Self>>,
+        grad_prediction: Option<FloatTensor<Self>>,
     ) -> FloatTensor<Self>;
     /// `sign · 2 · (output - target) · grad`: the output's gradient with `sign = 1`, the
     /// target's with `-1`.
@@ -79,12 +88,29 @@ impl FusedLossKernels for Flex {
         flex::log_softmax_nll_backward(logits, log_sum_exp, target, grad)
     }
 
-    fn softmax_overlap_sums_backward(
+    fn softmax_overlap_sums_forward(
         logits: FloatTensor<Self>,
         target: IntTensor<Self>,
-        grad: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 4] {
+        let (intersection, prediction, truth, log_sum_exp) =
+            flex::softmax_overlap_sums(logits, target);
+        [intersection, prediction, truth, log_sum_exp]
+    }
+
+    fn softmax_overlap_sums_backward(
+        logits: FloatTensor<Self>,
+        log_sum_exp: FloatTensor<Self>,
+        target: IntTensor<Self>,
+        grad_intersection: Option<FloatTensor<Self>>,
+        grad_prediction: Option<FloatTensor<Self>>,
     ) -> FloatTensor<Self> {
-        flex::softmax_overlap_sums_backward(logits, target, grad)
+        flex::softmax_overlap_sums_backward(
+            logits,
+            log_sum_exp,
+            target,
+            grad_intersection,
+            grad_prediction,
+        )
     }
 
     fn squared_error_backward(
@@ -105,8 +131,9 @@ impl FusedLossBackend for Flex {
     fn softmax_overlap_sums(
         logits: FloatTensor<Self>,
         target: IntTensor<Self>,
-    ) -> FloatTensor<Self> {
-        flex::softmax_overlap_sums(logits, target)
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (intersection, prediction, truth, _) = flex::softmax_overlap_sums(logits, target);
+        (intersection, prediction, truth)
     }
 
     fn squared_error_sum(
@@ -131,16 +158,33 @@ impl<B: FusedLossKernels> Backward<B, 1> for LogSoftmaxNll {
     }
 }
 
+// The intersection and the prediction sums are two graph nodes over the same logits, so that
+// each gets its gradient as its own `[N, C]` tensor; a stacked output would cost a zero-padded
+// gradient of the whole stack per slice.
 #[derive(Debug)]
-struct SoftmaxOverlapSums;
+struct OverlapIntersection;
 
-impl<B: FusedLossKernels> Backward<B, 1> for SoftmaxOverlapSums {
-    type State = (FloatTensor<B>, IntTensor<B>);
+impl<B: FusedLossKernels> Backward<B, 1> for OverlapIntersection {
+    type State = (FloatTensor<B>, FloatTensor<B>, IntTensor<B>);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (logits, target) = ops.state;
+        let (logits, log_sum_exp, target) = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-            B::softmax_overlap_sums_backward(logits, target, grad)
+            B::softmax_overlap_sums_backward(logits, log_sum_exp, target, Some(grad), None)
+        });
+    }
+}
+
+#[derive(Debug)]
+struct OverlapPrediction;
+
+impl<B: FusedLossKernels> Backward<B, 1> for OverlapPrediction {
+    type State = (FloatTensor<B>, FloatTensor<B>, IntTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (logits, log_sum_exp, target) = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+            B::softmax_overlap_sums_backward(logits, log_sum_exp, target, None, Some(grad))
         });
     }
 }
@@ -191,21 +235,31 @@ where
     fn softmax_overlap_sums(
         logits: FloatTensor<Self>,
         target: IntTensor<Self>,
-    ) -> FloatTensor<Self> {
-        match SoftmaxOverlapSums
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let intersection_prep = OverlapIntersection
             .prepare::<C>([logits.node()])
             .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let logits = logits.into_primitive();
-                let sums = B::softmax_overlap_sums(logits.clone(), target.clone());
-                prep.finish((logits, target), sums)
-            }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(B::softmax_overlap_sums(logits.into_primitive(), target))
-            }
-        }
+            .stateful();
+        let prediction_prep = OverlapPrediction
+            .prepare::<C>([logits.node()])
+            .compute_bound()
+            .stateful();
+        let logits = logits.into_primitive();
+        let [intersection, prediction, truth, log_sum_exp] =
+            B::softmax_overlap_sums_forward(logits.clone(), target.clone());
+        let intersection = match intersection_prep {
+            OpsKind::Tracked(prep) => prep.finish(
+                (logits.clone(), log_sum_exp.clone(), target.clone()),
+                intersection,
+            ),
+            OpsKind::UnTracked(prep) => prep.finish(intersection),
+        };
+        let prediction = match prediction_prep {
+            OpsKind::Tracked(prep) => prep.finish((logits, log_sum_exp, target), prediction),
+            OpsKind::UnTracked(prep) => prep.finish(prediction),
+        };
+        // The target counts do not depend on the logits.
+        (intersection, prediction, Self::from_inner(truth))
     }
 
     fn squared_error_sum(
@@ -237,11 +291,19 @@ pub(super) fn log_softmax_nll(logits: Tensor<3>, target: Tensor<2, Int>) -> Tens
     ))
 }
 
-pub(super) fn softmax_overlap_sums(logits: Tensor<3>, target: Tensor<2, Int>) -> Tensor<3> {
-    Tensor::from_dispatch(<Dispatch as FusedLossBackend>::softmax_overlap_sums(
+pub(super) fn softmax_overlap_sums(
+    logits: Tensor<3>,
+    target: Tensor<2, Int>,
+) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
+    let (intersection, prediction, truth) = <Dispatch as FusedLossBackend>::softmax_overlap_sums(
         logits.into_dispatch(),
         target.into_dispatch(),
-    ))
+    );
+    (
+        Tensor::from_dispatch(intersection),
+        Tensor::from_dispatch(prediction),
+        Tensor::from_dispatch(truth),
+    )
 }
 
 pub(super) fn squared_error_sum(output: Tensor<3>, target: Tensor<3>) -> Tensor<1> {

@@ -1,24 +1,29 @@
-//! The fused kernels on burn's Flex CPU backend, in safe Rust over the tensors' `f32` storage.
+//! The fused kernels on burn's Flex CPU backend, in safe Rust over the tensors' storage.
 //!
 //! Every kernel reads its input once per pass and keeps per-position statistics (the
-//! log-sum-exp over the classes) instead of whole intermediate tensors. Work is split with
-//! rayon, which Flex itself uses: over tiles of positions for the per-position passes, and over
-//! contiguous rows of the `[N, C, S]` layout for the element-wise gradient.
+//! log-sum-exp over the classes) instead of whole intermediate tensors. Two layouts of the
+//! `[N, C, S]` logits are handled apart, so that every inner loop runs over contiguous memory
+//! without division or branches and vectorises:
+//! - rows (`S = 1`, classification): each position's classes are contiguous;
+//! - tiles (`S > 1`, segmentation): each class of a tile of [`TILE`] consecutive positions is
+//!   contiguous, and a tile's per-position accumulators stay in L1.
+//!
+//! Work is split with rayon, as Flex itself does: over groups of rows, or over tiles.
 
 use burn::tensor::{DType, TensorData};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::fast_exp;
+use super::{fast_exp, fast_ln};
 
-/// Positions per tile: the per-position accumulators of one tile stay in L1.
+/// Positions per tile.
 const TILE: usize = 256;
-/// Rows (positions of a `[N, C, 1]` layout) per parallel task, and elements per task for the
-/// flat kernels: enough work to pay for a rayon task.
+/// Rows per parallel task and elements per task for the flat kernels: enough work to pay for
+/// a rayon task.
 const ROWS_PER_TASK: usize = 64;
 const ELEMENTS_PER_TASK: usize = 1 << 15;
 
-/// A contiguous view of the `f32` values of `tensor`, copying only when it is a strided view.
+/// `tensor`, contiguous (a copy only for a strided view).
 fn contiguous(tensor: FlexTensor) -> FlexTensor {
     if tensor.layout().contiguous_offsets().is_some() {
         tensor
@@ -33,32 +38,49 @@ fn floats(tensor: &FlexTensor) -> &[f32] {
         .expect("the fused losses run on contiguous f32 tensors (checked before dispatch)")
 }
 
-/// Class indices as stored: Flex keeps integer tensors as `i64` or `i32`.
-enum Classes<'a> {
-    I64(&'a [i64]),
-    I32(&'a [i32]),
-}
-
-impl<'a> Classes<'a> {
-    fn of(tensor: &'a FlexTensor) -> Self {
-        match tensor.dtype() {
-            DType::I32 => Self::I32(tensor.as_slice::<i32>().expect("contiguous i32 indices")),
-            _ => Self::I64(tensor.as_slice::<i64>().expect("contiguous i64 indices")),
-        }
-    }
-
-    #[inline]
-    fn get(&self, position: usize) -> usize {
-        // In range: the losses check the indices (and replace ignored ones) before this.
-        match self {
-            Self::I64(values) => values[position] as usize,
-            Self::I32(values) => values[position] as usize,
-        }
-    }
-}
-
 fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// A stored class index. The losses check the indices (and replace ignored ones) before the
+/// kernels run, so every index is in `0..C`.
+trait ClassIndex: Copy + Send + Sync {
+    fn class(self) -> usize;
+}
+
+impl ClassIndex for i64 {
+    #[inline(always)]
+    fn class(self) -> usize {
+        self as usize
+    }
+}
+
+impl ClassIndex for i32 {
+    #[inline(always)]
+    fn class(self) -> usize {
+        self as usize
+    }
+}
+
+/// Runs `$body` with `$t` bound to the index tensor's values, `&[i64]` or `&[i32]` (the two
+/// integer types Flex stores; the caller checks the dtype before dispatch).
+macro_rules! with_classes {
+    ($target:expr, |$t:ident| $body:expr) => {
+        match $target.dtype() {
+            DType::I32 => {
+                let $t = $target
+                    .as_slice::<i32>()
+                    .expect("contiguous i32 class indices");
+                $body
+            }
+            _ => {
+                let $t = $target
+                    .as_slice::<i64>()
+                    .expect("contiguous i64 class indices");
+                $body
+            }
+        }
+    };
 }
 
 /// `[N, C, S]` dimensions of a logits tensor.
@@ -78,35 +100,30 @@ impl Dims {
             s: dims[2],
         }
     }
+
+    /// The first element of position `start` of `sample`, class 0.
+    fn base(self, sample: usize, start: usize) -> usize {
+        sample * self.c * self.s + start
+    }
 }
 
-/// Log-sum-exp over the classes of `len` consecutive positions `start..` of sample `sample`,
-/// written to `out`.
-fn log_sum_exp_tile(x: &[f32], dims: Dims, sample: usize, start: usize, out: &mut [f32]) {
-    let len = out.len();
-    let base = sample * dims.c * dims.s + start;
-    let mut max = [f32::NEG_INFINITY; TILE];
-    let mut sum = [0f32; TILE];
-    for class in 0..dims.c {
-        let column = &x[base + class * dims.s..][..len];
-        for (m, &v) in max[..len].iter_mut().zip(column) {
-            *m = m.max(v);
+/// The sum of `values` in eight independent lanes: a strict left-to-right float sum does not
+/// vectorise.
+#[inline(always)]
+fn lane_sum(values: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let chunks = values.chunks_exact(8);
+    let rest: f32 = chunks.remainder().iter().sum();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += v;
         }
     }
-    for class in 0..dims.c {
-        let column = &x[base + class * dims.s..][..len];
-        for ((z, &m), &v) in sum[..len].iter_mut().zip(&max[..len]).zip(column) {
-            *z += fast_exp(v - m);
-        }
-    }
-    for ((o, &m), &z) in out.iter_mut().zip(&max[..len]).zip(&sum[..len]) {
-        *o = m + z.ln();
-    }
+    lanes.iter().sum::<f32>() + rest
 }
 
 /// Log-sum-exp over one contiguous row of classes.
 fn log_sum_exp_row(row: &[f32]) -> f32 {
-    // Eight independent lanes, so that the loops vectorise despite the strict float order.
     let mut lanes = [f32::NEG_INFINITY; 8];
     let chunks = row.chunks_exact(8);
     let rest = chunks.remainder();
@@ -125,68 +142,103 @@ fn log_sum_exp_row(row: &[f32]) -> f32 {
             *z += fast_exp(v - max);
         }
     }
-    let sum: f32 = sums.iter().sum::<f32>() + rest.iter().map(|&v| fast_exp(v - max)).sum::<f32>();
+    let sum = sums.iter().sum::<f32>() + rest.iter().map(|&v| fast_exp(v - max)).sum::<f32>();
     max + sum.ln()
 }
 
-/// The log-sum-exp over the classes at every position: `[N * S]`.
+/// Log-sum-exp over the classes of the `out.len()` positions of a tile.
+fn log_sum_exp_tile(x: &[f32], dims: Dims, sample: usize, start: usize, out: &mut [f32]) {
+    let len = out.len();
+    let base = dims.base(sample, start);
+    let mut max = [f32::NEG_INFINITY; TILE];
+    let mut sum = [0f32; TILE];
+    for class in 0..dims.c {
+        let column = &x[base + class * dims.s..][..len];
+        for (m, &v) in max[..len].iter_mut().zip(column) {
+            *m = m.max(v);
+        }
+    }
+    for class in 0..dims.c {
+        let column = &x[base + class * dims.s..][..len];
+        for ((z, &m), &v) in sum[..len].iter_mut().zip(&max[..len]).zip(column) {
+            *z += fast_exp(v - m);
+        }
+    }
+    for ((o, &m), &z) in out.iter_mut().zip(&max[..len]).zip(&sum[..len]) {
+        *o = m + fast_ln(z);
+    }
+}
+
+/// A tile's class indices as `i32`: compared with a class in 32-bit lanes, the inner loops
+/// vectorise even with SSE2 alone, which has no 64-bit lane compare.
+#[inline(always)]
+fn tile_classes<I: ClassIndex>(classes: &[I]) -> [i32; TILE] {
+    let mut out = [0i32; TILE];
+    for (o, c) in out.iter_mut().zip(classes) {
+        *o = c.class() as i32;
+    }
+    out
+}
+
+/// One tile of positions of a `[N, C, S]` output: its sample, first position, and the
+/// tile's segment of each class row.
+type TileSegments<'a> = (usize, usize, Vec<&'a mut [f32]>);
+
+/// Splits `out` (`[N, C, S]`, `S > 1`) into tiles, each holding its `C` class segments, so
+/// that tiles can be written in parallel.
+fn tile_segments(out: &mut [f32], dims: Dims) -> Vec<TileSegments<'_>> {
+    let tiles_per_sample = dims.s.div_ceil(TILE);
+    let mut tiles = Vec::with_capacity(dims.n * tiles_per_sample);
+    for (sample, block) in out.chunks_mut(dims.c * dims.s).enumerate() {
+        let mut per_tile: Vec<Vec<&mut [f32]>> = (0..tiles_per_sample)
+            .map(|_| Vec::with_capacity(dims.c))
+            .collect();
+        for row in block.chunks_mut(dims.s) {
+            for (tile, segment) in per_tile.iter_mut().zip(row.chunks_mut(TILE)) {
+                tile.push(segment);
+            }
+        }
+        for (k, segments) in per_tile.into_iter().enumerate() {
+            tiles.push((sample, k * TILE, segments));
+        }
+    }
+    tiles
+}
+
+/// Runs `f(sample, start, out)` on every tile of a `[N, S]` per-position output, in parallel.
+fn for_each_position_tile(
+    out: &mut [f32],
+    dims: Dims,
+    f: impl Fn(usize, usize, &mut [f32]) + Sync,
+) {
+    out.par_chunks_mut(dims.s)
+        .enumerate()
+        .for_each(|(sample, per_sample)| {
+            per_sample
+                .par_chunks_mut(TILE)
+                .enumerate()
+                .for_each(|(k, tile)| f(sample, k * TILE, tile));
+        });
+}
+
+/// The log-sum-exp over the classes at every position, `[N * S]`.
 fn log_sum_exp(x: &[f32], dims: Dims) -> Vec<f32> {
     let mut lse = vec![0f32; dims.n * dims.s];
     if dims.s == 1 {
         lse.par_chunks_mut(ROWS_PER_TASK)
             .enumerate()
             .for_each(|(task, out)| {
-                let first = task * ROWS_PER_TASK;
                 for (i, o) in out.iter_mut().enumerate() {
-                    let row = first + i;
+                    let row = task * ROWS_PER_TASK + i;
                     *o = log_sum_exp_row(&x[row * dims.c..][..dims.c]);
                 }
             });
     } else {
-        lse.par_chunks_mut(dims.s)
-            .enumerate()
-            .for_each(|(sample, per_sample)| {
-                per_sample
-                    .par_chunks_mut(TILE)
-                    .enumerate()
-                    .for_each(|(tile, out)| {
-                        log_sum_exp_tile(x, dims, sample, tile * TILE, out)
-                    });
-            });
+        for_each_position_tile(&mut lse, dims, |sample, start, out| {
+            log_sum_exp_tile(x, dims, sample, start, out)
+        });
     }
     lse
-}
-
-/// Applies `f(position, class, value) -> gradient` to every element of `[N, C, S]`, in
-/// parallel over contiguous rows.
-fn map_elements(x: &[f32], dims: Dims, f: impl Fn(usize, usize, f32) -> f32 + Sync) -> Vec<f32> {
-    let mut grad = vec![0f32; x.len()];
-    if dims.s == 1 {
-        grad.par_chunks_mut(ROWS_PER_TASK * dims.c)
-            .enumerate()
-            .for_each(|(task, out)| {
-                let first = task * ROWS_PER_TASK;
-                for (i, row) in out.chunks_mut(dims.c).enumerate() {
-                    let position = first + i;
-                    let input = &x[position * dims.c..][..dims.c];
-                    for (class, (g, &v)) in row.iter_mut().zip(input).enumerate() {
-                        *g = f(position, class, v);
-                    }
-                }
-            });
-    } else {
-        grad.par_chunks_mut(dims.s)
-            .enumerate()
-            .for_each(|(row, out)| {
-                let (sample, class) = (row / dims.c, row % dims.c);
-                let input = &x[row * dims.s..][..dims.s];
-                let first = sample * dims.s;
-                for (j, (g, &v)) in out.iter_mut().zip(input).enumerate() {
-                    *g = f(first + j, class, v);
-                }
-            });
-    }
-    grad
 }
 
 /// `-log softmax(logits)[target]` per position, `[N, S]`, and the log-sum-exp it keeps for the
@@ -195,22 +247,22 @@ pub(super) fn log_softmax_nll(logits: FlexTensor, target: FlexTensor) -> (FlexTe
     let (logits, target) = (contiguous(logits), contiguous(target));
     let dims = Dims::of(&logits);
     let x = floats(&logits);
-    let classes = Classes::of(&target);
     let lse = log_sum_exp(x, dims);
-    let loss: Vec<f32> = lse
-        .par_iter()
-        .enumerate()
-        .with_min_len(ELEMENTS_PER_TASK)
-        .map(|(position, &l)| {
-            let (sample, s) = (position / dims.s, position % dims.s);
-            let class = classes.get(position);
-            l - x[(sample * dims.c + class) * dims.s + s]
-        })
-        .collect();
-    (
-        tensor(loss, vec![dims.n, dims.s]),
-        tensor(lse, vec![dims.n, dims.s]),
-    )
+    let mut loss = vec![0f32; dims.n * dims.s];
+    with_classes!(target, |t| {
+        loss.par_chunks_mut(ELEMENTS_PER_TASK)
+            .enumerate()
+            .for_each(|(task, out)| {
+                let first = task * ELEMENTS_PER_TASK;
+                for (i, o) in out.iter_mut().enumerate() {
+                    let position = first + i;
+                    let (sample, s) = (position / dims.s, position % dims.s);
+                    *o = lse[position] - x[dims.base(sample, s) + t[position].class() * dims.s];
+                }
+            })
+    });
+    let shape = vec![dims.n, dims.s];
+    (tensor(loss, shape.clone()), tensor(lse, shape))
 }
 
 /// The gradient of [`log_softmax_nll`] given the upstream gradient `[N, S]`:
@@ -224,134 +276,250 @@ pub(super) fn log_softmax_nll_backward(
     let (logits, target, grad) = (contiguous(logits), contiguous(target), contiguous(grad));
     let dims = Dims::of(&logits);
     let (x, lse, upstream) = (floats(&logits), floats(&lse), floats(&grad));
-    let classes = Classes::of(&target);
-    let out = map_elements(x, dims, |position, class, v| {
-        let p = fast_exp(v - lse[position]);
-        let onehot = if classes.get(position) == class { 1.0 } else { 0.0 };
-        upstream[position] * (p - onehot)
+    let mut out = vec![0f32; x.len()];
+    with_classes!(target, |t| {
+        if dims.s == 1 {
+            out.par_chunks_mut(ROWS_PER_TASK * dims.c)
+                .enumerate()
+                .for_each(|(task, rows)| {
+                    for (i, row) in rows.chunks_mut(dims.c).enumerate() {
+                        let position = task * ROWS_PER_TASK + i;
+                        let (l, g) = (lse[position], upstream[position]);
+                        let input = &x[position * dims.c..][..dims.c];
+                        for (o, &v) in row.iter_mut().zip(input) {
+                            *o = g * fast_exp(v - l);
+                        }
+                        row[t[position].class()] -= g;
+                    }
+                });
+        } else {
+            tile_segments(&mut out, dims)
+                .into_par_iter()
+                .for_each(|(sample, start, mut segments)| {
+                    let first = sample * dims.s + start;
+                    let len = segments[0].len();
+                    let (l, g) = (&lse[first..][..len], &upstream[first..][..len]);
+                    let classes = tile_classes(&t[first..][..len]);
+                    let base = dims.base(sample, start);
+                    for (class, segment) in segments.iter_mut().enumerate() {
+                        let column = &x[base + class * dims.s..][..len];
+                        let class = class as i32;
+                        let terms = column.iter().zip(l).zip(g).zip(&classes[..len]);
+                        for (o, (((&v, &l), &g), &k)) in segment.iter_mut().zip(terms) {
+                            let hit = if k == class { 1.0 } else { 0.0 };
+                            *o = g * (fast_exp(v - l) - hit);
+                        }
+                    }
+                });
+        }
     });
     tensor(out, vec![dims.n, dims.c, dims.s])
 }
 
-/// Per sample and class, `[N, 3, C]`: the sums over positions of `p · onehot`, of `p`, and of
-/// `onehot`, with `p = softmax(logits)` over the classes.
-pub(super) fn softmax_overlap_sums(logits: FlexTensor, target: FlexTensor) -> FlexTensor {
+/// Per sample and class, `[N, C]` each: the sums over positions of `p · onehot`, of `p`, and
+/// of `onehot`, with `p = softmax(logits)` over the classes; and the log-sum-exp `[N, S]` the
+/// backward pass reuses.
+pub(super) fn softmax_overlap_sums(
+    logits: FlexTensor,
+    target: FlexTensor,
+) -> (FlexTensor, FlexTensor, FlexTensor, FlexTensor) {
     let (logits, target) = (contiguous(logits), contiguous(target));
     let dims = Dims::of(&logits);
     let x = floats(&logits);
-    let classes = Classes::of(&target);
     let c = dims.c;
-    let mut sums = vec![0f32; dims.n * 3 * c];
-    if dims.s == 1 {
-        sums.par_chunks_mut(3 * c)
-            .enumerate()
-            .with_min_len(ROWS_PER_TASK)
-            .for_each(|(sample, out)| {
-                let row = &x[sample * c..][..c];
-                let lse = log_sum_exp_row(row);
-                let (intersection, rest) = out.split_at_mut(c);
-                let (prediction, truth) = rest.split_at_mut(c);
-                for (p, &v) in prediction.iter_mut().zip(row) {
-                    *p = fast_exp(v - lse);
+    let lse = log_sum_exp(x, dims);
+    let mut intersection = vec![0f32; dims.n * c];
+    let mut prediction = vec![0f32; dims.n * c];
+    let mut truth = vec![0f32; dims.n * c];
+    with_classes!(target, |t| {
+        if dims.s == 1 {
+            intersection
+                .par_chunks_mut(c)
+                .zip(prediction.par_chunks_mut(c))
+                .zip(truth.par_chunks_mut(c))
+                .enumerate()
+                .with_min_len(ROWS_PER_TASK)
+                .for_each(|(sample, ((i, p), truth))| {
+                    let row = &x[sample * c..][..c];
+                    let l = lse[sample];
+                    for (p, &v) in p.iter_mut().zip(row) {
+                        *p = fast_exp(v - l);
+                    }
+                    let class = t[sample].class();
+                    i[class] = p[class];
+                    truth[class] = 1.0;
+                });
+        } else {
+            let tiles = dims.s.div_ceil(TILE);
+            let per_sample: Vec<Vec<f64>> = (0..dims.n)
+                .into_par_iter()
+                .map(|sample| {
+                    (0..tiles)
+                        .into_par_iter()
+                        .map(|k| overlap_tile(x, &lse, t, dims, sample, k * TILE))
+                        .reduce(
+                            || vec![0f64; 3 * c],
+                            |mut a, b| {
+                                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                                a
+                            },
+                        )
+                })
+                .collect();
+            for (sample, sums) in per_sample.iter().enumerate() {
+                for class in 0..c {
+                    intersection[sample * c + class] = sums[class] as f32;
+                    prediction[sample * c + class] = sums[c + class] as f32;
+                    truth[sample * c + class] = sums[2 * c + class] as f32;
                 }
-                let class = classes.get(sample);
-                intersection[class] = prediction[class];
-                truth[class] = 1.0;
-            });
-    } else {
-        let tiles = dims.s.div_ceil(TILE);
-        sums.par_chunks_mut(3 * c)
-            .enumerate()
-            .for_each(|(sample, out)| {
-                let totals = (0..tiles)
-                    .into_par_iter()
-                    .map(|tile| overlap_tile(x, &classes, dims, sample, tile * TILE))
-                    .reduce(
-                        || vec![0f64; 3 * c],
-                        |mut a, b| {
-                            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                            a
-                        },
-                    );
-                out.iter_mut()
-                    .zip(&totals)
-                    .for_each(|(o, &t)| *o = t as f32);
-            });
-    }
-    tensor(sums, vec![dims.n, 3, c])
+            }
+        }
+    });
+    let shape = vec![dims.n, c];
+    (
+        tensor(intersection, shape.clone()),
+        tensor(prediction, shape.clone()),
+        tensor(truth, shape),
+        tensor(lse, vec![dims.n, dims.s]),
+    )
 }
 
-/// One tile's contribution to [`softmax_overlap_sums`], `[3 * C]`.
-fn overlap_tile(x: &[f32], classes: &Classes, dims: Dims, sample: usize, start: usize) -> Vec<f64> {
+/// One tile's contribution to [`softmax_overlap_sums`]: `[3 * C]`, intersection, prediction
+/// and truth per class.
+fn overlap_tile<I: ClassIndex>(
+    x: &[f32],
+    lse: &[f32],
+    t: &[I],
+    dims: Dims,
+    sample: usize,
+    start: usize,
+) -> Vec<f64> {
     let len = TILE.min(dims.s - start);
-    let mut lse = [0f32; TILE];
-    log_sum_exp_tile(x, dims, sample, start, &mut lse[..len]);
-    let base = sample * dims.c * dims.s + start;
     let first = sample * dims.s + start;
+    let lse = &lse[first..][..len];
+    let classes = tile_classes(&t[first..][..len]);
+    let base = dims.base(sample, start);
+    let (mut p, mut hit_p, mut hit) = ([0f32; TILE], [0f32; TILE], [0f32; TILE]);
     let mut sums = vec![0f64; 3 * dims.c];
     for class in 0..dims.c {
         let column = &x[base + class * dims.s..][..len];
-        let (mut prediction, mut intersection, mut truth) = (0f32, 0f32, 0f32);
-        for (j, (&v, &l)) in column.iter().zip(&lse[..len]).enumerate() {
-            let p = fast_exp(v - l);
-            prediction += p;
-            if classes.get(first + j) == class {
-                intersection += p;
-                truth += 1.0;
-            }
+        let index = class as i32;
+        let terms = column.iter().zip(lse).zip(&classes[..len]);
+        let outputs = p[..len].iter_mut().zip(&mut hit[..len]).zip(&mut hit_p[..len]);
+        for (((p, hit), hit_p), ((&v, &l), &k)) in outputs.zip(terms) {
+            *p = fast_exp(v - l);
+            *hit = if k == index { 1.0 } else { 0.0 };
+            *hit_p = *hit * *p;
         }
-        sums[class] = intersection.into();
-        sums[dims.c + class] = prediction.into();
-        sums[2 * dims.c + class] = truth.into();
+        sums[class] = lane_sum(&hit_p[..len]).into();
+        sums[dims.c + class] = lane_sum(&p[..len]).into();
+        sums[2 * dims.c + class] = lane_sum(&hit[..len]).into();
     }
     sums
 }
 
-/// The gradient of [`softmax_overlap_sums`] given the upstream gradient `[N, 3, C]` (the
-/// third row, the target counts, has none): with `dp = g_I · onehot + g_P`, the softmax
-/// backward `p · (dp - Σ_c p · dp)`.
+/// The gradient of [`softmax_overlap_sums`] given the upstream gradients `[N, C]` of the
+/// intersection and of the prediction (`None`: zero): with `dp = g_I · onehot + g_P`, the
+/// softmax backward `p · (dp - Σ_c p · dp)`.
 pub(super) fn softmax_overlap_sums_backward(
     logits: FlexTensor,
+    lse: FlexTensor,
     target: FlexTensor,
-    grad: FlexTensor,
+    grad_intersection: Option<FlexTensor>,
+    grad_prediction: Option<FlexTensor>,
 ) -> FlexTensor {
-    let (logits, target, grad) = (contiguous(logits), contiguous(target), contiguous(grad));
+    let (logits, target) = (contiguous(logits), contiguous(target));
     let dims = Dims::of(&logits);
-    let (x, upstream) = (floats(&logits), floats(&grad));
-    let classes = Classes::of(&target);
+    let (x, lse) = (floats(&logits), floats(&lse));
     let c = dims.c;
-    let lse = log_sum_exp(x, dims);
-    let g_intersection = |sample: usize, class: usize| upstream[sample * 3 * c + class];
-    let g_prediction = |sample: usize, class: usize| upstream[sample * 3 * c + c + class];
-    // Σ_c p · dp at every position: p_t · g_I[t] + Σ_c p_c · g_P[c].
-    let dot: Vec<f32> = (0..dims.n * dims.s)
-        .into_par_iter()
-        .with_min_len(ELEMENTS_PER_TASK / c.max(1))
-        .map(|position| {
-            let (sample, s) = (position / dims.s, position % dims.s);
-            let base = sample * c * dims.s + s;
-            let l = lse[position];
-            let mut dot = 0f32;
-            for class in 0..c {
-                dot += fast_exp(x[base + class * dims.s] - l) * g_prediction(sample, class);
-            }
-            let class = classes.get(position);
-            dot + fast_exp(x[base + class * dims.s] - l) * g_intersection(sample, class)
-        })
-        .collect();
-    let out = map_elements(x, dims, |position, class, v| {
-        let sample = position / dims.s;
-        let p = fast_exp(v - lse[position]);
-        let mut dp = g_prediction(sample, class);
-        if classes.get(position) == class {
-            dp += g_intersection(sample, class);
+    let (grad_intersection, grad_prediction) = (
+        grad_intersection.map(contiguous),
+        grad_prediction.map(contiguous),
+    );
+    let zeros = vec![0f32; if grad_intersection.is_none() || grad_prediction.is_none() { c } else { 0 }];
+    // Per sample: a zero row stands for a missing gradient.
+    let g_i = |sample: usize| -> &[f32] {
+        grad_intersection
+            .as_ref()
+            .map_or(&zeros[..], |g| &floats(g)[sample * c..][..c])
+    };
+    let g_p = |sample: usize| -> &[f32] {
+        grad_prediction
+            .as_ref()
+            .map_or(&zeros[..], |g| &floats(g)[sample * c..][..c])
+    };
+    let mut out = vec![0f32; x.len()];
+    with_classes!(target, |t| {
+        if dims.s == 1 {
+            out.par_chunks_mut(c)
+                .enumerate()
+                .with_min_len(ROWS_PER_TASK)
+                .for_each(|(sample, row)| {
+                    let input = &x[sample * c..][..c];
+                    let lse = lse[sample];
+                    let (gi, gp) = (g_i(sample), g_p(sample));
+                    let class = t[sample].class();
+                    // `row` holds p first, then the gradient.
+                    let mut weighted = [0f32; 8];
+                    for (chunk, (values, gp)) in row
+                        .chunks_mut(8)
+                        .zip(input.chunks(8).zip(gp.chunks(8)))
+                    {
+                        for ((o, &v), (&g, w)) in chunk
+                            .iter_mut()
+                            .zip(values)
+                            .zip(gp.iter().zip(weighted.iter_mut()))
+                        {
+                            *o = fast_exp(v - lse);
+                            *w += *o * g;
+                        }
+                    }
+                    let p_class = row[class];
+                    let dot = weighted.iter().sum::<f32>() + p_class * gi[class];
+                    for (o, &g) in row.iter_mut().zip(gp) {
+                        *o *= g - dot;
+                    }
+                    row[class] += p_class * gi[class];
+                });
+        } else {
+            tile_segments(&mut out, dims)
+                .into_par_iter()
+                .for_each(|(sample, start, mut segments)| {
+                    let first = sample * dims.s + start;
+                    let len = segments[0].len();
+                    let lse = &lse[first..][..len];
+                    let classes = tile_classes(&t[first..][..len]);
+                    let base = dims.base(sample, start);
+                    let (gi, gp) = (g_i(sample), g_p(sample));
+                    let mut dot = [0f32; TILE];
+                    for class in 0..c {
+                        let column = &x[base + class * dims.s..][..len];
+                        let (g_hit, g_all, index) = (gi[class], gp[class], class as i32);
+                        let terms = column.iter().zip(lse).zip(&classes[..len]);
+                        for (d, ((&v, &l), &k)) in dot[..len].iter_mut().zip(terms) {
+                            let hit = if k == index { g_hit } else { 0.0 };
+                            *d += fast_exp(v - l) * (g_all + hit);
+                        }
+                    }
+                    for (class, segment) in segments.iter_mut().enumerate() {
+                        let column = &x[base + class * dims.s..][..len];
+                        let (g_hit, g_all, index) = (gi[class], gp[class], class as i32);
+                        let terms = column.iter().zip(lse).zip(&classes[..len]);
+                        for (o, (((&v, &l), &k), &d)) in
+                            segment.iter_mut().zip(terms.zip(&dot[..len]))
+                        {
+                            let hit = if k == index { g_hit } else { 0.0 };
+                            *o = fast_exp(v - l) * (g_all + hit - d);
+                        }
+                    }
+                });
         }
-        p * (dp - dot[position])
     });
     tensor(out, vec![dims.n, dims.c, dims.s])
 }
 
-/// `Σ (output - target)²`, `[1]`, accumulated in `f64`.
+/// `Σ (output - target)²`, `[1]`, accumulated per task in `f32` lanes and across tasks in
+/// `f64`.
 pub(super) fn squared_error_sum(output: FlexTensor, target: FlexTensor) -> FlexTensor {
     let (output, target) = (contiguous(output), contiguous(target));
     let (x, y) = (floats(&output), floats(&target));
@@ -359,15 +527,27 @@ pub(super) fn squared_error_sum(output: FlexTensor, target: FlexTensor) -> FlexT
         .par_chunks(ELEMENTS_PER_TASK)
         .zip(y.par_chunks(ELEMENTS_PER_TASK))
         .map(|(x, y)| {
-            let partial: f32 = x.iter().zip(y).map(|(&a, &b)| (a - b) * (a - b)).sum();
-            f64::from(partial)
+            let mut lanes = [0f32; 8];
+            let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
+            let rest: f32 = xc
+                .remainder()
+                .iter()
+                .zip(yc.remainder())
+                .map(|(&a, &b)| (a - b) * (a - b))
+                .sum();
+            for (a, b) in xc.zip(yc) {
+                for ((lane, &a), &b) in lanes.iter_mut().zip(a).zip(b) {
+                    *lane += (a - b) * (a - b);
+                }
+            }
+            f64::from(lanes.iter().sum::<f32>() + rest)
         })
         .sum();
     tensor(vec![sum as f32], vec![1])
 }
 
-/// The gradient of [`squared_error_sum`] with respect to the output, `2 · (output - target) ·
-/// grad`; the target's is its negative.
+/// `sign · 2 · (output - target) · grad`: the gradient of [`squared_error_sum`] with respect
+/// to the output (`sign = 1`) or the target (`-1`).
 pub(super) fn squared_error_backward(
     output: FlexTensor,
     target: FlexTensor,

@@ -29,10 +29,14 @@ pub fn log_softmax_nll(logits: Tensor<3>, target: Tensor<2, Int>) -> Tensor<2> {
     composed::log_softmax_nll(logits, target)
 }
 
-/// Per sample and class, `[N, 3, C]`: the sums over positions of `p · onehot(target)`, of `p`,
-/// and of `onehot(target)`, with `p = softmax(logits)` over the classes; logits `[N, C, S]`,
-/// class indices `[N, S]` in `0..C`. The soft Dice family's intersection, prediction and truth.
-pub fn softmax_overlap_sums(logits: Tensor<3>, target: Tensor<2, Int>) -> Tensor<3> {
+/// Per sample and class, `[N, C]` each: the sums over positions of `p · onehot(target)`, of
+/// `p`, and of `onehot(target)`, with `p = softmax(logits)` over the classes; logits
+/// `[N, C, S]`, class indices `[N, S]` in `0..C`. The soft Dice family's intersection,
+/// prediction and truth (the last without gradient).
+pub fn softmax_overlap_sums(
+    logits: Tensor<3>,
+    target: Tensor<2, Int>,
+) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
     #[cfg(feature = "flex")]
     if fused_runs_on(&logits, &target) {
         return extension::softmax_overlap_sums(logits, target);
@@ -105,14 +109,21 @@ pub mod composed {
     }
 
     /// See [`super::softmax_overlap_sums`].
-    pub fn softmax_overlap_sums(logits: Tensor<3>, target: Tensor<2, Int>) -> Tensor<3> {
-        let [_, c, _] = logits.dims();
+    pub fn softmax_overlap_sums(
+        logits: Tensor<3>,
+        target: Tensor<2, Int>,
+    ) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
+        let [n, c, _] = logits.dims();
         let probabilities = softmax(logits, 1);
         let onehot = one_hot(target, c);
         let intersection = (probabilities.clone() * onehot.clone()).sum_dim(2);
         let prediction = probabilities.sum_dim(2);
         let truth = onehot.sum_dim(2);
-        Tensor::cat(vec![intersection, prediction, truth], 2).swap_dims(1, 2)
+        (
+            intersection.reshape([n, c]),
+            prediction.reshape([n, c]),
+            truth.reshape([n, c]),
+        )
     }
 
     /// See [`super::squared_error_sum`]: burn-nn's `MseLoss` with a sum.
@@ -148,6 +159,35 @@ pub(crate) fn fast_exp(x: f32) -> f32 {
     // The integer k sits in the low bits of `shifted`; move it to the exponent field.
     let exponent = (shifted.to_bits().wrapping_sub(ROUND.to_bits()) as i32 + 127) as u32;
     e_r * f32::from_bits(exponent << 23)
+}
+
+/// A polynomial natural logarithm for positive, normal `f32` that the compiler vectorises:
+/// Cephes' `logf` (the mantissa reduced to `[√½, √2)`, a degree-9 polynomial, the exponent
+/// times ln 2 in two parts). Relative error below 2e-7 (tested against `f64::ln`).
+#[inline(always)]
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
+pub(crate) fn fast_ln(x: f32) -> f32 {
+    let bits = x.to_bits();
+    // x = m · 2^e with m in [0.5, 1).
+    let exponent = ((bits >> 23) & 0xff) as i32 - 126;
+    let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f00_0000);
+    let small = m < std::f32::consts::FRAC_1_SQRT_2;
+    let e = (exponent - i32::from(small)) as f32;
+    let m = if small { m + m - 1.0 } else { m - 1.0 };
+    let z = m * m;
+    let mut y = 7.037_683_6e-2_f32;
+    y = y * m - 1.151_461e-1;
+    y = y * m + 1.167_699_9e-1;
+    y = y * m - 1.242_014_1e-1;
+    y = y * m + 1.424_932_3e-1;
+    y = y * m - 1.666_805_8e-1;
+    y = y * m + 2.000_071_4e-1;
+    y = y * m - 2.499_999_4e-1;
+    y = y * m + 3.333_333e-1;
+    y = y * m * z;
+    y += -2.121_944_4e-4 * e;
+    y += -0.5 * z;
+    m + y + 0.693_359_4 * e
 }
 
 #[cfg(all(test, feature = "flex", feature = "ndarray"))]
@@ -246,13 +286,42 @@ mod tests {
         check("log_softmax_nll", log_softmax_nll, composed::log_softmax_nll);
     }
 
+    /// The three sums side by side, `[N, 3C]`, with the truth detached (it has no gradient).
+    fn stacked(
+        sums: impl Fn(Tensor<3>, Tensor<2, Int>) -> (Tensor<2>, Tensor<2>, Tensor<2>),
+    ) -> impl Fn(Tensor<3>, Tensor<2, Int>) -> Tensor<2> {
+        move |logits, target| {
+            let (intersection, prediction, truth) = sums(logits, target);
+            Tensor::cat(vec![intersection, prediction, truth.detach()], 1)
+        }
+    }
+
     #[test]
     fn fused_softmax_overlap_sums_match_their_composed_form() {
         check(
             "softmax_overlap_sums",
-            softmax_overlap_sums,
-            composed::softmax_overlap_sums,
+            stacked(softmax_overlap_sums),
+            stacked(composed::softmax_overlap_sums),
         );
+    }
+
+    #[test]
+    fn overlap_gradients_flow_from_either_sum_alone() {
+        let pick = |which: usize| {
+            move |f: fn(Tensor<3>, Tensor<2, Int>) -> (Tensor<2>, Tensor<2>, Tensor<2>)| {
+                move |logits: Tensor<3>, target: Tensor<2, Int>| {
+                    let (intersection, prediction, _) = f(logits, target);
+                    if which == 0 { intersection } else { prediction }
+                }
+            }
+        };
+        for which in [0, 1] {
+            check(
+                "one overlap sum",
+                pick(which)(softmax_overlap_sums),
+                pick(which)(composed::softmax_overlap_sums),
+            );
+        }
     }
 
     #[test]
@@ -311,6 +380,25 @@ mod tests {
             .try_to_vec::<f64>()
             .expect("f64");
         assert!((value[0] - 2f64.ln()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn fast_ln_is_within_two_ulp_of_libm() {
+        let mut worst = 0f64;
+        let mut x = 1e-30f32;
+        while x < 1e30 {
+            let expected = f64::from(x).ln();
+            let got = f64::from(fast_ln(x));
+            let error = if expected.abs() < 1e-3 {
+                (got - expected).abs()
+            } else {
+                ((got - expected) / expected).abs()
+            };
+            worst = worst.max(error);
+            x *= 1.000_37;
+        }
+        assert!(worst < 2e-7, "worst relative error {worst:e}");
+        assert_eq!(fast_ln(1.0), 0.0);
     }
 
     #[test]
