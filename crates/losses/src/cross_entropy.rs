@@ -3,9 +3,10 @@ use burn::{
     tensor::{Tensor, activation::log_softmax},
 };
 use losskit_core::{
-    fused, Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction, Target,
+    Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction, Target,
     TargetKind,
     config::{OptionError, check_weights, ensure},
+    fused,
     reduce::reduce_maybe_weighted,
     targets::{channel_vector, checked_indices},
 };

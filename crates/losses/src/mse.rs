@@ -1,6 +1,6 @@
 use burn::{config::Config, nn::loss::MseLoss as BurnMseLoss};
 use losskit_core::{
-    fused, Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction,
+    Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction, fused,
 };
 
 use crate::elementwise::{dense_only, forward_elementwise};

@@ -18,9 +18,10 @@ use burn::tensor::{
     activation::{sigmoid, softmax},
 };
 use losskit_core::{
-    fused, Capabilities, Error, LossInput, OutputDomain, Reduction, Target, TargetKind,
+    Capabilities, Error, LossInput, OutputDomain, Reduction, Target, TargetKind,
     config::{OptionError, check_weights, ensure},
     error::InputError,
+    fused,
     targets::{channel_vector, checked_indices, dense_target},
 };
 

@@ -478,7 +478,9 @@ fn run_training<T: Task>(
         // burn keeps one random generator per device for the whole process: another run's
         // seeding or drawing in between (two runs in two threads, parallel tests) would make
         // the initial weights depend on timing.
-        let _seeded = SEEDED_INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _seeded = SEEDED_INIT
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         autodiff.seed(config.seed);
         model = task.init_model(&autodiff);
         drop(_seeded);

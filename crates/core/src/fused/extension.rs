@@ -3,12 +3,13 @@
 
 use burn::{
     backend::{
-        Autodiff, AutodiffBackend, Backend, Dispatch, Flex, backend_extension,
+        Autodiff, AutodiffBackend, Backend, Dispatch, Flex,
         autodiff::{
             checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
             grads::Gradients,
             ops::{Backward, Ops, OpsKind, binary, unary},
         },
+        backend_extension,
         tensor::{FloatTensor, IntTensor},
     },
     tensor::{Int, Tensor},
@@ -223,7 +224,8 @@ where
         {
             OpsKind::Tracked(prep) => {
                 let logits = logits.into_primitive();
-                let (loss, log_sum_exp) = B::log_softmax_nll_forward(logits.clone(), target.clone());
+                let (loss, log_sum_exp) =
+                    B::log_softmax_nll_forward(logits.clone(), target.clone());
                 prep.finish((logits, log_sum_exp, target), loss)
             }
             OpsKind::UnTracked(prep) => {

@@ -16,6 +16,14 @@ use rayon::prelude::*;
 
 use super::{fast_exp, fast_ln};
 
+/// Runs `kernel` compiled for the widest vector instructions this CPU has (AVX2 and FMA on
+/// x86-64 when present; baseline SSE2 otherwise), through pulp's safe runtime dispatch. The
+/// kernels' helpers are `#[inline(always)]` so that they are compiled into the dispatched code.
+#[inline(always)]
+fn simd<R>(kernel: impl FnOnce() -> R) -> R {
+    pulp::Arch::new().dispatch(kernel)
+}
+
 /// Positions per tile.
 const TILE: usize = 256;
 /// Rows per parallel task and elements per task for the flat kernels: enough work to pay for
@@ -123,6 +131,7 @@ fn lane_sum(values: &[f32]) -> f32 {
 }
 
 /// Log-sum-exp over one contiguous row of classes.
+#[inline(always)]
 fn log_sum_exp_row(row: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; 8];
     let chunks = row.chunks_exact(8);
@@ -147,6 +156,7 @@ fn log_sum_exp_row(row: &[f32]) -> f32 {
 }
 
 /// Log-sum-exp over the classes of the `out.len()` positions of a tile.
+#[inline(always)]
 fn log_sum_exp_tile(x: &[f32], dims: Dims, sample: usize, start: usize, out: &mut [f32]) {
     let len = out.len();
     let base = dims.base(sample, start);
@@ -205,22 +215,6 @@ fn tile_segments(out: &mut [f32], dims: Dims) -> Vec<TileSegments<'_>> {
     tiles
 }
 
-/// Runs `f(sample, start, out)` on every tile of a `[N, S]` per-position output, in parallel.
-fn for_each_position_tile(
-    out: &mut [f32],
-    dims: Dims,
-    f: impl Fn(usize, usize, &mut [f32]) + Sync,
-) {
-    out.par_chunks_mut(dims.s)
-        .enumerate()
-        .for_each(|(sample, per_sample)| {
-            per_sample
-                .par_chunks_mut(TILE)
-                .enumerate()
-                .for_each(|(k, tile)| f(sample, k * TILE, tile));
-        });
-}
-
 /// The log-sum-exp over the classes at every position, `[N * S]`.
 fn log_sum_exp(x: &[f32], dims: Dims) -> Vec<f32> {
     let mut lse = vec![0f32; dims.n * dims.s];
@@ -228,15 +222,25 @@ fn log_sum_exp(x: &[f32], dims: Dims) -> Vec<f32> {
         lse.par_chunks_mut(ROWS_PER_TASK)
             .enumerate()
             .for_each(|(task, out)| {
-                for (i, o) in out.iter_mut().enumerate() {
-                    let row = task * ROWS_PER_TASK + i;
-                    *o = log_sum_exp_row(&x[row * dims.c..][..dims.c]);
-                }
+                simd(
+                    #[inline(always)]
+                    || lse_rows(x, dims.c, task * ROWS_PER_TASK, out),
+                )
             });
     } else {
-        for_each_position_tile(&mut lse, dims, |sample, start, out| {
-            log_sum_exp_tile(x, dims, sample, start, out)
-        });
+        lse.par_chunks_mut(dims.s)
+            .enumerate()
+            .for_each(|(sample, per_sample)| {
+                per_sample
+                    .par_chunks_mut(TILE)
+                    .enumerate()
+                    .for_each(|(k, out)| {
+                        simd(
+                            #[inline(always)]
+                            || log_sum_exp_tile(x, dims, sample, k * TILE, out),
+                        )
+                    });
+            });
     }
     lse
 }
@@ -247,19 +251,35 @@ pub(super) fn log_softmax_nll(logits: FlexTensor, target: FlexTensor) -> (FlexTe
     let (logits, target) = (contiguous(logits), contiguous(target));
     let dims = Dims::of(&logits);
     let x = floats(&logits);
-    let lse = log_sum_exp(x, dims);
+    let mut lse = vec![0f32; dims.n * dims.s];
     let mut loss = vec![0f32; dims.n * dims.s];
     with_classes!(target, |t| {
-        loss.par_chunks_mut(ELEMENTS_PER_TASK)
-            .enumerate()
-            .for_each(|(task, out)| {
-                let first = task * ELEMENTS_PER_TASK;
-                for (i, o) in out.iter_mut().enumerate() {
-                    let position = first + i;
-                    let (sample, s) = (position / dims.s, position % dims.s);
-                    *o = lse[position] - x[dims.base(sample, s) + t[position].class() * dims.s];
-                }
-            })
+        if dims.s == 1 {
+            loss.par_chunks_mut(ROWS_PER_TASK)
+                .zip(lse.par_chunks_mut(ROWS_PER_TASK))
+                .enumerate()
+                .for_each(|(task, (loss, lse))| {
+                    simd(
+                        #[inline(always)]
+                        || nll_rows(x, t, dims.c, task * ROWS_PER_TASK, loss, lse),
+                    )
+                });
+        } else {
+            loss.par_chunks_mut(dims.s)
+                .zip(lse.par_chunks_mut(dims.s))
+                .enumerate()
+                .for_each(|(sample, (loss, lse))| {
+                    loss.par_chunks_mut(TILE)
+                        .zip(lse.par_chunks_mut(TILE))
+                        .enumerate()
+                        .for_each(|(k, (loss, lse))| {
+                            simd(
+                                #[inline(always)]
+                                || nll_tile(x, t, dims, sample, k * TILE, loss, lse),
+                            )
+                        });
+                });
+        }
     });
     let shape = vec![dims.n, dims.s];
     (tensor(loss, shape.clone()), tensor(lse, shape))
@@ -282,35 +302,41 @@ pub(super) fn log_softmax_nll_backward(
             out.par_chunks_mut(ROWS_PER_TASK * dims.c)
                 .enumerate()
                 .for_each(|(task, rows)| {
-                    for (i, row) in rows.chunks_mut(dims.c).enumerate() {
-                        let position = task * ROWS_PER_TASK + i;
-                        let (l, g) = (lse[position], upstream[position]);
-                        let input = &x[position * dims.c..][..dims.c];
-                        for (o, &v) in row.iter_mut().zip(input) {
-                            *o = g * fast_exp(v - l);
-                        }
-                        row[t[position].class()] -= g;
-                    }
+                    simd(
+                        #[inline(always)]
+                        || {
+                            nll_backward_rows(
+                                x,
+                                lse,
+                                upstream,
+                                t,
+                                dims.c,
+                                task * ROWS_PER_TASK,
+                                rows,
+                            )
+                        },
+                    )
                 });
         } else {
-            tile_segments(&mut out, dims)
-                .into_par_iter()
-                .for_each(|(sample, start, mut segments)| {
-                    let first = sample * dims.s + start;
-                    let len = segments[0].len();
-                    let (l, g) = (&lse[first..][..len], &upstream[first..][..len]);
-                    let classes = tile_classes(&t[first..][..len]);
-                    let base = dims.base(sample, start);
-                    for (class, segment) in segments.iter_mut().enumerate() {
-                        let column = &x[base + class * dims.s..][..len];
-                        let class = class as i32;
-                        let terms = column.iter().zip(l).zip(g).zip(&classes[..len]);
-                        for (o, (((&v, &l), &g), &k)) in segment.iter_mut().zip(terms) {
-                            let hit = if k == class { 1.0 } else { 0.0 };
-                            *o = g * (fast_exp(v - l) - hit);
-                        }
-                    }
-                });
+            tile_segments(&mut out, dims).into_par_iter().for_each(
+                |(sample, start, mut segments)| {
+                    simd(
+                        #[inline(always)]
+                        || {
+                            nll_backward_tile(
+                                x,
+                                lse,
+                                upstream,
+                                t,
+                                dims,
+                                sample,
+                                start,
+                                &mut segments,
+                            )
+                        },
+                    )
+                },
+            );
         }
     });
     tensor(out, vec![dims.n, dims.c, dims.s])
@@ -340,14 +366,19 @@ pub(super) fn softmax_overlap_sums(
                 .enumerate()
                 .with_min_len(ROWS_PER_TASK)
                 .for_each(|(sample, ((i, p), truth))| {
-                    let row = &x[sample * c..][..c];
-                    let l = lse[sample];
-                    for (p, &v) in p.iter_mut().zip(row) {
-                        *p = fast_exp(v - l);
-                    }
-                    let class = t[sample].class();
-                    i[class] = p[class];
-                    truth[class] = 1.0;
+                    simd(
+                        #[inline(always)]
+                        || {
+                            overlap_row(
+                                &x[sample * c..][..c],
+                                lse[sample],
+                                t[sample].class(),
+                                i,
+                                p,
+                                truth,
+                            )
+                        },
+                    )
                 });
         } else {
             let tiles = dims.s.div_ceil(TILE);
@@ -356,7 +387,12 @@ pub(super) fn softmax_overlap_sums(
                 .map(|sample| {
                     (0..tiles)
                         .into_par_iter()
-                        .map(|k| overlap_tile(x, &lse, t, dims, sample, k * TILE))
+                        .map(|k| {
+                            simd(
+                                #[inline(always)]
+                                || overlap_tile(x, &lse, t, dims, sample, k * TILE),
+                            )
+                        })
                         .reduce(
                             || vec![0f64; 3 * c],
                             |mut a, b| {
@@ -386,6 +422,7 @@ pub(super) fn softmax_overlap_sums(
 
 /// One tile's contribution to [`softmax_overlap_sums`]: `[3 * C]`, intersection, prediction
 /// and truth per class.
+#[inline(always)]
 fn overlap_tile<I: ClassIndex>(
     x: &[f32],
     lse: &[f32],
@@ -405,7 +442,10 @@ fn overlap_tile<I: ClassIndex>(
         let column = &x[base + class * dims.s..][..len];
         let index = class as i32;
         let terms = column.iter().zip(lse).zip(&classes[..len]);
-        let outputs = p[..len].iter_mut().zip(&mut hit[..len]).zip(&mut hit_p[..len]);
+        let outputs = p[..len]
+            .iter_mut()
+            .zip(&mut hit[..len])
+            .zip(&mut hit_p[..len]);
         for (((p, hit), hit_p), ((&v, &l), &k)) in outputs.zip(terms) {
             *p = fast_exp(v - l);
             *hit = if k == index { 1.0 } else { 0.0 };
@@ -436,7 +476,14 @@ pub(super) fn softmax_overlap_sums_backward(
         grad_intersection.map(contiguous),
         grad_prediction.map(contiguous),
     );
-    let zeros = vec![0f32; if grad_intersection.is_none() || grad_prediction.is_none() { c } else { 0 }];
+    let zeros = vec![
+        0f32;
+        if grad_intersection.is_none() || grad_prediction.is_none() {
+            c
+        } else {
+            0
+        }
+    ];
     // Per sample: a zero row stands for a missing gradient.
     let g_i = |sample: usize| -> &[f32] {
         grad_intersection
@@ -455,64 +502,41 @@ pub(super) fn softmax_overlap_sums_backward(
                 .enumerate()
                 .with_min_len(ROWS_PER_TASK)
                 .for_each(|(sample, row)| {
-                    let input = &x[sample * c..][..c];
-                    let lse = lse[sample];
-                    let (gi, gp) = (g_i(sample), g_p(sample));
-                    let class = t[sample].class();
-                    // `row` holds p first, then the gradient.
-                    let mut weighted = [0f32; 8];
-                    for (chunk, (values, gp)) in row
-                        .chunks_mut(8)
-                        .zip(input.chunks(8).zip(gp.chunks(8)))
-                    {
-                        for ((o, &v), (&g, w)) in chunk
-                            .iter_mut()
-                            .zip(values)
-                            .zip(gp.iter().zip(weighted.iter_mut()))
-                        {
-                            *o = fast_exp(v - lse);
-                            *w += *o * g;
-                        }
-                    }
-                    let p_class = row[class];
-                    let dot = weighted.iter().sum::<f32>() + p_class * gi[class];
-                    for (o, &g) in row.iter_mut().zip(gp) {
-                        *o *= g - dot;
-                    }
-                    row[class] += p_class * gi[class];
+                    simd(
+                        #[inline(always)]
+                        || {
+                            overlap_backward_row(
+                                &x[sample * c..][..c],
+                                lse[sample],
+                                t[sample].class(),
+                                g_i(sample),
+                                g_p(sample),
+                                row,
+                            )
+                        },
+                    )
                 });
         } else {
-            tile_segments(&mut out, dims)
-                .into_par_iter()
-                .for_each(|(sample, start, mut segments)| {
-                    let first = sample * dims.s + start;
-                    let len = segments[0].len();
-                    let lse = &lse[first..][..len];
-                    let classes = tile_classes(&t[first..][..len]);
-                    let base = dims.base(sample, start);
-                    let (gi, gp) = (g_i(sample), g_p(sample));
-                    let mut dot = [0f32; TILE];
-                    for class in 0..c {
-                        let column = &x[base + class * dims.s..][..len];
-                        let (g_hit, g_all, index) = (gi[class], gp[class], class as i32);
-                        let terms = column.iter().zip(lse).zip(&classes[..len]);
-                        for (d, ((&v, &l), &k)) in dot[..len].iter_mut().zip(terms) {
-                            let hit = if k == index { g_hit } else { 0.0 };
-                            *d += fast_exp(v - l) * (g_all + hit);
-                        }
-                    }
-                    for (class, segment) in segments.iter_mut().enumerate() {
-                        let column = &x[base + class * dims.s..][..len];
-                        let (g_hit, g_all, index) = (gi[class], gp[class], class as i32);
-                        let terms = column.iter().zip(lse).zip(&classes[..len]);
-                        for (o, (((&v, &l), &k), &d)) in
-                            segment.iter_mut().zip(terms.zip(&dot[..len]))
-                        {
-                            let hit = if k == index { g_hit } else { 0.0 };
-                            *o = fast_exp(v - l) * (g_all + hit - d);
-                        }
-                    }
-                });
+            tile_segments(&mut out, dims).into_par_iter().for_each(
+                |(sample, start, mut segments)| {
+                    simd(
+                        #[inline(always)]
+                        || {
+                            overlap_backward_tile(
+                                x,
+                                lse,
+                                t,
+                                dims,
+                                sample,
+                                start,
+                                g_i(sample),
+                                g_p(sample),
+                                &mut segments,
+                            )
+                        },
+                    )
+                },
+            );
         }
     });
     tensor(out, vec![dims.n, dims.c, dims.s])
@@ -527,20 +551,10 @@ pub(super) fn squared_error_sum(output: FlexTensor, target: FlexTensor) -> FlexT
         .par_chunks(ELEMENTS_PER_TASK)
         .zip(y.par_chunks(ELEMENTS_PER_TASK))
         .map(|(x, y)| {
-            let mut lanes = [0f32; 8];
-            let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
-            let rest: f32 = xc
-                .remainder()
-                .iter()
-                .zip(yc.remainder())
-                .map(|(&a, &b)| (a - b) * (a - b))
-                .sum();
-            for (a, b) in xc.zip(yc) {
-                for ((lane, &a), &b) in lanes.iter_mut().zip(a).zip(b) {
-                    *lane += (a - b) * (a - b);
-                }
-            }
-            f64::from(lanes.iter().sum::<f32>() + rest)
+            simd(
+                #[inline(always)]
+                || squared_error_chunk(x, y),
+            )
         })
         .sum();
     tensor(vec![sum as f32], vec![1])
@@ -559,11 +573,226 @@ pub(super) fn squared_error_backward(
     let scale = 2.0 * sign * floats(&grad)[0];
     let mut out = vec![0f32; x.len()];
     out.par_chunks_mut(ELEMENTS_PER_TASK)
-        .zip(x.par_chunks(ELEMENTS_PER_TASK).zip(y.par_chunks(ELEMENTS_PER_TASK)))
+        .zip(
+            x.par_chunks(ELEMENTS_PER_TASK)
+                .zip(y.par_chunks(ELEMENTS_PER_TASK)),
+        )
         .for_each(|(out, (x, y))| {
-            for ((o, &a), &b) in out.iter_mut().zip(x).zip(y) {
-                *o = scale * (a - b);
-            }
+            simd(
+                #[inline(always)]
+                || scaled_difference(out, x, y, scale),
+            )
         });
     tensor(out, output.layout().shape().to_vec())
+}
+
+/// [`log_sum_exp_row`] of consecutive rows from `first`.
+#[inline(always)]
+fn lse_rows(x: &[f32], c: usize, first: usize, out: &mut [f32]) {
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = log_sum_exp_row(&x[(first + i) * c..][..c]);
+    }
+}
+
+/// The loss and log-sum-exp of consecutive rows from `first`.
+#[inline(always)]
+fn nll_rows<I: ClassIndex>(
+    x: &[f32],
+    t: &[I],
+    c: usize,
+    first: usize,
+    loss: &mut [f32],
+    lse: &mut [f32],
+) {
+    for (i, (l, e)) in loss.iter_mut().zip(lse).enumerate() {
+        let row = first + i;
+        let input = &x[row * c..][..c];
+        *e = log_sum_exp_row(input);
+        *l = *e - input[t[row].class()];
+    }
+}
+
+/// The loss and log-sum-exp of one tile.
+#[inline(always)]
+fn nll_tile<I: ClassIndex>(
+    x: &[f32],
+    t: &[I],
+    dims: Dims,
+    sample: usize,
+    start: usize,
+    loss: &mut [f32],
+    lse: &mut [f32],
+) {
+    log_sum_exp_tile(x, dims, sample, start, lse);
+    let base = dims.base(sample, start);
+    let classes = &t[sample * dims.s + start..][..loss.len()];
+    let terms = lse.iter().zip(classes);
+    for (j, (l, (&e, &k))) in loss.iter_mut().zip(terms).enumerate() {
+        *l = e - x[base + k.class() * dims.s + j];
+    }
+}
+
+/// The logits' gradient of consecutive rows from `first`.
+#[inline(always)]
+fn nll_backward_rows<I: ClassIndex>(
+    x: &[f32],
+    lse: &[f32],
+    upstream: &[f32],
+    t: &[I],
+    c: usize,
+    first: usize,
+    rows: &mut [f32],
+) {
+    for (i, row) in rows.chunks_mut(c).enumerate() {
+        let position = first + i;
+        let (l, g) = (lse[position], upstream[position]);
+        let input = &x[position * c..][..c];
+        for (o, &v) in row.iter_mut().zip(input) {
+            *o = g * fast_exp(v - l);
+        }
+        row[t[position].class()] -= g;
+    }
+}
+
+/// The logits' gradient of one tile, written to its class segments.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn nll_backward_tile<I: ClassIndex>(
+    x: &[f32],
+    lse: &[f32],
+    upstream: &[f32],
+    t: &[I],
+    dims: Dims,
+    sample: usize,
+    start: usize,
+    segments: &mut [&mut [f32]],
+) {
+    let first = sample * dims.s + start;
+    let len = segments[0].len();
+    let (l, g) = (&lse[first..][..len], &upstream[first..][..len]);
+    let classes = tile_classes(&t[first..][..len]);
+    let base = dims.base(sample, start);
+    for (class, segment) in segments.iter_mut().enumerate() {
+        let column = &x[base + class * dims.s..][..len];
+        let class = class as i32;
+        let terms = column.iter().zip(l).zip(g).zip(&classes[..len]);
+        for (o, (((&v, &l), &g), &k)) in segment.iter_mut().zip(terms) {
+            let hit = if k == class { 1.0 } else { 0.0 };
+            *o = g * (fast_exp(v - l) - hit);
+        }
+    }
+}
+
+/// One row's sums (`S = 1`: the sums are the row's own values).
+#[inline(always)]
+fn overlap_row(
+    row: &[f32],
+    lse: f32,
+    class: usize,
+    intersection: &mut [f32],
+    prediction: &mut [f32],
+    truth: &mut [f32],
+) {
+    for (p, &v) in prediction.iter_mut().zip(row) {
+        *p = fast_exp(v - lse);
+    }
+    intersection[class] = prediction[class];
+    truth[class] = 1.0;
+}
+
+/// One row's gradient (`S = 1`).
+#[inline(always)]
+fn overlap_backward_row(
+    input: &[f32],
+    lse: f32,
+    class: usize,
+    gi: &[f32],
+    gp: &[f32],
+    row: &mut [f32],
+) {
+    // `row` holds p first, then the gradient.
+    let mut weighted = [0f32; 8];
+    for (chunk, (values, gp)) in row.chunks_mut(8).zip(input.chunks(8).zip(gp.chunks(8))) {
+        for ((o, &v), (&g, w)) in chunk
+            .iter_mut()
+            .zip(values)
+            .zip(gp.iter().zip(weighted.iter_mut()))
+        {
+            *o = fast_exp(v - lse);
+            *w += *o * g;
+        }
+    }
+    let p_class = row[class];
+    let dot = weighted.iter().sum::<f32>() + p_class * gi[class];
+    for (o, &g) in row.iter_mut().zip(gp) {
+        *o *= g - dot;
+    }
+    row[class] += p_class * gi[class];
+}
+
+/// One tile's gradient, written to its class segments.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn overlap_backward_tile<I: ClassIndex>(
+    x: &[f32],
+    lse: &[f32],
+    t: &[I],
+    dims: Dims,
+    sample: usize,
+    start: usize,
+    gi: &[f32],
+    gp: &[f32],
+    segments: &mut [&mut [f32]],
+) {
+    let first = sample * dims.s + start;
+    let len = segments[0].len();
+    let lse = &lse[first..][..len];
+    let classes = tile_classes(&t[first..][..len]);
+    let base = dims.base(sample, start);
+    let mut dot = [0f32; TILE];
+    for class in 0..dims.c {
+        let column = &x[base + class * dims.s..][..len];
+        let (g_hit, g_all, index) = (gi[class], gp[class], class as i32);
+        let terms = column.iter().zip(lse).zip(&classes[..len]);
+        for (d, ((&v, &l), &k)) in dot[..len].iter_mut().zip(terms) {
+            let hit = if k == index { g_hit } else { 0.0 };
+            *d += fast_exp(v - l) * (g_all + hit);
+        }
+    }
+    for (class, segment) in segments.iter_mut().enumerate() {
+        let column = &x[base + class * dims.s..][..len];
+        let (g_hit, g_all, index) = (gi[class], gp[class], class as i32);
+        let terms = column.iter().zip(lse).zip(&classes[..len]);
+        for (o, (((&v, &l), &k), &d)) in segment.iter_mut().zip(terms.zip(&dot[..len])) {
+            let hit = if k == index { g_hit } else { 0.0 };
+            *o = fast_exp(v - l) * (g_all + hit - d);
+        }
+    }
+}
+
+/// `Σ (x - y)²` of one chunk, in eight `f32` lanes.
+#[inline(always)]
+fn squared_error_chunk(x: &[f32], y: &[f32]) -> f64 {
+    let mut lanes = [0f32; 8];
+    let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
+    let rest: f32 = xc
+        .remainder()
+        .iter()
+        .zip(yc.remainder())
+        .map(|(&a, &b)| (a - b) * (a - b))
+        .sum();
+    for (a, b) in xc.zip(yc) {
+        for ((lane, &a), &b) in lanes.iter_mut().zip(a).zip(b) {
+            *lane += (a - b) * (a - b);
+        }
+    }
+    f64::from(lanes.iter().sum::<f32>() + rest)
+}
+
+/// `out = scale · (x - y)`.
+#[inline(always)]
+fn scaled_difference(out: &mut [f32], x: &[f32], y: &[f32], scale: f32) {
+    for ((o, &a), &b) in out.iter_mut().zip(x).zip(y) {
+        *o = scale * (a - b);
+    }
 }

@@ -216,7 +216,11 @@ mod tests {
     }
 
     fn floats(tensor: Tensor<3>) -> Vec<f32> {
-        tensor.into_data().convert::<f32>().try_to_vec().expect("f32 values")
+        tensor
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec()
+            .expect("f32 values")
     }
 
     fn assert_close(name: &str, fused: &[f32], composed: &[f32], tolerance: f32) {
@@ -276,14 +280,23 @@ mod tests {
             let (fused_value, fused_grad) = run(&fused);
             let (composed_value, composed_grad) = run(&composed);
             let label = format!("{name} {n}x{c}x{s}");
-            assert_close(&format!("{label} value"), &fused_value, &composed_value, 2e-5);
+            assert_close(
+                &format!("{label} value"),
+                &fused_value,
+                &composed_value,
+                2e-5,
+            );
             assert_close(&format!("{label} grad"), &fused_grad, &composed_grad, 2e-5);
         }
     }
 
     #[test]
     fn fused_log_softmax_nll_matches_its_composed_form() {
-        check("log_softmax_nll", log_softmax_nll, composed::log_softmax_nll);
+        check(
+            "log_softmax_nll",
+            log_softmax_nll,
+            composed::log_softmax_nll,
+        );
     }
 
     /// The three sums side by side, `[N, 3C]`, with the truth detached (it has no gradient).
@@ -360,9 +373,14 @@ mod tests {
         // [2, 5, 3] with the last two axes swapped: a [2, 3, 5] view that is not contiguous.
         let strided = Tensor::<3>::from_data(data, &device).swap_dims(1, 2);
         let contiguous = Tensor::<3>::from_data(strided.to_data(), &device);
-        let target = Tensor::<2, Int>::from_data(TensorData::new(classes(10, 3, 4), [2, 5]), &device);
-        let a = log_softmax_nll(strided, target.clone()).into_data().try_to_vec::<f32>();
-        let b = log_softmax_nll(contiguous, target).into_data().try_to_vec::<f32>();
+        let target =
+            Tensor::<2, Int>::from_data(TensorData::new(classes(10, 3, 4), [2, 5]), &device);
+        let a = log_softmax_nll(strided, target.clone())
+            .into_data()
+            .try_to_vec::<f32>();
+        let b = log_softmax_nll(contiguous, target)
+            .into_data()
+            .try_to_vec::<f32>();
         assert_eq!(a, b);
     }
 
