@@ -183,14 +183,20 @@ def peak_of(command, request):
 
 
 def reps_for(case):
-    # About a tenth of a second a side a round on this machine's size of case.
+    # About a tenth of a second a side a round on this machine's size of case, and at least
+    # five, so that a median over the rounds has enough samples to stand on.
     if case in STEP_CASES:
         return 5
     kind, shape, _ = LOSS_CASES[case]
     size = 1
     for d in shape:
         size *= d
-    return max(1, min(200, int(2e6 // size)))
+    return max(5, min(200, int(2e6 // size)))
+
+
+# Before each side's timed batch: both libraries keep their worker threads spinning for a
+# moment after parallel work (OpenMP, rayon), which would steal the cores from the other side.
+SETTLE_SECONDS = 0.05
 
 
 def milliseconds(values):
@@ -224,12 +230,14 @@ def main():
     for round_ in range(args.rounds):
         for case in cases:
             reps = reps_for(case)
+            time.sleep(SETTLE_SECONDS)
             times[case][0].extend(losskit.ask(f"run {case} {reps}")["seconds"])
             if case not in torch_runners:
                 torch_runners[case] = runner(case)
                 for _ in range(2):
                     torch_runners[case]()
             run = torch_runners[case]
+            time.sleep(SETTLE_SECONDS)
             for _ in range(reps):
                 started = time.perf_counter()
                 run()
