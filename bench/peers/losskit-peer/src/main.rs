@@ -6,6 +6,9 @@
 //!   memory (`VmHWM`) over what the inputs already held, `{"case": …, "peak_bytes": …}` (run
 //!   it first in a fresh process, as the driver does);
 //! - `cases`: prints the case names, one JSON list.
+//!
+//! `LOSSKIT_PEER_DEVICE` names the device (`losskit devices` lists them); the default CPU
+//! device otherwise.
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -39,7 +42,10 @@ fn peak_resident_bytes() -> u64 {
 }
 
 fn main() {
-    let device = losskit_core::devices::parse_device("cpu").expect("a CPU backend");
+    // LOSSKIT_PEER_DEVICE picks another device by name (e.g. `ndarray`); the default CPU one
+    // otherwise.
+    let name = std::env::var("LOSSKIT_PEER_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let device = losskit_core::devices::parse_device(&name).expect("a known device");
     let mut prepared: HashMap<String, Runner> = HashMap::new();
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
