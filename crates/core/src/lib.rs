@@ -3,7 +3,9 @@
 //! The pieces every loss shares: the object-safe [`Loss`] trait, the inputs it takes
 //! ([`LossInput`], [`Target`], [`Reduction`]), typed errors, the self-registering
 //! [registry](registry) of losses built by name from a serde config, device selection by
-//! name ([`devices`]) and the [`conformance`] kit that checks any loss is numerically sound.
+//! name ([`devices`]), the [`conformance`] kit that checks any loss is numerically sound, and
+//! [`fused`] kernels for the heaviest loss bodies (softmax cross-entropy, soft-Dice sums, squared
+//! error).
 //!
 //! A loss crate registers a loss with one item-level line:
 //!

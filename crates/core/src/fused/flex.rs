@@ -18,7 +18,8 @@ use super::{fast_exp, fast_ln};
 
 /// Runs `kernel` compiled for the widest vector instructions this CPU has (AVX2 and FMA on
 /// x86-64 when present; baseline SSE2 otherwise), through pulp's safe runtime dispatch. The
-/// kernels' helpers are `#[inline(always)]` so that they are compiled into the dispatched code.
+/// closures passed here and the kernels they call are `#[inline(always)]`: code that is not
+/// inlined into the dispatched function is compiled for the baseline only.
 #[inline(always)]
 fn simd<R>(kernel: impl FnOnce() -> R) -> R {
     pulp::Arch::new().dispatch(kernel)

@@ -1,10 +1,11 @@
 //! Fused loss kernels: the heavy inner parts of the cross-entropy, overlap (Dice family) and
 //! squared-error losses as single backend operations with a hand-written backward pass.
 //!
-//! Composed from burn's tensor operations, a softmax cross-entropy makes six passes over the
-//! `[N, C, S]` logits forward and as many backward, each allocating a tensor of that size
-//! (bench/RESULTS.md). The fused operations make one pass forward and one backward, keep only
-//! the per-position log-sum-exp between them, and never build a one-hot target.
+//! Composed from burn's tensor operations, a softmax cross-entropy makes one pass over the
+//! `[N, C, S]` logits per operation (max, subtract, exponentiate, sum, logarithm, gather)
+//! forward and again backward, each allocating a tensor of that size. The fused operations
+//! make one pass forward and one backward, keep only the per-position log-sum-exp between
+//! them, and never build a one-hot target (timings: bench/RESULTS.md).
 //!
 //! They are burn backend extensions (`#[backend_extension]`) with kernels for the Flex CPU
 //! backend and an `Autodiff` implementation whose backward calls the matching gradient kernel.
@@ -21,6 +22,11 @@ mod flex;
 
 /// `-log softmax(logits)[target]` at every position: logits `[N, C, S]`, class indices
 /// `[N, S]` in `0..C`, result `[N, S]`.
+///
+/// The indices must be in range (the losses check them first with
+/// [`checked_indices`](crate::targets::checked_indices)); an index outside `0..C` gives an
+/// unspecified value or a panic, as in burn's `gather`. The same holds for
+/// [`softmax_overlap_sums`].
 pub fn log_softmax_nll(logits: Tensor<3>, target: Tensor<2, Int>) -> Tensor<2> {
     #[cfg(feature = "flex")]
     if fused_runs_on(&logits, &target) {
@@ -70,7 +76,9 @@ pub fn is_fused(tensor: &Tensor<3>) -> bool {
 #[cfg(feature = "flex")]
 fn is_flex_f32(tensor: &Tensor<3>) -> bool {
     use burn::backend::DispatchDevice;
-    tensor.dtype() == DType::F32
+    // Empty tensors take the composed path: the kernels split their work by sizes.
+    tensor.shape().num_elements() > 0
+        && tensor.dtype() == DType::F32
         && matches!(
             tensor.device().as_dispatch().clone().inner(),
             DispatchDevice::Flex(_)
