@@ -159,33 +159,24 @@ impl<B: FusedLossKernels> Backward<B, 1> for LogSoftmaxNll {
     }
 }
 
-// The intersection and the prediction sums are two graph nodes over the same logits, so that
-// each gets its gradient as its own `[N, C]` tensor; a stacked output would cost a zero-padded
-// gradient of the whole stack per slice.
+// The intersection (`INTERSECTION = true`) and the prediction sums are two graph nodes over
+// the same logits, so that each gets its gradient as its own `[N, C]` tensor; a stacked output
+// would cost a zero-padded gradient of the whole stack per slice.
 #[derive(Debug)]
-struct OverlapIntersection;
+struct OverlapSum<const INTERSECTION: bool>;
 
-impl<B: FusedLossKernels> Backward<B, 1> for OverlapIntersection {
+impl<B: FusedLossKernels, const INTERSECTION: bool> Backward<B, 1> for OverlapSum<INTERSECTION> {
     type State = (FloatTensor<B>, FloatTensor<B>, IntTensor<B>);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (logits, log_sum_exp, target) = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-            B::softmax_overlap_sums_backward(logits, log_sum_exp, target, Some(grad), None)
-        });
-    }
-}
-
-#[derive(Debug)]
-struct OverlapPrediction;
-
-impl<B: FusedLossKernels> Backward<B, 1> for OverlapPrediction {
-    type State = (FloatTensor<B>, FloatTensor<B>, IntTensor<B>);
-
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (logits, log_sum_exp, target) = ops.state;
-        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-            B::softmax_overlap_sums_backward(logits, log_sum_exp, target, None, Some(grad))
+            let (intersection, prediction) = if INTERSECTION {
+                (Some(grad), None)
+            } else {
+                (None, Some(grad))
+            };
+            B::softmax_overlap_sums_backward(logits, log_sum_exp, target, intersection, prediction)
         });
     }
 }
@@ -238,11 +229,11 @@ where
         logits: FloatTensor<Self>,
         target: IntTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let intersection_prep = OverlapIntersection
+        let intersection_prep = OverlapSum::<true>
             .prepare::<C>([logits.node()])
             .compute_bound()
             .stateful();
-        let prediction_prep = OverlapPrediction
+        let prediction_prep = OverlapSum::<false>
             .prepare::<C>([logits.node()])
             .compute_bound()
             .stateful();
