@@ -2,8 +2,9 @@
 //!
 //! Every kernel reads its input once per pass and keeps per-position statistics (the
 //! log-sum-exp over the classes) instead of whole intermediate tensors. Two layouts of the
-//! `[N, C, S]` logits are handled apart, so that every inner loop runs over contiguous memory
-//! without division or branches and vectorises:
+//! `[N, C, S]` logits are handled apart, so that the loops over classes and positions run over
+//! contiguous memory without division or branches and vectorise (the one exception is the
+//! gather of each position's target logit):
 //! - rows (`S = 1`, classification): each position's classes are contiguous;
 //! - tiles (`S > 1`, segmentation): each class of a tile of [`TILE`] consecutive positions is
 //!   contiguous, and a tile's per-position accumulators stay in L1.
