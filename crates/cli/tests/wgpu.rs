@@ -21,6 +21,10 @@ fn wgpu_reports_its_adapter() {
     let (ok, stdout, stderr) = losskit(&["devices", "wgpu"]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("wgpu: wgpu on "), "{stdout}");
+    // lavapipe in CI: a software adapter must be called one, so nobody mistakes it for a GPU.
+    if stdout.contains(", Cpu)") {
+        assert!(stdout.contains("a software driver, not a GPU"), "{stdout}");
+    }
     println!("{stdout}");
 }
 

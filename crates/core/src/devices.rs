@@ -204,7 +204,16 @@ fn wgpu_init(name: &str, rest: &[&str]) -> Result<(Device, String), DeviceError>
                 .init_with_setup()
                 .map(|(device, setup)| {
                     let info = setup.adapter.get_info();
-                    (device, format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type))
+                    let mut adapter =
+                        format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type);
+                    // A software driver (lavapipe, llvmpipe, WARP) is what a machine whose GPU
+                    // driver is missing falls back to; it is slower than the CPU backends.
+                    if info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu {
+                        adapter.push_str(
+                            "; a software driver, not a GPU, usually slower than --device cpu (on a machine with a GPU, install its driver with Vulkan support)",
+                        );
+                    }
+                    (device, adapter)
                 })
                 .map_err(|error| {
                     format!(
