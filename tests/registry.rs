@@ -1,8 +1,17 @@
 //! Invariants that hold for every registered loss: adding a loss adds these tests for it.
 
-use losskit_core::Registry;
+use std::{
+    collections::BTreeSet,
+    panic::{AssertUnwindSafe, catch_unwind},
+    path::Path,
+};
 
-use losskit_tests::{PLUGIN_LOSSES, expected_losses};
+use losskit_core::{
+    ConfigError, Loss, LossInput, Reduction, Registry, conformance::Case, input::to_f64_vec,
+};
+use serde_json::{Value, json};
+
+use losskit_tests::{BUILT_IN_LOSSES, PLUGIN_LOSSES, expected_losses};
 
 /// The registry, checked to hold every expected loss: the tests below iterate it, and would
 /// pass vacuously on an empty one.
@@ -90,6 +99,30 @@ fn every_loss_is_documented_in_sections() {
 }
 
 #[test]
+fn every_option_is_named_in_the_options_section() {
+    for entry in registry().iter() {
+        let docs = entry.documentation();
+        let options = docs
+            .split("# Options")
+            .nth(1)
+            .and_then(|rest| rest.split("# Example").next())
+            .unwrap_or_default();
+        let config = entry.example_config();
+        let unnamed: Vec<&String> = config
+            .as_object()
+            .expect("a config object")
+            .keys()
+            .filter(|option| *option != "name" && !options.contains(&format!("`{option}`")))
+            .collect();
+        assert!(
+            unnamed.is_empty(),
+            "`{}` docs: `# Options` does not name {unnamed:?}",
+            entry.name
+        );
+    }
+}
+
+#[test]
 fn every_example_config_builds_and_round_trips() {
     let registry = registry();
     for entry in registry.iter() {
@@ -162,5 +195,219 @@ fn the_readme_loss_table_is_generated_from_the_registry() {
         table,
         generated.trim(),
         "README's loss table is stale: paste the output of `cargo run --release -p losskit-cli -- list --format markdown`"
+    );
+}
+
+/// Built-in losses without a reference case yet, each with the reason. The test below fails
+/// for any other built-in without a case, and for a listed one once it has a case.
+const WITHOUT_REFERENCE_CASE: &[(&str, &str)] = &[(
+    "dice_focal",
+    "its MONAI case is in ../shared/reference/vectors2, which is not copied into tests/reference",
+)];
+
+/// The registered names of the losses that the in-repo reference vectors have a case for: the
+/// `loss` (a config object or a name) of each case in every `tests/reference/*/cases.json`.
+fn losses_with_a_reference_case(registry: &Registry) -> BTreeSet<&'static str> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("reference");
+    let mut names = BTreeSet::new();
+    let mut files = 0;
+    for dir in std::fs::read_dir(&root).expect("tests/reference is readable") {
+        let path = dir
+            .expect("tests/reference is readable")
+            .path()
+            .join("cases.json");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        files += 1;
+        let parsed: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+        for case in parsed["cases"].as_array().expect("`cases` is a list") {
+            let loss = &case["loss"];
+            let name = loss
+                .as_str()
+                .or_else(|| loss["name"].as_str())
+                .unwrap_or_else(|| panic!("{}: a case names no loss: {case}", path.display()));
+            // A case of an unregistered loss counts for none (the reference test reports it).
+            if let Ok(entry) = registry.get(name) {
+                names.insert(entry.name);
+            }
+        }
+    }
+    assert!(files > 0, "no cases.json under {}", root.display());
+    names
+}
+
+#[test]
+fn every_built_in_loss_has_a_reference_case() {
+    let registry = registry();
+    let covered = losses_with_a_reference_case(registry);
+    let built_in: Vec<&str> = registry
+        .iter()
+        .filter(|entry| entry.crate_name == "losskit-losses")
+        .map(|entry| entry.name)
+        .collect();
+    assert!(
+        built_in.len() >= BUILT_IN_LOSSES.len(),
+        "only {} built-in losses registered",
+        built_in.len()
+    );
+    let exempt: BTreeSet<&str> = WITHOUT_REFERENCE_CASE
+        .iter()
+        .map(|(name, _)| *name)
+        .collect();
+    let missing: Vec<&str> = built_in
+        .iter()
+        .copied()
+        .filter(|name| !covered.contains(name) && !exempt.contains(name))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "built-in losses without a case in tests/reference/*/cases.json: {missing:?}; add one \
+         computed by an independent implementation (PyTorch, MONAI, smp), see \
+         tests/reference/README.md"
+    );
+    let stale: Vec<&str> = exempt
+        .iter()
+        .copied()
+        .filter(|name| covered.contains(name))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "{stale:?} now have a reference case: remove them from WITHOUT_REFERENCE_CASE"
+    );
+}
+
+/// Runs `loss` forward (mean) and backward on a random input of the first rank and target
+/// kind it declares; the value and the gradient.
+fn value_and_gradient(loss: &dyn Loss) -> Result<(f64, Vec<f64>), losskit_core::Error> {
+    let capabilities = loss.capabilities();
+    let case = Case::random(
+        &capabilities,
+        capabilities.ranks[0],
+        capabilities.targets[0],
+        16,
+    );
+    let device = losskit_core::devices::default_device()
+        .expect("a CPU backend is compiled in")
+        .autodiff();
+    let input = LossInput::from_host(&case.output, &case.target, &device)?;
+    let output = input.output().clone().require_grad();
+    let value = loss
+        .forward(input.with_output(output.clone()), Reduction::Mean)?
+        .value;
+    let gradient = output
+        .grad(&value.clone().backward())
+        .map_or_else(|| vec![0.0; case.output.values.len()], to_f64_vec);
+    Ok((to_f64_vec(value)[0], gradient))
+}
+
+/// Issue 16: focusing exponents that made burn's `powf_scalar` panic (an integral float
+/// exponent beyond i64). Each is refused with an error naming the option, and the largest
+/// accepted exponent gives a finite value and gradient.
+#[test]
+fn huge_focusing_exponents_are_refused_by_name() {
+    let registry = registry();
+    let class_balanced =
+        json!({"name": "class_balanced", "samples_per_class": [3, 2, 1], "base": "focal"});
+    for (spec, option) in [
+        (json!({"name": "asymmetric"}), "gamma_neg"),
+        (json!({"name": "asymmetric"}), "gamma_pos"),
+        (json!({"name": "focal"}), "gamma"),
+        (json!({"name": "focal", "activation": "sigmoid"}), "gamma"),
+        (json!({"name": "focal_tversky"}), "gamma"),
+        (json!({"name": "dice_focal"}), "gamma"),
+        (
+            json!({"name": "dice_focal", "activation": "sigmoid"}),
+            "gamma",
+        ),
+        (class_balanced, "gamma"),
+    ] {
+        for huge in [4.3e37, 1e30] {
+            let mut crash = spec.clone();
+            crash[option] = json!(huge);
+            let built = catch_unwind(AssertUnwindSafe(|| registry.build_value(&crash)))
+                .unwrap_or_else(|_| panic!("building {crash} panicked"));
+            match built {
+                Err(ConfigError::InvalidOption {
+                    option: named,
+                    problem,
+                    ..
+                }) => assert!(
+                    named == option && problem.contains(", 1000], got"),
+                    "{crash}: `{named}` {problem}"
+                ),
+                Err(other) => panic!("{crash}: refused without naming `{option}`: {other}"),
+                Ok(_) => panic!("{crash}: accepted"),
+            }
+        }
+        let mut largest = spec.clone();
+        largest[option] = json!(1000);
+        let loss = registry
+            .build_value(&largest)
+            .unwrap_or_else(|error| panic!("{largest}: {error}"));
+        let (value, gradient) =
+            value_and_gradient(loss.as_ref()).unwrap_or_else(|error| panic!("{largest}: {error}"));
+        assert!(
+            value.is_finite() && gradient.iter().all(|g| g.is_finite()),
+            "{largest}: value {value}, gradient {gradient:?}"
+        );
+    }
+}
+
+/// Numbers a user could write for an option, sensible or not.
+fn unusual_numbers() -> Vec<Value> {
+    let floats = [0.0, -0.0, -1.0, 1e-30, 1e30, -1e30, 4.3e37, 3.4e38, 1e300];
+    let mut numbers: Vec<Value> = floats.iter().map(|x| json!(x)).collect();
+    numbers.extend([json!(i64::MAX), json!(i64::MIN), json!(u64::MAX)]);
+    numbers
+}
+
+/// No value of a number option (or of every element of a list of numbers) makes building or
+/// running a loss panic: it is refused with an error, or the loss computes.
+#[test]
+fn no_number_option_value_panics() {
+    let registry = registry();
+    let mut panicked = Vec::new();
+    for entry in registry.iter() {
+        let example = entry.example_config();
+        for (option, default) in example.as_object().expect("a config object") {
+            let values: Vec<Value> = match default {
+                Value::Number(_) => unusual_numbers(),
+                Value::Array(items) if items.iter().all(Value::is_number) => unusual_numbers()
+                    .into_iter()
+                    .map(|number| json!(vec![number; items.len().max(1)]))
+                    .collect(),
+                // Options without default (`ignore_index`, `weights`, ...): one number, or three.
+                Value::Null => unusual_numbers()
+                    .into_iter()
+                    .flat_map(|number| {
+                        [
+                            number.clone(),
+                            json!([number.clone(), number.clone(), number]),
+                        ]
+                    })
+                    .collect(),
+                _ => continue,
+            };
+            for value in values {
+                let mut spec = example.clone();
+                spec[option] = value;
+                let run = catch_unwind(AssertUnwindSafe(|| {
+                    if let Ok(loss) = registry.build_value(&spec) {
+                        let _ = value_and_gradient(loss.as_ref());
+                    }
+                }));
+                if run.is_err() {
+                    panicked.push(spec.to_string());
+                }
+            }
+        }
+    }
+    assert!(
+        panicked.is_empty(),
+        "{} configs panicked instead of being refused or computed:\n{}",
+        panicked.len(),
+        panicked.join("\n")
     );
 }

@@ -1,40 +1,19 @@
-use burn::{config::Config, tensor::Tensor};
+use burn::tensor::Tensor;
 use losskit_core::{
     Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction,
     config::OptionError,
 };
 
-use crate::overlap::{Activation, Overlap, Sums, validate_common};
+use crate::overlap::{Activation, Overlap, OverlapOptions, Sums, overlap_config};
 
-/// Options of [`DiceLoss`].
-#[derive(Config, Debug)]
-pub struct DiceLossConfig {
-    /// `softmax` (exclusive classes), `sigmoid` (independent masks) or `none` (the output
-    /// already holds probabilities).
-    #[config(default = "String::from(\"softmax\")")]
-    pub activation: String,
-    /// `false` leaves channel 0 (the background) out of the loss.
-    #[config(default = true)]
-    pub include_background: bool,
-    /// Added to the numerator.
-    #[config(default = 1e-5)]
-    pub smooth_nr: f32,
-    /// Added to the denominator (> 0).
-    #[config(default = 1e-5)]
-    pub smooth_dr: f32,
-    /// Squares the prediction and target in the denominator.
-    #[config(default = false)]
-    pub squared_pred: bool,
-    /// Sums over the batch before the ratio (one value per class) instead of per sample.
-    #[config(default = false)]
-    pub batch: bool,
-    /// Soft IoU (Jaccard) instead of Dice.
-    #[config(default = false)]
-    pub jaccard: bool,
-    /// Per-class weights of the per-class losses, one per output channel.
-    pub weights: Option<Vec<f32>>,
-    /// A target class index whose positions count in neither the prediction nor the target.
-    pub ignore_index: Option<i64>,
+overlap_config! {
+    /// Options of [`DiceLoss`].
+    pub struct DiceLossConfig {
+        /// Soft IoU (Jaccard) instead of Dice.
+        #[config(default = false)]
+        pub jaccard: bool,
+    }
+    + dice_options
 }
 
 impl LossConfig for DiceLossConfig {
@@ -43,17 +22,15 @@ impl LossConfig for DiceLossConfig {
     }
 
     fn validate(&self) -> Result<(), OptionError> {
-        validate_common(
-            &self.activation,
-            self.smooth_nr,
-            self.smooth_dr,
-            self.weights.as_deref(),
-        )
-        .map(|_| ())
+        self.overlap_options().validate()
     }
 
     fn build(self) -> Result<Box<dyn Loss>, ConfigError> {
-        Ok(Box::new(DiceLoss::new("dice", self)?))
+        Ok(Box::new(DiceLoss::new(
+            "dice",
+            self.overlap_options(),
+            self.jaccard,
+        )?))
     }
 }
 
@@ -110,8 +87,6 @@ losskit_core::documented! {
     #[derive(Debug, Clone)]
     pub struct DiceLoss {
         overlap: Overlap,
-        smooth_nr: f64,
-        smooth_dr: f64,
         jaccard: bool,
     }
 }
@@ -125,28 +100,16 @@ losskit_core::register_loss!(DiceLoss {
 });
 
 impl DiceLoss {
-    /// A Dice loss (or Jaccard, with `jaccard`) reporting errors under `name`.
-    pub fn new(name: &'static str, config: DiceLossConfig) -> Result<Self, ConfigError> {
-        let activation = validate_common(
-            &config.activation,
-            config.smooth_nr,
-            config.smooth_dr,
-            config.weights.as_deref(),
-        )
-        .map_err(|error| ConfigError::invalid(name, &error.option, error.problem))?;
+    /// A Dice loss (or Jaccard, with `jaccard`) with the shared overlap `options`, reporting
+    /// errors under `name`.
+    pub(crate) fn new(
+        name: &'static str,
+        options: OverlapOptions,
+        jaccard: bool,
+    ) -> Result<Self, ConfigError> {
         Ok(Self {
-            overlap: Overlap {
-                name,
-                activation,
-                include_background: config.include_background,
-                squared_pred: config.squared_pred,
-                batch: config.batch,
-                weights: config.weights,
-                ignore_index: config.ignore_index,
-            },
-            smooth_nr: config.smooth_nr as f64,
-            smooth_dr: config.smooth_dr as f64,
-            jaccard: config.jaccard,
+            overlap: options.build(name)?,
+            jaccard,
         })
     }
 
@@ -165,7 +128,8 @@ impl DiceLoss {
         } else {
             total
         };
-        let ratio = (intersection * 2.0 + self.smooth_nr) / (denominator + self.smooth_dr);
+        let ratio =
+            (intersection * 2.0 + self.overlap.smooth_nr) / (denominator + self.overlap.smooth_dr);
         Ok((ratio.neg() + 1.0, sums))
     }
 
@@ -341,13 +305,7 @@ mod tests {
 
     #[test]
     fn none_is_each_samples_share_of_sum() {
-        let values = [
-            0.3, -1.0, 2.0, 0.5, 0.1, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9, -1.3,
-        ];
-        let make = || {
-            LossInput::with_indices(floats(&values, [2, 3, 2]), ints(&[2, 0, 1, 1], [2, 2]))
-                .unwrap()
-        };
+        let make = segmentation_example;
         for config in [r#"{"name": "dice"}"#, r#"{"name": "dice", "batch": true}"#] {
             let loss = build(config);
             let sum = value(loss.as_ref(), make(), Reduction::Sum)[0];
@@ -369,7 +327,11 @@ mod tests {
 
     #[test]
     fn bad_options_are_named() {
-        assert!(build_error(r#"{"name": "dice", "activation": "relu"}"#).contains("`activation`"));
+        assert_eq!(
+            build_error(r#"{"name": "dice", "activation": "relu"}"#),
+            "loss `dice`: option `activation` has the wrong type or value: unknown variant \
+             `relu`, expected one of `softmax`, `sigmoid`, `none`"
+        );
         assert!(build_error(r#"{"name": "dice", "smooth_dr": 0.0}"#).contains("`smooth_dr`"));
         assert!(build_error(r#"{"name": "dice", "smooth_nr": -1.0}"#).contains("`smooth_nr`"));
         assert!(build_error(r#"{"name": "dice", "weights": [1.0, -1.0]}"#).contains("`weights`"));

@@ -1,4 +1,3 @@
-use burn::config::Config;
 use losskit_core::{
     Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction, Target,
     config::{OptionError, ensure},
@@ -7,72 +6,28 @@ use losskit_core::{
 use crate::{
     binary_cross_entropy::BinaryCrossEntropyLossConfig,
     cross_entropy::{CrossEntropyLoss, CrossEntropyLossConfig, validate_cross_entropy},
-    dice::{DiceLoss, DiceLossConfig},
-    overlap::{Activation, check_non_negative},
+    dice::DiceLoss,
+    overlap::{Activation, check_non_negative, logits_activation, overlap_config},
 };
 
-/// Options of [`DiceCeLoss`].
-#[derive(Config, Debug)]
-pub struct DiceCeLossConfig {
-    /// Weight of the Dice term.
-    #[config(default = 1.0)]
-    pub lambda_dice: f32,
-    /// Weight of the cross-entropy term.
-    #[config(default = 1.0)]
-    pub lambda_ce: f32,
-    /// `softmax` (cross-entropy term) or `sigmoid` (binary cross-entropy term).
-    #[config(default = "String::from(\"softmax\")")]
-    pub activation: String,
-    /// `false` leaves channel 0 (the background) out of the Dice term.
-    #[config(default = true)]
-    pub include_background: bool,
-    /// Dice: added to the numerator.
-    #[config(default = 1e-5)]
-    pub smooth_nr: f32,
-    /// Dice: added to the denominator (> 0).
-    #[config(default = 1e-5)]
-    pub smooth_dr: f32,
-    /// Dice: squares the prediction and target in the denominator.
-    #[config(default = false)]
-    pub squared_pred: bool,
-    /// Dice: sums over the batch before the ratio.
-    #[config(default = false)]
-    pub batch: bool,
-    /// Dice: soft IoU instead of Dice.
-    #[config(default = false)]
-    pub jaccard: bool,
-    /// Per-class weights of both terms, one per output channel.
-    pub weights: Option<Vec<f32>>,
-    /// A target class index that counts in neither term (softmax only).
-    pub ignore_index: Option<i64>,
-    /// Cross-entropy label smoothing in [0, 1] (softmax only).
-    #[config(default = 0.0)]
-    pub label_smoothing: f32,
-}
-
-impl DiceCeLossConfig {
-    fn dice(&self) -> DiceLossConfig {
-        DiceLossConfig {
-            activation: self.activation.clone(),
-            include_background: self.include_background,
-            smooth_nr: self.smooth_nr,
-            smooth_dr: self.smooth_dr,
-            squared_pred: self.squared_pred,
-            batch: self.batch,
-            jaccard: self.jaccard,
-            weights: self.weights.clone(),
-            ignore_index: self.ignore_index,
-        }
+overlap_config! {
+    /// Options of [`DiceCeLoss`]: the Dice options, the terms' weights and the
+    /// cross-entropy's label smoothing. `weights` and `ignore_index` apply to both terms.
+    pub struct DiceCeLossConfig {
+        /// Weight of the Dice term.
+        #[config(default = 1.0)]
+        pub lambda_dice: f32,
+        /// Weight of the cross-entropy term.
+        #[config(default = 1.0)]
+        pub lambda_ce: f32,
+        /// Dice: soft IoU instead of Dice.
+        #[config(default = false)]
+        pub jaccard: bool,
+        /// Cross-entropy label smoothing in [0, 1] (softmax only).
+        #[config(default = 0.0)]
+        pub label_smoothing: f32,
     }
-}
-
-/// The activation of a compound whose second term needs logits: `softmax` or `sigmoid`.
-pub(crate) fn logits_activation(activation: &str) -> Result<Activation, OptionError> {
-    let parsed = Activation::parse(activation)?;
-    ensure(parsed != Activation::Identity, "activation", || {
-        "must be \"softmax\" or \"sigmoid\" here: the second term needs logits".into()
-    })?;
-    Ok(parsed)
+    + dice_options
 }
 
 impl LossConfig for DiceCeLossConfig {
@@ -83,10 +38,10 @@ impl LossConfig for DiceCeLossConfig {
     fn validate(&self) -> Result<(), OptionError> {
         check_non_negative("lambda_dice", self.lambda_dice)?;
         check_non_negative("lambda_ce", self.lambda_ce)?;
-        let activation = logits_activation(&self.activation)?;
-        self.dice().validate()?;
+        logits_activation(self.activation)?;
+        self.overlap_options().validate()?;
         validate_cross_entropy(self.weights.as_deref(), self.label_smoothing)?;
-        if activation == Activation::Sigmoid {
+        if self.activation == Activation::Sigmoid {
             ensure(self.label_smoothing == 0.0, "label_smoothing", || {
                 "applies to the softmax cross-entropy only; set \"activation\": \"softmax\" or leave it 0".into()
             })?;
@@ -98,7 +53,7 @@ impl LossConfig for DiceCeLossConfig {
     }
 
     fn build(self) -> Result<Box<dyn Loss>, ConfigError> {
-        let dice = DiceLoss::new("dice_ce", self.dice())?;
+        let dice = DiceLoss::new("dice_ce", self.overlap_options(), self.jaccard)?;
         let cross_entropy: Box<dyn Loss> = match dice.activation() {
             Activation::Sigmoid => BinaryCrossEntropyLossConfig {
                 pos_weight: None,
@@ -227,19 +182,22 @@ mod tests {
     use super::*;
     use crate::testing::*;
 
-    fn example() -> LossInput {
-        let values = [
-            0.3, -1.0, 2.0, 0.5, 0.1, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9, -1.3,
-        ];
-        LossInput::with_indices(floats(&values, [2, 3, 2]), ints(&[2, 0, 1, 1], [2, 2])).unwrap()
-    }
-
     #[test]
     fn is_the_weighted_sum_of_its_terms() {
         let loss = build(r#"{"name": "dice_ce", "lambda_dice": 2.0, "lambda_ce": 0.5}"#);
-        let dice = value(build("dice").as_ref(), example(), Reduction::Mean)[0];
-        let ce = value(build("cross_entropy").as_ref(), example(), Reduction::Mean)[0];
-        let result = loss.forward(example(), Reduction::Mean).unwrap();
+        let dice = value(
+            build("dice").as_ref(),
+            segmentation_example(),
+            Reduction::Mean,
+        )[0];
+        let ce = value(
+            build("cross_entropy").as_ref(),
+            segmentation_example(),
+            Reduction::Mean,
+        )[0];
+        let result = loss
+            .forward(segmentation_example(), Reduction::Mean)
+            .unwrap();
         assert_close(
             &losskit_core::input::to_f64_vec(result.value),
             &[2.0 * dice + 0.5 * ce],

@@ -1,70 +1,33 @@
-use burn::{config::Config, tensor::Tensor};
+use burn::tensor::Tensor;
 use losskit_core::{
     Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction,
-    config::{OptionError, ensure},
-    reduce::reduce_maybe_weighted,
+    config::OptionError, numerics::check_exponent, reduce::reduce_maybe_weighted,
 };
 
 use crate::{
-    dice::{DiceLoss, DiceLossConfig},
-    dice_ce::logits_activation,
+    dice::DiceLoss,
     focal::focal_elements,
-    overlap::{Activation, check_non_negative},
+    overlap::{Activation, check_non_negative, logits_activation, overlap_config},
 };
 
-/// Options of [`DiceFocalLoss`].
-#[derive(Config, Debug)]
-pub struct DiceFocalLossConfig {
-    /// Weight of the Dice term.
-    #[config(default = 1.0)]
-    pub lambda_dice: f32,
-    /// Weight of the focal term.
-    #[config(default = 1.0)]
-    pub lambda_focal: f32,
-    /// The focal term's focusing parameter γ >= 0.
-    #[config(default = 2.0)]
-    pub gamma: f32,
-    /// `softmax` (softmax focal) or `sigmoid` (sigmoid focal per channel).
-    #[config(default = "String::from(\"softmax\")")]
-    pub activation: String,
-    /// `false` leaves channel 0 (the background) out of both terms.
-    #[config(default = true)]
-    pub include_background: bool,
-    /// Dice: added to the numerator.
-    #[config(default = 1e-5)]
-    pub smooth_nr: f32,
-    /// Dice: added to the denominator (> 0).
-    #[config(default = 1e-5)]
-    pub smooth_dr: f32,
-    /// Dice: squares the prediction and target in the denominator.
-    #[config(default = false)]
-    pub squared_pred: bool,
-    /// Dice: sums over the batch before the ratio.
-    #[config(default = false)]
-    pub batch: bool,
-    /// Dice: soft IoU instead of Dice.
-    #[config(default = false)]
-    pub jaccard: bool,
-    /// Per-class weights of both terms, one per output channel.
-    pub weights: Option<Vec<f32>>,
-    /// A target class index whose positions count in neither term.
-    pub ignore_index: Option<i64>,
-}
-
-impl DiceFocalLossConfig {
-    fn dice(&self) -> DiceLossConfig {
-        DiceLossConfig {
-            activation: self.activation.clone(),
-            include_background: self.include_background,
-            smooth_nr: self.smooth_nr,
-            smooth_dr: self.smooth_dr,
-            squared_pred: self.squared_pred,
-            batch: self.batch,
-            jaccard: self.jaccard,
-            weights: self.weights.clone(),
-            ignore_index: self.ignore_index,
-        }
+overlap_config! {
+    /// Options of [`DiceFocalLoss`]: the Dice options, the terms' weights and the focal γ.
+    /// `include_background`, `weights` and `ignore_index` apply to both terms.
+    pub struct DiceFocalLossConfig {
+        /// Weight of the Dice term.
+        #[config(default = 1.0)]
+        pub lambda_dice: f32,
+        /// Weight of the focal term.
+        #[config(default = 1.0)]
+        pub lambda_focal: f32,
+        /// The focal term's focusing parameter γ, in [0, 1000].
+        #[config(default = 2.0)]
+        pub gamma: f32,
+        /// Dice: soft IoU instead of Dice.
+        #[config(default = false)]
+        pub jaccard: bool,
     }
+    + dice_options
 }
 
 impl LossConfig for DiceFocalLossConfig {
@@ -75,16 +38,14 @@ impl LossConfig for DiceFocalLossConfig {
     fn validate(&self) -> Result<(), OptionError> {
         check_non_negative("lambda_dice", self.lambda_dice)?;
         check_non_negative("lambda_focal", self.lambda_focal)?;
-        ensure(self.gamma.is_finite() && self.gamma >= 0.0, "gamma", || {
-            format!("must be a finite number >= 0, got {}", self.gamma)
-        })?;
-        logits_activation(&self.activation)?;
-        self.dice().validate()
+        check_exponent("gamma", self.gamma)?;
+        logits_activation(self.activation)?;
+        self.overlap_options().validate()
     }
 
     fn build(self) -> Result<Box<dyn Loss>, ConfigError> {
         Ok(Box::new(DiceFocalLoss {
-            dice: DiceLoss::new("dice_focal", self.dice())?,
+            dice: DiceLoss::new("dice_focal", self.overlap_options(), self.jaccard)?,
             lambda_dice: self.lambda_dice as f64,
             lambda_focal: self.lambda_focal as f64,
             gamma: self.gamma as f64,
@@ -125,7 +86,7 @@ losskit_core::documented! {
     ///
     /// # Options
     /// - `lambda_dice` (float >= 0, default 1), `lambda_focal` (float >= 0, default 1).
-    /// - `gamma` (float >= 0, default 2).
+    /// - `gamma` (float in [0, 1000], default 2).
     /// - `activation` (`softmax` | `sigmoid`, default `softmax`).
     /// - Dice: `include_background` (also for the focal term), `smooth_nr`, `smooth_dr`,
     ///   `squared_pred`, `batch`, `jaccard` (as in `dice`).
@@ -206,25 +167,24 @@ mod tests {
     use super::*;
     use crate::testing::*;
 
-    fn example() -> LossInput {
-        let values = [
-            0.3, -1.0, 2.0, 0.5, 0.1, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9, -1.3,
-        ];
-        LossInput::with_indices(floats(&values, [2, 3, 2]), ints(&[2, 0, 1, 1], [2, 2])).unwrap()
-    }
-
     #[test]
     fn is_dice_plus_the_focal_loss_over_the_classes() {
         let loss = build(
             r#"{"name": "dice_focal", "lambda_dice": 0.5, "lambda_focal": 2.0, "gamma": 2.0}"#,
         );
-        let dice = value(build("dice").as_ref(), example(), Reduction::Mean)[0];
-        let focal = value(
-            build(r#"{"name": "focal", "gamma": 2.0}"#).as_ref(),
-            example(),
+        let dice = value(
+            build("dice").as_ref(),
+            segmentation_example(),
             Reduction::Mean,
         )[0];
-        let result = loss.forward(example(), Reduction::Mean).unwrap();
+        let focal = value(
+            build(r#"{"name": "focal", "gamma": 2.0}"#).as_ref(),
+            segmentation_example(),
+            Reduction::Mean,
+        )[0];
+        let result = loss
+            .forward(segmentation_example(), Reduction::Mean)
+            .unwrap();
         assert_close(
             &losskit_core::input::to_f64_vec(result.value),
             &[0.5 * dice + 2.0 * focal / 3.0],
@@ -277,9 +237,29 @@ mod tests {
             build_error(r#"{"name": "dice_focal", "lambda_focal": -1.0}"#)
                 .contains("`lambda_focal`")
         );
-        assert!(
-            build_error(r#"{"name": "dice_focal", "activation": "none"}"#).contains("`activation`")
+        assert_eq!(
+            build_error(r#"{"name": "dice_focal", "activation": "none"}"#),
+            "loss `dice_focal`: option `activation` must be \"softmax\" or \"sigmoid\" here: \
+             the second term needs logits"
         );
+    }
+
+    #[test]
+    fn a_huge_gamma_is_refused_and_the_largest_stays_finite() {
+        // Issue 16: an integral γ beyond i64 made burn's powf_scalar panic.
+        assert_eq!(
+            build_error(r#"{"name": "dice_focal", "gamma": 1e30}"#),
+            "loss `dice_focal`: option `gamma` must be a number in [0, 1000], got 1e30"
+        );
+        for activation in ["softmax", "sigmoid"] {
+            let loss = build(&format!(
+                r#"{{"name": "dice_focal", "gamma": 1000, "activation": "{activation}"}}"#
+            ));
+            let output = floats(&[-30.0, 0.0, 30.0, 0.5, 2.0, -1.0], [1, 2, 3]);
+            assert_finite(loss.as_ref(), output, |o| {
+                LossInput::with_indices(o, ints(&[0, 1, 1], [1, 3])).unwrap()
+            });
+        }
     }
 
     #[test]

@@ -9,26 +9,39 @@ use losskit_core::{
     Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, MeanCount, Reduction,
     TargetKind,
     config::{OptionError, check_weights, ensure},
-    numerics::floored_pow,
+    numerics::{check_exponent, floored_pow},
     reduce::{reduce_elements, reduce_maybe_weighted, reduce_weighted},
     targets::{channel_vector, dense_target},
 };
+use serde::{Deserialize, Serialize};
 
 /// Options of [`FocalLoss`].
 #[derive(Config, Debug)]
 pub struct FocalLossConfig {
-    /// The focusing parameter γ >= 0; 0 gives cross-entropy.
+    /// The focusing parameter γ in [0, 1000]; 0 gives cross-entropy.
     #[config(default = 2.0)]
     pub gamma: f32,
     /// Per-class weights α (one per class); in the sigmoid form, α weighs positives and
     /// 1 - α negatives.
     pub alpha: Option<Vec<f32>>,
-    /// `auto` (softmax for C > 1, sigmoid for C = 1), `softmax` or `sigmoid` (multi-label).
-    #[config(default = "String::from(\"auto\")")]
-    pub activation: String,
+    /// The form of the loss: softmax or sigmoid.
+    #[config(default = "FocalActivation::Auto")]
+    pub activation: FocalActivation,
     /// A target class index whose positions contribute nothing (in the sigmoid form, in no
     /// channel).
     pub ignore_index: Option<i64>,
+}
+
+/// The form of a [`FocalLoss`]: its `activation` option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FocalActivation {
+    /// `auto`: softmax for C > 1 channels, sigmoid for C = 1.
+    Auto,
+    /// `softmax`: softmax over the channels (exclusive classes).
+    Softmax,
+    /// `sigmoid`: sigmoid per channel (multi-label: one binary problem per channel).
+    Sigmoid,
 }
 
 impl LossConfig for FocalLossConfig {
@@ -37,22 +50,10 @@ impl LossConfig for FocalLossConfig {
     }
 
     fn validate(&self) -> Result<(), OptionError> {
-        ensure(self.gamma.is_finite() && self.gamma >= 0.0, "gamma", || {
-            format!("must be a finite number >= 0, got {}", self.gamma)
-        })?;
-        ensure(
-            ["auto", "softmax", "sigmoid"].contains(&self.activation.as_str()),
-            "activation",
-            || {
-                format!(
-                    "must be \"auto\", \"softmax\" or \"sigmoid\", got \"{}\"",
-                    self.activation
-                )
-            },
-        )?;
+        check_exponent("gamma", self.gamma)?;
         if let Some(alpha) = &self.alpha {
             check_weights("alpha", alpha)?;
-            if self.activation == "sigmoid" || alpha.len() == 1 {
+            if self.activation == FocalActivation::Sigmoid || alpha.len() == 1 {
                 ensure(alpha.iter().all(|a| *a <= 1.0), "alpha", || {
                     "must be in [0, 1] in the sigmoid form".into()
                 })?;
@@ -90,7 +91,7 @@ losskit_core::documented! {
     /// the gradient. γ = 2 is the usual choice; raise it to focus harder.
     ///
     /// # Options
-    /// - `gamma` (float >= 0, default 2).
+    /// - `gamma` (float in [0, 1000], default 2).
     /// - `alpha` (list of floats, default none): per-class weights; in the sigmoid form each
     ///   in [0, 1], weighting positives by α and negatives by 1 - α.
     /// - `activation` (`auto` | `softmax` | `sigmoid`, default `auto`).
@@ -123,20 +124,20 @@ losskit_core::register_loss!(FocalLoss {
 
 impl FocalLoss {
     fn uses_sigmoid(&self, channels: usize) -> bool {
-        match self.config.activation.as_str() {
-            "sigmoid" => true,
-            "softmax" => false,
-            _ => channels == 1,
+        match self.config.activation {
+            FocalActivation::Sigmoid => true,
+            FocalActivation::Softmax => false,
+            FocalActivation::Auto => channels == 1,
         }
     }
 
     /// Whether the options alone fix the sigmoid form (`auto` with a single α is the
     /// one-channel sigmoid form).
     fn declares_sigmoid(&self) -> bool {
-        match self.config.activation.as_str() {
-            "sigmoid" => true,
-            "softmax" => false,
-            _ => self
+        match self.config.activation {
+            FocalActivation::Sigmoid => true,
+            FocalActivation::Softmax => false,
+            FocalActivation::Auto => self
                 .config
                 .alpha
                 .as_ref()
@@ -318,6 +319,28 @@ mod tests {
     #[test]
     fn bad_options_are_named() {
         assert!(build_error(r#"{"name": "focal", "gamma": -1}"#).contains("`gamma`"));
-        assert!(build_error(r#"{"name": "focal", "activation": "relu"}"#).contains("`activation`"));
+        assert_eq!(
+            build_error(r#"{"name": "focal", "activation": "relu"}"#),
+            "loss `focal`: option `activation` has the wrong type or value: unknown variant \
+             `relu`, expected one of `auto`, `softmax`, `sigmoid`"
+        );
+    }
+
+    #[test]
+    fn a_huge_gamma_is_refused_and_the_largest_stays_finite() {
+        // Issue 16: an integral γ beyond i64 made burn's powf_scalar panic.
+        assert_eq!(
+            build_error(r#"{"name": "focal", "gamma": 1e30}"#),
+            "loss `focal`: option `gamma` must be a number in [0, 1000], got 1e30"
+        );
+        for activation in ["softmax", "sigmoid"] {
+            let loss = build(&format!(
+                r#"{{"name": "focal", "gamma": 1000, "activation": "{activation}"}}"#
+            ));
+            let output = floats(&[-30.0, 0.0, 30.0, 0.5, 2.0, -1.0], [2, 3]);
+            assert_finite(loss.as_ref(), output, |o| {
+                LossInput::with_indices(o, ints(&[0, 2], [2])).unwrap()
+            });
+        }
     }
 }

@@ -1,58 +1,26 @@
-use burn::config::Config;
 use losskit_core::{
     Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction,
-    config::{OptionError, ensure},
-    numerics::floored_pow,
+    config::OptionError,
+    numerics::{check_positive_exponent, floored_pow},
 };
 
 use crate::{
-    overlap::reduce_classes,
-    tversky::{TverskyLoss, TverskyLossConfig},
+    overlap::{overlap_config, reduce_classes},
+    tversky::{TverskyLoss, check_alpha_beta},
 };
 
-/// Options of [`FocalTverskyLoss`].
-#[derive(Config, Debug)]
-pub struct FocalTverskyLossConfig {
-    /// Weight of the false positives.
-    #[config(default = 0.5)]
-    pub alpha: f32,
-    /// Weight of the false negatives.
-    #[config(default = 0.5)]
-    pub beta: f32,
-    /// The exponent γ > 0 of `1 - TI`.
-    #[config(default = 0.75)]
-    pub gamma: f32,
-    /// `softmax`, `sigmoid` or `none`.
-    #[config(default = "String::from(\"softmax\")")]
-    pub activation: String,
-    /// `false` leaves channel 0 (the background) out of the loss.
-    #[config(default = true)]
-    pub include_background: bool,
-    /// Added to the numerator.
-    #[config(default = 1e-5)]
-    pub smooth_nr: f32,
-    /// Added to the denominator (> 0).
-    #[config(default = 1e-5)]
-    pub smooth_dr: f32,
-    /// Sums over the batch before the ratio.
-    #[config(default = false)]
-    pub batch: bool,
-    /// A target class index whose positions count nowhere.
-    pub ignore_index: Option<i64>,
-}
-
-impl FocalTverskyLossConfig {
-    fn tversky(&self) -> TverskyLossConfig {
-        TverskyLossConfig {
-            alpha: self.alpha,
-            beta: self.beta,
-            activation: self.activation.clone(),
-            include_background: self.include_background,
-            smooth_nr: self.smooth_nr,
-            smooth_dr: self.smooth_dr,
-            batch: self.batch,
-            ignore_index: self.ignore_index,
-        }
+overlap_config! {
+    /// Options of [`FocalTverskyLoss`].
+    pub struct FocalTverskyLossConfig {
+        /// Weight of the false positives.
+        #[config(default = 0.5)]
+        pub alpha: f32,
+        /// Weight of the false negatives.
+        #[config(default = 0.5)]
+        pub beta: f32,
+        /// The exponent γ of `1 - TI`, in (0, 1000].
+        #[config(default = 0.75)]
+        pub gamma: f32,
     }
 }
 
@@ -62,16 +30,21 @@ impl LossConfig for FocalTverskyLossConfig {
     }
 
     fn validate(&self) -> Result<(), OptionError> {
-        ensure(self.gamma.is_finite() && self.gamma > 0.0, "gamma", || {
-            format!("must be a finite number > 0, got {}", self.gamma)
-        })?;
-        self.tversky().validate()
+        // γ = 0 would make every value 1, with no gradient at all.
+        check_positive_exponent("gamma", self.gamma)?;
+        check_alpha_beta(self.alpha, self.beta)?;
+        self.overlap_options().validate()
     }
 
     fn build(self) -> Result<Box<dyn Loss>, ConfigError> {
         Ok(Box::new(FocalTverskyLoss {
-            tversky: TverskyLoss::new("focal_tversky", self.tversky())?,
-            gamma: self.gamma as f64,
+            tversky: TverskyLoss::new(
+                "focal_tversky",
+                self.overlap_options(),
+                self.alpha,
+                self.beta,
+            )?,
+            gamma: f64::from(self.gamma),
         }))
     }
 }
@@ -99,7 +72,7 @@ losskit_core::documented! {
     ///
     /// # Options
     /// - `alpha` (float >= 0, default 0.5), `beta` (float >= 0, default 0.5); α + β > 0.
-    /// - `gamma` (float > 0, default 0.75).
+    /// - `gamma` (float in (0, 1000], default 0.75).
     /// - `activation` (`softmax` | `sigmoid` | `none`, default `softmax`).
     /// - `include_background` (bool, default true), `batch` (bool, default false).
     /// - `smooth_nr` (float >= 0, default 1e-5), `smooth_dr` (float > 0, default 1e-5).
@@ -165,13 +138,7 @@ mod tests {
 
     #[test]
     fn gamma_one_is_tversky() {
-        let values = [
-            0.3, -1.0, 2.0, 0.5, 0.1, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9, -1.3,
-        ];
-        let make = || {
-            LossInput::with_indices(floats(&values, [2, 3, 2]), ints(&[2, 0, 1, 1], [2, 2]))
-                .unwrap()
-        };
+        let make = segmentation_example;
         let focal = build(r#"{"name": "focal_tversky", "gamma": 1.0, "alpha": 0.4, "beta": 0.6}"#);
         let tversky = build(r#"{"name": "tversky", "alpha": 0.4, "beta": 0.6}"#);
         for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
@@ -198,8 +165,25 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_gamma_is_refused_and_the_largest_stays_finite() {
+        // Issue 16: an integral γ beyond i64 made burn's powf_scalar panic.
+        assert_eq!(
+            build_error(r#"{"name": "focal_tversky", "gamma": 1e30}"#),
+            "loss `focal_tversky`: option `gamma` must be a number in (0, 1000], got 1e30"
+        );
+        let loss = build(r#"{"name": "focal_tversky", "gamma": 1000}"#);
+        let output = floats(&[-30.0, 0.0, 30.0, 0.5, 2.0, -1.0], [1, 2, 3]);
+        assert_finite(loss.as_ref(), output, |o| {
+            LossInput::with_indices(o, ints(&[0, 1, 1], [1, 3])).unwrap()
+        });
+    }
+
+    #[test]
     fn bad_options_are_named() {
-        assert!(build_error(r#"{"name": "focal_tversky", "gamma": 0.0}"#).contains("`gamma`"));
+        assert_eq!(
+            build_error(r#"{"name": "focal_tversky", "gamma": 0.0}"#),
+            "loss `focal_tversky`: option `gamma` must be a number in (0, 1000], got 0"
+        );
         assert!(build_error(r#"{"name": "focal_tversky", "beta": -1.0}"#).contains("`beta`"));
     }
 

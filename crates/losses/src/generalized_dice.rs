@@ -1,35 +1,19 @@
-use burn::{config::Config, tensor::Tensor};
+use burn::tensor::Tensor;
 use losskit_core::{
     Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction,
     config::OptionError,
 };
+use serde::{Deserialize, Serialize};
 
-use crate::overlap::{Overlap, Sums, reduce_classes, validate_common};
+use crate::overlap::{Overlap, Sums, overlap_config, reduce_classes};
 
-/// Options of [`GeneralizedDiceLoss`].
-#[derive(Config, Debug)]
-pub struct GeneralizedDiceLossConfig {
-    /// How a class's target volume `T` becomes its weight: `square` (1/T²), `simple` (1/T) or
-    /// `uniform` (1).
-    #[config(default = "String::from(\"square\")")]
-    pub weight_type: String,
-    /// `softmax`, `sigmoid` or `none`.
-    #[config(default = "String::from(\"softmax\")")]
-    pub activation: String,
-    /// `false` leaves channel 0 (the background) out of the loss.
-    #[config(default = true)]
-    pub include_background: bool,
-    /// Added to the numerator.
-    #[config(default = 1e-5)]
-    pub smooth_nr: f32,
-    /// Added to the denominator (> 0).
-    #[config(default = 1e-5)]
-    pub smooth_dr: f32,
-    /// Sums over the batch before the ratio (one value for the batch).
-    #[config(default = false)]
-    pub batch: bool,
-    /// A target class index whose positions count nowhere.
-    pub ignore_index: Option<i64>,
+overlap_config! {
+    /// Options of [`GeneralizedDiceLoss`].
+    pub struct GeneralizedDiceLossConfig {
+        /// How a class's target volume `T` becomes its weight.
+        #[config(default = "WeightType::Square")]
+        pub weight_type: WeightType,
+    }
 }
 
 impl LossConfig for GeneralizedDiceLossConfig {
@@ -38,53 +22,27 @@ impl LossConfig for GeneralizedDiceLossConfig {
     }
 
     fn validate(&self) -> Result<(), OptionError> {
-        WeightType::parse(&self.weight_type)?;
-        validate_common(&self.activation, self.smooth_nr, self.smooth_dr, None).map(|_| ())
+        self.overlap_options().validate()
     }
 
     fn build(self) -> Result<Box<dyn Loss>, ConfigError> {
-        let invalid = |error: OptionError| {
-            ConfigError::invalid("generalized_dice", &error.option, error.problem)
-        };
-        let weight_type = WeightType::parse(&self.weight_type).map_err(invalid)?;
-        let activation = validate_common(&self.activation, self.smooth_nr, self.smooth_dr, None)
-            .map_err(invalid)?;
         Ok(Box::new(GeneralizedDiceLoss {
-            overlap: Overlap {
-                name: "generalized_dice",
-                activation,
-                include_background: self.include_background,
-                squared_pred: false,
-                batch: self.batch,
-                weights: None,
-                ignore_index: self.ignore_index,
-            },
-            weight_type,
-            smooth_nr: self.smooth_nr as f64,
-            smooth_dr: self.smooth_dr as f64,
+            overlap: self.overlap_options().build("generalized_dice")?,
+            weight_type: self.weight_type,
         }))
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WeightType {
+/// How [`GeneralizedDiceLoss`] weighs a class of target volume `T`: its `weight_type` option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightType {
+    /// `square`: 1/T².
     Square,
+    /// `simple`: 1/T.
     Simple,
+    /// `uniform`: 1.
     Uniform,
-}
-
-impl WeightType {
-    fn parse(value: &str) -> Result<Self, OptionError> {
-        match value {
-            "square" => Ok(Self::Square),
-            "simple" => Ok(Self::Simple),
-            "uniform" => Ok(Self::Uniform),
-            other => Err(OptionError::new(
-                "weight_type",
-                format!("must be \"square\", \"simple\" or \"uniform\", got \"{other}\""),
-            )),
-        }
-    }
 }
 
 losskit_core::documented! {
@@ -133,8 +91,6 @@ losskit_core::documented! {
     pub struct GeneralizedDiceLoss {
         overlap: Overlap,
         weight_type: WeightType,
-        smooth_nr: f64,
-        smooth_dr: f64,
     }
 }
 
@@ -173,8 +129,8 @@ impl Loss for GeneralizedDiceLoss {
             ..
         } = sums.clone();
         let weights = self.class_weights(truth.clone());
-        let numerator = (intersection * weights.clone()).sum_dim(1) * 2.0 + self.smooth_nr;
-        let denominator = ((prediction + truth) * weights).sum_dim(1) + self.smooth_dr;
+        let numerator = (intersection * weights.clone()).sum_dim(1) * 2.0 + self.overlap.smooth_nr;
+        let denominator = ((prediction + truth) * weights).sum_dim(1) + self.overlap.smooth_dr;
         let values = (numerator / denominator).neg() + 1.0;
         Ok(reduce_classes(values, &sums, reduction).into())
     }
@@ -249,9 +205,10 @@ mod tests {
 
     #[test]
     fn bad_options_are_named() {
-        assert!(
-            build_error(r#"{"name": "generalized_dice", "weight_type": "cubic"}"#)
-                .contains("`weight_type`")
+        assert_eq!(
+            build_error(r#"{"name": "generalized_dice", "weight_type": "cubic"}"#),
+            "loss `generalized_dice`: option `weight_type` has the wrong type or value: unknown \
+             variant `cubic`, expected one of `square`, `simple`, `uniform`"
         );
         assert!(
             build_error(r#"{"name": "generalized_dice", "smooth_dr": 0.0}"#)

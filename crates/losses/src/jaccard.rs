@@ -1,52 +1,15 @@
-use burn::config::Config;
 use losskit_core::{
     Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction,
     config::OptionError,
 };
 
-use crate::dice::{DiceLoss, DiceLossConfig};
+use crate::{dice::DiceLoss, overlap::overlap_config};
 
-/// Options of [`JaccardLoss`]: those of [`DiceLossConfig`] without `jaccard`.
-#[derive(Config, Debug)]
-pub struct JaccardLossConfig {
-    /// `softmax`, `sigmoid` or `none`.
-    #[config(default = "String::from(\"softmax\")")]
-    pub activation: String,
-    /// `false` leaves channel 0 (the background) out of the loss.
-    #[config(default = true)]
-    pub include_background: bool,
-    /// Added to the numerator.
-    #[config(default = 1e-5)]
-    pub smooth_nr: f32,
-    /// Added to the denominator (> 0).
-    #[config(default = 1e-5)]
-    pub smooth_dr: f32,
-    /// Squares the prediction and target in the union.
-    #[config(default = false)]
-    pub squared_pred: bool,
-    /// Sums over the batch before the ratio.
-    #[config(default = false)]
-    pub batch: bool,
-    /// Per-class weights, one per output channel.
-    pub weights: Option<Vec<f32>>,
-    /// A target class index whose positions count nowhere.
-    pub ignore_index: Option<i64>,
-}
-
-impl JaccardLossConfig {
-    fn dice(self) -> DiceLossConfig {
-        DiceLossConfig {
-            activation: self.activation,
-            include_background: self.include_background,
-            smooth_nr: self.smooth_nr,
-            smooth_dr: self.smooth_dr,
-            squared_pred: self.squared_pred,
-            batch: self.batch,
-            jaccard: true,
-            weights: self.weights,
-            ignore_index: self.ignore_index,
-        }
-    }
+overlap_config! {
+    /// Options of [`JaccardLoss`]: those of [`DiceLossConfig`](crate::DiceLossConfig) without
+    /// `jaccard`.
+    pub struct JaccardLossConfig {}
+    + dice_options
 }
 
 impl LossConfig for JaccardLossConfig {
@@ -55,13 +18,14 @@ impl LossConfig for JaccardLossConfig {
     }
 
     fn validate(&self) -> Result<(), OptionError> {
-        self.clone().dice().validate()
+        self.overlap_options().validate()
     }
 
     fn build(self) -> Result<Box<dyn Loss>, ConfigError> {
         Ok(Box::new(JaccardLoss(DiceLoss::new(
             "jaccard",
-            self.dice(),
+            self.overlap_options(),
+            true,
         )?)))
     }
 }

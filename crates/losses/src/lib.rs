@@ -57,6 +57,7 @@ pub use mae::*;
 pub use mse::*;
 pub use msle::*;
 pub use multi_margin::*;
+pub use overlap::Activation;
 pub use poisson_nll::*;
 pub use quadratic::*;
 pub use quantile::*;

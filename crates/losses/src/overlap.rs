@@ -1,6 +1,7 @@
 //! What the Dice family (Dice, Jaccard, generalised Dice, Tversky, focal Tversky and the
-//! compounds built on Dice) shares: turning the output into probabilities and the target into
-//! masks, the per-class overlap sums every ratio is built from, and one reduction policy.
+//! compounds built on Dice) shares: the options (declared once, by [`overlap_config!`]), turning
+//! the output into probabilities and the target into masks, the per-class overlap sums every
+//! ratio is built from, and one reduction policy.
 //!
 //! Conventions, the same for every loss of the family:
 //! - class indices are one-hot encoded (MONAI's `to_onehot_y`); with a single output channel
@@ -18,38 +19,115 @@ use burn::tensor::{
     activation::{sigmoid, softmax},
 };
 use losskit_core::{
-    Capabilities, Error, LossInput, OutputDomain, Reduction, Target, TargetKind,
+    Capabilities, ConfigError, Error, LossInput, OutputDomain, Reduction, Target, TargetKind,
     config::{OptionError, check_weights, ensure},
     error::InputError,
     fused,
     targets::{channel_vector, checked_indices, dense_target},
 };
+use serde::{Deserialize, Serialize};
 
-/// How the output becomes probabilities.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Activation {
-    /// Softmax over the channels: mutually exclusive classes.
+/// Declares the config of an overlap loss: its own options, then the options every overlap
+/// loss shares (`activation`, `include_background`, `smooth_nr`, `smooth_dr`, `batch`,
+/// `ignore_index`), and with `+ dice_options` the Dice-style ones too (`squared_pred`,
+/// `weights`). The shared options are declared here only, with their docs and defaults; the
+/// config gets `overlap_options()`, which reads them as one [`OverlapOptions`].
+///
+/// ```text
+/// overlap_config! {
+///     /// Options of [`TverskyLoss`].
+///     pub struct TverskyLossConfig {
+///         /// Weight of the false positives.
+///         #[config(default = 0.5)]
+///         pub alpha: f32,
+///     }
+/// }
+/// ```
+///
+/// (A macro because burn's `Config` derive drops field attributes, so `#[serde(flatten)]` of an
+/// options struct is not available; the JSON options stay flat either way.)
+macro_rules! overlap_config {
+    (@emit $(#[$($attr:tt)*])* $name:ident { $($fields:tt)* } [$($copy:ident),*]) => {
+        $(#[$($attr)*])*
+        #[derive(burn::config::Config, Debug)]
+        pub struct $name {
+            $($fields)*
+            /// How the output becomes probabilities: `softmax` (exclusive classes), `sigmoid`
+            /// (independent masks) or `none` (the output already holds probabilities; not in
+            /// the compounds, whose second term needs logits).
+            #[config(default = "crate::overlap::Activation::Softmax")]
+            pub activation: crate::overlap::Activation,
+            /// `false` leaves channel 0 (the background) out of the loss (out of every term of
+            /// a compound).
+            #[config(default = true)]
+            pub include_background: bool,
+            /// Added to the numerator of each ratio (>= 0).
+            #[config(default = 1e-5)]
+            pub smooth_nr: f32,
+            /// Added to the denominator of each ratio (> 0, so that empty masks never give 0/0).
+            #[config(default = 1e-5)]
+            pub smooth_dr: f32,
+            /// Sums over the batch before the ratio (one value per class for the whole batch)
+            /// instead of per sample.
+            #[config(default = false)]
+            pub batch: bool,
+            /// A target class index whose positions count nowhere (in no term of a compound).
+            pub ignore_index: Option<i64>,
+        }
+
+        impl $name {
+            /// The options this loss shares with the other overlap losses.
+            pub(crate) fn overlap_options(&self) -> crate::overlap::OverlapOptions {
+                #[allow(unused_mut)]
+                let mut options = crate::overlap::OverlapOptions {
+                    activation: self.activation,
+                    include_background: self.include_background,
+                    smooth_nr: self.smooth_nr,
+                    smooth_dr: self.smooth_dr,
+                    batch: self.batch,
+                    ignore_index: self.ignore_index,
+                    // Options of the Dice-style configs only (`+ dice_options`).
+                    squared_pred: false,
+                    weights: None,
+                };
+                $(options.$copy = self.$copy.clone();)*
+                options
+            }
+        }
+    };
+    ($(#[$($attr:tt)*])* pub struct $name:ident { $($own:tt)* } + dice_options) => {
+        overlap_config! {
+            @emit $(#[$($attr)*])* $name {
+                $($own)*
+                /// Squares the prediction and the target in the denominator.
+                #[config(default = false)]
+                pub squared_pred: bool,
+                /// Per-class weights of the per-class values (of every term of a compound), one
+                /// per output channel.
+                pub weights: Option<Vec<f32>>,
+            } [squared_pred, weights]
+        }
+    };
+    ($(#[$($attr:tt)*])* pub struct $name:ident { $($own:tt)* }) => {
+        overlap_config! { @emit $(#[$($attr)*])* $name { $($own)* } [] }
+    };
+}
+pub(crate) use overlap_config;
+
+/// How an overlap loss turns the output into probabilities: its `activation` option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// `softmax`: softmax over the channels, for mutually exclusive classes.
     Softmax,
-    /// Sigmoid per element: independent masks (multi-label, binary).
+    /// `sigmoid`: sigmoid per element, for independent masks (multi-label, binary).
     Sigmoid,
-    /// The output already holds probabilities.
+    /// `none`: the output already holds probabilities.
+    #[serde(rename = "none")]
     Identity,
 }
 
 impl Activation {
-    /// The `activation` option's value, checked.
-    pub(crate) fn parse(value: &str) -> Result<Self, OptionError> {
-        match value {
-            "softmax" => Ok(Self::Softmax),
-            "sigmoid" => Ok(Self::Sigmoid),
-            "none" => Ok(Self::Identity),
-            other => Err(OptionError::new(
-                "activation",
-                format!("must be \"softmax\", \"sigmoid\" or \"none\", got \"{other}\""),
-            )),
-        }
-    }
-
     fn apply(self, output: Tensor<3>) -> Tensor<3> {
         match self {
             Self::Softmax => softmax(output, 1),
@@ -84,33 +162,11 @@ impl Activation {
     }
 }
 
-/// Checks the options every overlap loss has; returns the activation.
-pub(crate) fn validate_common(
-    activation: &str,
-    smooth_nr: f32,
-    smooth_dr: f32,
-    weights: Option<&[f32]>,
-) -> Result<Activation, OptionError> {
-    let activation = Activation::parse(activation)?;
-    ensure(
-        smooth_nr.is_finite() && smooth_nr >= 0.0,
-        "smooth_nr",
-        || format!("must be a finite number >= 0, got {smooth_nr}"),
-    )?;
-    // A zero denominator smoothing would make empty masks 0/0.
-    ensure(
-        smooth_dr.is_finite() && smooth_dr > 0.0,
-        "smooth_dr",
-        || {
-            format!(
-                "must be a finite number > 0 (it keeps empty masks from giving 0/0), got {smooth_dr}"
-            )
-        },
-    )?;
-    if let Some(weights) = weights {
-        check_weights("weights", weights)?;
-    }
-    Ok(activation)
+/// Checks the activation of a compound whose second term needs logits: `softmax` or `sigmoid`.
+pub(crate) fn logits_activation(activation: Activation) -> Result<(), OptionError> {
+    ensure(activation != Activation::Identity, "activation", || {
+        "must be \"softmax\" or \"sigmoid\" here: the second term needs logits".into()
+    })
 }
 
 /// Checks a non-negative, finite coefficient.
@@ -120,13 +176,70 @@ pub(crate) fn check_non_negative(option: &str, value: f32) -> Result<(), OptionE
     })
 }
 
-/// The options that decide which probabilities and masks an overlap loss compares.
+/// The options every overlap loss shares, as its config holds them ([`overlap_config!`]).
+#[derive(Debug, Clone)]
+pub(crate) struct OverlapOptions {
+    pub(crate) activation: Activation,
+    pub(crate) include_background: bool,
+    pub(crate) smooth_nr: f32,
+    pub(crate) smooth_dr: f32,
+    pub(crate) squared_pred: bool,
+    pub(crate) batch: bool,
+    pub(crate) weights: Option<Vec<f32>>,
+    pub(crate) ignore_index: Option<i64>,
+}
+
+impl OverlapOptions {
+    /// Checks the smoothing and the class weights (serde has checked `activation`).
+    pub(crate) fn validate(&self) -> Result<(), OptionError> {
+        let (smooth_nr, smooth_dr) = (self.smooth_nr, self.smooth_dr);
+        check_non_negative("smooth_nr", smooth_nr)?;
+        // A zero denominator smoothing would make empty masks 0/0.
+        ensure(
+            smooth_dr.is_finite() && smooth_dr > 0.0,
+            "smooth_dr",
+            || {
+                format!(
+                    "must be a finite number > 0 (it keeps empty masks from giving 0/0), got {smooth_dr}"
+                )
+            },
+        )?;
+        if let Some(weights) = &self.weights {
+            check_weights("weights", weights)?;
+        }
+        Ok(())
+    }
+
+    /// The checked options of the loss registered as `name` (errors are reported under it).
+    pub(crate) fn build(self, name: &'static str) -> Result<Overlap, ConfigError> {
+        self.validate()
+            .map_err(|error| ConfigError::invalid(name, &error.option, error.problem))?;
+        Ok(Overlap {
+            name,
+            activation: self.activation,
+            include_background: self.include_background,
+            smooth_nr: f64::from(self.smooth_nr),
+            smooth_dr: f64::from(self.smooth_dr),
+            squared_pred: self.squared_pred,
+            batch: self.batch,
+            weights: self.weights,
+            ignore_index: self.ignore_index,
+        })
+    }
+}
+
+/// The checked options that decide which probabilities and masks an overlap loss compares,
+/// and how its ratios are smoothed.
 #[derive(Debug, Clone)]
 pub(crate) struct Overlap {
     /// The loss's name, for errors.
     pub(crate) name: &'static str,
     pub(crate) activation: Activation,
     pub(crate) include_background: bool,
+    /// Added to the numerator of each ratio.
+    pub(crate) smooth_nr: f64,
+    /// Added to the denominator of each ratio (> 0).
+    pub(crate) smooth_dr: f64,
     pub(crate) squared_pred: bool,
     pub(crate) batch: bool,
     /// Per-class weights of the per-class values, one per output channel.

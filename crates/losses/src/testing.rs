@@ -20,6 +20,15 @@ pub fn ints<const D: usize>(values: &[i64], shape: [usize; D]) -> Tensor<D, Int>
     Tensor::from_data(TensorData::new(values.to_vec(), shape), &device())
 }
 
+/// The segmentation example of the tests: logits `[2, 3, 2]` (two samples, three classes, two
+/// positions) with class indices `[[2, 0], [1, 1]]`.
+pub fn segmentation_example() -> LossInput {
+    let values = [
+        0.3, -1.0, 2.0, 0.5, 0.1, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9, -1.3,
+    ];
+    LossInput::with_indices(floats(&values, [2, 3, 2]), ints(&[2, 0, 1, 1], [2, 2])).unwrap()
+}
+
 /// The loss value(s) as `f64`.
 pub fn value(loss: &dyn Loss, input: LossInput, reduction: Reduction) -> Vec<f64> {
     to_f64_vec(loss.forward(input, reduction).expect("loss computes").value)
@@ -39,6 +48,19 @@ pub fn value_and_grad<const D: usize>(
     let grads = value.backward();
     let grad = output.grad(&grads).expect("output has a gradient");
     (to_f64_vec(value)[0], to_f64_vec(grad))
+}
+
+/// Asserts the loss's value (mean) and its gradient are finite.
+pub fn assert_finite<const D: usize>(
+    loss: &dyn Loss,
+    output: Tensor<D>,
+    make_input: impl FnOnce(Tensor<D>) -> LossInput,
+) {
+    let (value, grad) = value_and_grad(loss, output, make_input);
+    assert!(
+        value.is_finite() && grad.iter().all(|g| g.is_finite()),
+        "value {value}, gradient {grad:?}"
+    );
 }
 
 /// Asserts two float slices agree within `tolerance` (absolute + relative).

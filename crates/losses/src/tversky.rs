@@ -1,37 +1,23 @@
-use burn::{config::Config, tensor::Tensor};
+use burn::tensor::Tensor;
 use losskit_core::{
     Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction,
     config::{OptionError, ensure},
 };
 
-use crate::overlap::{Overlap, Sums, check_non_negative, reduce_classes, validate_common};
+use crate::overlap::{
+    Overlap, OverlapOptions, Sums, check_non_negative, overlap_config, reduce_classes,
+};
 
-/// Options of [`TverskyLoss`].
-#[derive(Config, Debug)]
-pub struct TverskyLossConfig {
-    /// Weight of the false positives.
-    #[config(default = 0.5)]
-    pub alpha: f32,
-    /// Weight of the false negatives.
-    #[config(default = 0.5)]
-    pub beta: f32,
-    /// `softmax`, `sigmoid` or `none`.
-    #[config(default = "String::from(\"softmax\")")]
-    pub activation: String,
-    /// `false` leaves channel 0 (the background) out of the loss.
-    #[config(default = true)]
-    pub include_background: bool,
-    /// Added to the numerator.
-    #[config(default = 1e-5)]
-    pub smooth_nr: f32,
-    /// Added to the denominator (> 0).
-    #[config(default = 1e-5)]
-    pub smooth_dr: f32,
-    /// Sums over the batch before the ratio.
-    #[config(default = false)]
-    pub batch: bool,
-    /// A target class index whose positions count nowhere.
-    pub ignore_index: Option<i64>,
+overlap_config! {
+    /// Options of [`TverskyLoss`].
+    pub struct TverskyLossConfig {
+        /// Weight of the false positives.
+        #[config(default = 0.5)]
+        pub alpha: f32,
+        /// Weight of the false negatives.
+        #[config(default = 0.5)]
+        pub beta: f32,
+    }
 }
 
 impl LossConfig for TverskyLossConfig {
@@ -40,24 +26,27 @@ impl LossConfig for TverskyLossConfig {
     }
 
     fn validate(&self) -> Result<(), OptionError> {
-        validate_tversky(self).map(|_| ())
+        check_alpha_beta(self.alpha, self.beta)?;
+        self.overlap_options().validate()
     }
 
     fn build(self) -> Result<Box<dyn Loss>, ConfigError> {
-        Ok(Box::new(TverskyLoss::new("tversky", self)?))
+        Ok(Box::new(TverskyLoss::new(
+            "tversky",
+            self.overlap_options(),
+            self.alpha,
+            self.beta,
+        )?))
     }
 }
 
-fn validate_tversky(config: &TverskyLossConfig) -> Result<crate::overlap::Activation, OptionError> {
-    check_non_negative("alpha", config.alpha)?;
-    check_non_negative("beta", config.beta)?;
-    ensure(config.alpha + config.beta > 0.0, "beta", || {
-        format!(
-            "alpha + beta must be > 0, got alpha = {} and beta = {}",
-            config.alpha, config.beta
-        )
-    })?;
-    validate_common(&config.activation, config.smooth_nr, config.smooth_dr, None)
+/// Checks the weights of the false positives (α) and negatives (β).
+pub(crate) fn check_alpha_beta(alpha: f32, beta: f32) -> Result<(), OptionError> {
+    check_non_negative("alpha", alpha)?;
+    check_non_negative("beta", beta)?;
+    ensure(alpha + beta > 0.0, "beta", || {
+        format!("alpha + beta must be > 0, got alpha = {alpha} and beta = {beta}")
+    })
 }
 
 losskit_core::documented! {
@@ -104,8 +93,6 @@ losskit_core::documented! {
         overlap: Overlap,
         alpha: f64,
         beta: f64,
-        smooth_nr: f64,
-        smooth_dr: f64,
     }
 }
 
@@ -118,24 +105,19 @@ losskit_core::register_loss!(TverskyLoss {
 });
 
 impl TverskyLoss {
-    /// A Tversky loss reporting errors under `name`.
-    pub fn new(name: &'static str, config: TverskyLossConfig) -> Result<Self, ConfigError> {
-        let activation = validate_tversky(&config)
+    /// A Tversky loss with the shared overlap `options`, reporting errors under `name`.
+    pub(crate) fn new(
+        name: &'static str,
+        options: OverlapOptions,
+        alpha: f32,
+        beta: f32,
+    ) -> Result<Self, ConfigError> {
+        check_alpha_beta(alpha, beta)
             .map_err(|error| ConfigError::invalid(name, &error.option, error.problem))?;
         Ok(Self {
-            overlap: Overlap {
-                name,
-                activation,
-                include_background: config.include_background,
-                squared_pred: false,
-                batch: config.batch,
-                weights: None,
-                ignore_index: config.ignore_index,
-            },
-            alpha: config.alpha as f64,
-            beta: config.beta as f64,
-            smooth_nr: config.smooth_nr as f64,
-            smooth_dr: config.smooth_dr as f64,
+            overlap: options.build(name)?,
+            alpha: f64::from(alpha),
+            beta: f64::from(beta),
         })
     }
 
@@ -153,8 +135,8 @@ impl TverskyLoss {
         let denominator = intersection.clone()
             + false_positives * self.alpha
             + false_negatives * self.beta
-            + self.smooth_dr;
-        Ok(((intersection + self.smooth_nr) / denominator, sums))
+            + self.overlap.smooth_dr;
+        Ok(((intersection + self.overlap.smooth_nr) / denominator, sums))
     }
 }
 
@@ -194,13 +176,7 @@ mod tests {
 
     #[test]
     fn halves_give_dice() {
-        let values = [
-            0.3, -1.0, 2.0, 0.5, 0.1, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9, -1.3,
-        ];
-        let make = || {
-            LossInput::with_indices(floats(&values, [2, 3, 2]), ints(&[2, 0, 1, 1], [2, 2]))
-                .unwrap()
-        };
+        let make = segmentation_example;
         assert_close(
             &value(build("tversky").as_ref(), make(), Reduction::Mean),
             &value(build("dice").as_ref(), make(), Reduction::Mean),

@@ -250,27 +250,24 @@ mod tests {
     use crate::testing::*;
     use losskit_core::{TargetKind, input::to_f64_vec};
 
-    fn example() -> LossInput {
-        let values = [
-            0.3, -1.0, 2.0, 0.5, 0.1, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9, -1.3,
-        ];
-        LossInput::with_indices(floats(&values, [2, 3, 2]), ints(&[2, 0, 1, 1], [2, 2])).unwrap()
-    }
-
     const DICE_FOCAL: &str = r#"{"name": "weighted_sum", "terms": [
         {"weight": 1.0, "loss": {"name": "dice"}},
         {"weight": 0.5, "loss": {"name": "focal", "gamma": 2.0}}]}"#;
 
     #[test]
     fn is_the_weighted_sum_of_its_terms_and_reports_them() {
-        let dice = value(build("dice").as_ref(), example(), Reduction::Mean)[0];
+        let dice = value(
+            build("dice").as_ref(),
+            segmentation_example(),
+            Reduction::Mean,
+        )[0];
         let focal = value(
             build(r#"{"name": "focal", "gamma": 2.0}"#).as_ref(),
-            example(),
+            segmentation_example(),
             Reduction::Mean,
         )[0];
         let result = build(DICE_FOCAL)
-            .forward(example(), Reduction::Mean)
+            .forward(segmentation_example(), Reduction::Mean)
             .unwrap();
         assert_close(&to_f64_vec(result.value), &[dice + 0.5 * focal], 1e-6);
         let names: Vec<&str> = result.terms.iter().map(|(name, _)| name.as_str()).collect();
@@ -301,7 +298,9 @@ mod tests {
     #[test]
     fn repeated_names_are_made_unique() {
         let config = r#"{"name": "weighted_sum", "terms": [{"loss": "dice"}, {"loss": "soft_dice"}, {"loss": {"name": "dice", "batch": true}}]}"#;
-        let result = build(config).forward(example(), Reduction::None).unwrap();
+        let result = build(config)
+            .forward(segmentation_example(), Reduction::None)
+            .unwrap();
         let names: Vec<&str> = result.terms.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names, ["dice", "dice_2", "dice_3"]);
         assert_eq!(result.value.dims(), [2]);
@@ -332,6 +331,13 @@ mod tests {
             r#"{"name": "weighted_sum", "terms": [{"loss": "dice"}, {"weight": 0.5, "loss": {"name": "focal", "gamma": -1.0}}]}"#,
         );
         assert!(error.contains("`terms[1].loss.gamma`"), "{error}");
+        assert_eq!(
+            build_error(
+                r#"{"name": "weighted_sum", "terms": [{"weight": 1, "loss": {"name": "dice", "activation": "relu"}}]}"#
+            ),
+            "loss `weighted_sum`: option `terms[0].loss.activation` has the wrong type or value: \
+             unknown variant `relu`, expected one of `softmax`, `sigmoid`, `none` (in loss `dice`)"
+        );
         let error = build_error(
             r#"{"name": "weighted_sum", "terms": [{"loss": {"name": "dice", "gama": 1.0}}]}"#,
         );
@@ -365,12 +371,12 @@ mod tests {
     fn none_adds_up_to_sum() {
         let config = r#"{"name": "weighted_sum", "terms": [{"loss": "dice"}, {"weight": -0.5, "loss": "lovasz_softmax"}]}"#;
         let loss = build(config);
-        let none: f64 = value(loss.as_ref(), example(), Reduction::None)
+        let none: f64 = value(loss.as_ref(), segmentation_example(), Reduction::None)
             .iter()
             .sum();
         assert_close(
             &[none],
-            &value(loss.as_ref(), example(), Reduction::Sum),
+            &value(loss.as_ref(), segmentation_example(), Reduction::Sum),
             1e-6,
         );
     }

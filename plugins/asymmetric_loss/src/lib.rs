@@ -13,7 +13,7 @@ use losskit_core::{
         tensor::activation::{sigmoid, softplus},
     },
     config::{OptionError, ensure},
-    numerics::floored_pow,
+    numerics::{check_exponent, floored_pow},
     reduce::reduce_elements,
     targets::dense_target,
 };
@@ -24,10 +24,10 @@ pub const LOSS_NAMES: &[&str] = &["asymmetric"];
 /// Options of [`AsymmetricLoss`].
 #[derive(Config, Debug)]
 pub struct AsymmetricLossConfig {
-    /// Focusing exponent of the negative term (γ-).
+    /// Focusing exponent of the negative term (γ-), in [0, 1000].
     #[config(default = 4.0)]
     pub gamma_neg: f32,
-    /// Focusing exponent of the positive term (γ+).
+    /// Focusing exponent of the positive term (γ+), in [0, 1000].
     #[config(default = 1.0)]
     pub gamma_pos: f32,
     /// Probability margin m shifted off negatives; in [0, 1).
@@ -41,11 +41,8 @@ impl LossConfig for AsymmetricLossConfig {
     }
 
     fn validate(&self) -> Result<(), OptionError> {
-        for (option, value) in [("gamma_neg", self.gamma_neg), ("gamma_pos", self.gamma_pos)] {
-            ensure(value.is_finite() && value >= 0.0, option, || {
-                format!("must be a finite number >= 0, got {value}")
-            })?;
-        }
+        check_exponent("gamma_neg", self.gamma_neg)?;
+        check_exponent("gamma_pos", self.gamma_pos)?;
         ensure((0.0..1.0).contains(&self.clip), "clip", || {
             format!("must be in [0, 1), got {}", self.clip)
         })
@@ -77,8 +74,8 @@ losskit_core::documented! {
     /// focal loss under-weights the rare positives.
     ///
     /// # Options
-    /// - `gamma_neg` (float >= 0, default 4).
-    /// - `gamma_pos` (float >= 0, default 1).
+    /// - `gamma_neg` (float in [0, 1000], default 4).
+    /// - `gamma_pos` (float in [0, 1000], default 1).
     /// - `clip` (float in [0, 1), default 0.05): the margin m.
     ///
     /// # Example
@@ -187,5 +184,49 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(error.contains("`clip`"), "{error}");
+    }
+
+    #[test]
+    fn huge_focusing_exponents_are_refused_and_the_largest_stay_finite() {
+        // Issue 16: an integral γ beyond i64 made burn's powf_scalar panic.
+        let registry = Registry::global().unwrap();
+        let error = |spec: &str| registry.build_spec(spec).err().unwrap().to_string();
+        assert_eq!(
+            error(r#"{"name": "asymmetric", "gamma_neg": 4.3e37}"#),
+            "loss `asymmetric`: option `gamma_neg` must be a number in [0, 1000], got 4.3e37"
+        );
+        assert_eq!(
+            error(r#"{"name": "asl", "gamma_pos": 1e30}"#),
+            "loss `asymmetric`: option `gamma_pos` must be a number in [0, 1000], got 1e30"
+        );
+        for clip in [0.0, 0.05] {
+            let loss = registry
+                .build_value(&losskit_core::serde_json::json!(
+                    {"name": "asymmetric", "gamma_neg": 1000, "gamma_pos": 1000, "clip": clip}
+                ))
+                .unwrap();
+            let output = Tensor::<2>::from_data(
+                TensorData::new(vec![-30.0f32, 0.0, 30.0, 0.5, 2.0, -1.0], [2, 3]),
+                &device(),
+            )
+            .require_grad();
+            let target = Tensor::<2>::from_data(
+                TensorData::new(vec![1.0f32, 0.0, 1.0, 0.0, 1.0, 0.0], [2, 3]),
+                &device(),
+            );
+            let value = loss
+                .forward(
+                    LossInput::with_dense(output.clone(), target).unwrap(),
+                    Reduction::Mean,
+                )
+                .unwrap()
+                .value;
+            let grad = to_f64_vec(output.grad(&value.clone().backward()).unwrap());
+            let value = to_f64_vec(value)[0];
+            assert!(
+                value.is_finite() && grad.iter().all(|g| g.is_finite()),
+                "clip {clip}: {value} {grad:?}"
+            );
+        }
     }
 }

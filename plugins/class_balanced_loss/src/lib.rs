@@ -9,7 +9,7 @@ use losskit_core::{
     TargetKind,
     burn::{self, config::Config, tensor::activation::log_softmax},
     config::{OptionError, ensure},
-    numerics::floored_pow,
+    numerics::{check_exponent, floored_pow},
     reduce::reduce_positions,
     targets::{channel_vector, dense_target},
 };
@@ -28,7 +28,7 @@ pub struct ClassBalancedLossConfig {
     /// The re-weighted loss: "cross_entropy" or "focal".
     #[config(default = "String::from(\"cross_entropy\")")]
     pub base: String,
-    /// Focal γ >= 0 (used when `base` is "focal").
+    /// Focal γ in [0, 1000] (used when `base` is "focal").
     #[config(default = 2.0)]
     pub gamma: f64,
 }
@@ -72,9 +72,7 @@ impl LossConfig for ClassBalancedLossConfig {
                 )
             },
         )?;
-        ensure(self.gamma.is_finite() && self.gamma >= 0.0, "gamma", || {
-            format!("must be >= 0, got {}", self.gamma)
-        })
+        check_exponent("gamma", self.gamma)
     }
 
     fn build(self) -> Result<Box<dyn Loss>, ConfigError> {
@@ -128,7 +126,7 @@ losskit_core::documented! {
     /// - `samples_per_class` (required): training-set counts per class.
     /// - `beta` (float in [0, 1), default 0.9999).
     /// - `base` (`cross_entropy` | `focal`, default `cross_entropy`).
-    /// - `gamma` (float >= 0, default 2): focal γ, used with `base: focal`.
+    /// - `gamma` (float in [0, 1000], default 2): focal γ, used with `base: focal`.
     ///
     /// # Example
     /// ```json
@@ -247,6 +245,17 @@ mod tests {
                 .unwrap()
                 .to_string()
                 .contains("`beta`")
+        );
+        // Issue 16: an integral γ beyond i64 made burn's powf_scalar panic.
+        assert_eq!(
+            registry
+                .build_spec(
+                    r#"{"name": "class_balanced", "samples_per_class": [3, 1], "base": "focal", "gamma": 1e300}"#
+                )
+                .err()
+                .unwrap()
+                .to_string(),
+            "loss `class_balanced`: option `gamma` must be a number in [0, 1000], got 1e300"
         );
     }
 }
