@@ -2,7 +2,7 @@
 //! on inputs the loss declares it accepts, finite values and gradients for finite inputs.
 
 use losskit_core::{
-    Reduction, Registry, conformance::Case, devices::default_device, evaluate::evaluate,
+    Reduction, Registry, compute::compute_loss, conformance::Case, devices::default_device,
 };
 use proptest::{
     prelude::*,
@@ -62,7 +62,7 @@ fn every_loss_is_finite_and_panic_free_on_random_inputs() {
                 (Reduction::Sum, false),
                 (Reduction::None, false),
             ] {
-                let evaluation = evaluate(
+                let evaluation = compute_loss(
                     loss.as_ref(),
                     &case.output,
                     &case.target,

@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 use losskit_core::{
     Reduction, Registry,
     burn::tensor::Device,
-    evaluate::evaluate,
+    compute::compute_loss,
     input::{HostArray, HostValues},
     spec::{SpecFormat, parse_spec, parse_spec_text},
 };
@@ -75,7 +75,7 @@ fuzz_target!(|data: &[u8]| {
     let inputs = inputs();
     for target in &inputs.targets {
         for reduction in [Reduction::Mean, Reduction::None] {
-            let _ = evaluate(loss.as_ref(), &inputs.output, target, &inputs.device, reduction, true);
+            let _ = compute_loss(loss.as_ref(), &inputs.output, target, &inputs.device, reduction, true);
         }
     }
 });

@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use losskit_core::{Loss, Reduction, Registry, burn::tensor::Device, evaluate::evaluate};
+use losskit_core::{Loss, Reduction, Registry, burn::tensor::Device, compute::compute_loss};
 
 fn setup() -> &'static (Device, Vec<Box<dyn Loss>>) {
     static SETUP: OnceLock<(Device, Vec<Box<dyn Loss>>)> = OnceLock::new();
@@ -29,6 +29,6 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(count, array.values.len(), "shape and values disagree");
     let (device, losses) = setup();
     for loss in losses {
-        let _ = evaluate(loss.as_ref(), &array, &array, device, Reduction::Mean, true);
+        let _ = compute_loss(loss.as_ref(), &array, &array, device, Reduction::Mean, true);
     }
 });

@@ -7,7 +7,6 @@
 extern crate losskit_losses;
 
 pub mod commands;
-pub mod examples;
 pub mod npy;
 pub mod panics;
 pub mod plugins;

@@ -7,7 +7,7 @@ use std::{io::Write, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use losskit_cli::{
-    commands::{self, eval::EvalRequest, list::ListFormat},
+    commands::{self, compute::ComputeRequest, list::ListFormat},
     panics,
     signals::{self, INTERRUPTED_EXIT, Interrupted},
 };
@@ -32,7 +32,7 @@ enum Command {
     Train(commands::train_args::TrainArgs),
     /// Train once per --loss on the same data, model and seed, and compare them.
     Compare(commands::train_args::CompareArgs),
-    /// Evaluate a trained checkpoint on its validation data (or --data).
+    /// Evaluate a trained model (a checkpoint) on its validation data (or --data).
     Evaluate(commands::train_args::EvaluateArgs),
     /// List every registered loss.
     List {
@@ -77,8 +77,9 @@ enum Command {
         /// The loss's name or alias.
         name: String,
     },
-    /// Evaluate a loss on .npy files; prints {"loss": ...}.
-    Eval {
+    /// Compute a loss (and its gradient) on .npy arrays; prints {"loss": ...}.
+    #[command(alias = "eval")]
+    Compute {
         /// The loss: a name, a JSON object, or a .json/.toml file.
         #[arg(long)]
         loss: String,
@@ -116,14 +117,14 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             category,
             root,
         } => commands::new_loss::run(&name, category, root.as_deref()),
-        Command::Eval {
+        Command::Compute {
             loss,
             output,
             target,
             reduction,
             grad,
             device,
-        } => commands::eval::run(&EvalRequest {
+        } => commands::compute::run(&ComputeRequest {
             loss: &loss,
             output: &output,
             target: &target,

@@ -4,7 +4,7 @@
 //! names what is wrong (truncation, dtype, header), big-endian and Fortran-ordered arrays are
 //! read correctly, and the reader can be fuzzed on its own.
 
-use std::{fs, io::Write, path::Path};
+use std::{fs, path::Path};
 
 use losskit_core::input::{HostArray, HostValues};
 
@@ -33,39 +33,10 @@ enum Kind {
 
 /// Parses the bytes of a `.npy` file.
 pub fn parse_npy(bytes: &[u8]) -> Result<HostArray, NpyError> {
-    if bytes.len() < 10 || &bytes[..6] != MAGIC {
-        return Err(NpyError(
-            "not a .npy file (missing the \\x93NUMPY magic)".into(),
-        ));
-    }
-    let major = bytes[6];
-    let (header_len, header_start) = match major {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
-        2 | 3 => {
-            if bytes.len() < 12 {
-                return Err(NpyError("truncated .npy header".into()));
-            }
-            (
-                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-                12,
-            )
-        }
-        other => {
-            return Err(NpyError(format!(
-                "unsupported .npy format version {other}; expected 1, 2 or 3"
-            )));
-        }
-    };
-    let data_start = header_start
-        .checked_add(header_len)
-        .filter(|end| *end <= bytes.len())
-        .ok_or_else(|| NpyError("truncated .npy header".into()))?;
-    let header = std::str::from_utf8(&bytes[header_start..data_start])
-        .map_err(|_| NpyError(".npy header is not text".into()))?;
+    let (header, data_start) = header_text(bytes)?;
     let descr = header_string(header, "descr")?;
     let fortran_order = header_bool(header, "fortran_order")?;
     let shape = header_shape(header)?;
-
     let (little_endian, kind, size) = parse_descr(&descr)?;
     let count = shape
         .iter()
@@ -93,8 +64,51 @@ pub fn parse_npy(bytes: &[u8]) -> Result<HostArray, NpyError> {
         }
         raw
     };
-    let order = element_order(&shape, fortran_order);
-    let values = match kind {
+    let values = decode_values(kind, size, element_order(&shape, fortran_order), element)?;
+    Ok(HostArray { shape, values })
+}
+
+/// The header's text (after the magic, version and length) and where the data starts.
+fn header_text(bytes: &[u8]) -> Result<(&str, usize), NpyError> {
+    if bytes.len() < 10 || &bytes[..6] != MAGIC {
+        return Err(NpyError(
+            "not a .npy file (missing the \\x93NUMPY magic)".into(),
+        ));
+    }
+    let (header_len, header_start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
+        2 | 3 => {
+            if bytes.len() < 12 {
+                return Err(NpyError("truncated .npy header".into()));
+            }
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
+        }
+        other => {
+            return Err(NpyError(format!(
+                "unsupported .npy format version {other}; expected 1, 2 or 3"
+            )));
+        }
+    };
+    let data_start = header_start
+        .checked_add(header_len)
+        .filter(|end| *end <= bytes.len())
+        .ok_or_else(|| NpyError("truncated .npy header".into()))?;
+    let header = std::str::from_utf8(&bytes[header_start..data_start])
+        .map_err(|_| NpyError(".npy header is not text".into()))?;
+    Ok((header, data_start))
+}
+
+/// The elements at `order`, each read as little-endian bytes by `element`, as host values.
+fn decode_values(
+    kind: Kind,
+    size: usize,
+    order: Box<dyn Iterator<Item = usize> + '_>,
+    element: impl Fn(usize) -> [u8; 8],
+) -> Result<HostValues, NpyError> {
+    Ok(match kind {
         Kind::Float => HostValues::Float(
             order
                 .map(|i| {
@@ -129,8 +143,7 @@ pub fn parse_npy(bytes: &[u8]) -> Result<HostArray, NpyError> {
             }
             HostValues::Int(values.into_iter().map(|v| v as i64).collect())
         }
-    };
-    Ok(HostArray { shape, values })
+    })
 }
 
 /// Indices into the stored data, in C (row-major) order of the logical array.
@@ -269,32 +282,6 @@ pub fn encode_f32(shape: &[usize], values: &[f32]) -> Vec<u8> {
         bytes.extend_from_slice(&value.to_le_bytes());
     }
     bytes
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file beside it, then a rename.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let file_name = path.file_name().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name")
-    })?;
-    let dir = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let temporary = dir.join(format!(
-        ".{}.{}.tmp",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut file = fs::File::create(&temporary)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&temporary, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temporary);
-    }
-    result
 }
 
 #[cfg(test)]

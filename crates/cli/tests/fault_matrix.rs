@@ -250,7 +250,7 @@ fn every_fault_fails_with_one_line_and_writes_nothing() {
     let grad = s.path("grad.npy");
     let eval = |loss: &str, output: &Path, target: &Path| -> Vec<OsString> {
         vec![
-            "eval".into(),
+            "compute".into(),
             "--loss".into(),
             loss.into(),
             "--output".into(),
@@ -817,7 +817,7 @@ fn big_endian_fortran_order_and_f64_files_give_the_same_loss() {
     for (name, bytes) in files {
         let path = s.file(name, &bytes);
         let output = losskit([
-            OsString::from("eval"),
+            OsString::from("compute"),
             "--loss".into(),
             "cross_entropy".into(),
             "--output".into(),
@@ -870,6 +870,7 @@ fn mixed_image_sizes_and_ignored_indices_are_accepted() {
     );
     let target = s.file("target.npy", &indices(&[2], &[-100, 2]));
     let output = losskit([
+        // `eval`, the command's former name, stays as a hidden alias.
         OsString::from("eval"),
         "--loss".into(),
         r#"{"name": "cross_entropy", "ignore_index": -100}"#.into(),
@@ -949,7 +950,7 @@ fn a_full_disk_fails_cleanly_and_keeps_the_last_checkpoint() {
     let output = with_file_size_limit(
         1024,
         &[
-            "eval".into(),
+            "compute".into(),
             "--loss".into(),
             "cross_entropy".into(),
             "--output".into(),
@@ -1065,7 +1066,7 @@ fn a_good_call_prints_one_json_line_and_writes_the_gradient() {
     let target = s.file("target.npy", &indices(&[2], &[0, 2]));
     let grad = s.path("grad.npy");
     let result = losskit([
-        OsString::from("eval"),
+        OsString::from("compute"),
         "--loss".into(),
         "ce".into(),
         "--reduction".into(),

@@ -1,5 +1,5 @@
 //! Every case of the reference vectors (PyTorch, MONAI, segmentation-models-pytorch), through
-//! the `losskit eval` binary: values within rtol 2e-4 / atol 2e-5, gradients within 2e-3 of
+//! the `losskit compute` command: values within rtol 2e-4 / atol 2e-5, gradients within 2e-3 of
 //! the largest reference gradient.
 
 use std::{
@@ -44,7 +44,7 @@ fn run_case(case: &Value, device: Option<&str>, scratch: &Path) -> Result<(), St
     let grad_path = scratch.join(format!("{id}.grad.npy"));
     let mut command = Command::new(env!("CARGO_BIN_EXE_losskit"));
     command
-        .arg("eval")
+        .arg("compute")
         .arg("--loss")
         .arg(case["loss"].to_string())
         .arg("--output")

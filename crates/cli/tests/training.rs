@@ -617,3 +617,41 @@ fn masks_with_many_levels_are_refused() {
     assert!(!out.exists());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_checkpoint_written_before_seeded_initialisation_resumes() {
+    // tests/fixtures/checkpoint-v1 was written by losskit before initial weights were drawn
+    // from the run's own generator (commit d04d574): `losskit train --limit 40 --batch-size 8
+    // --width 4 --max-steps 3 --epochs 1`. The checkpoint format, the run description and the
+    // data streams are unchanged, so it resumes: only a new run draws new initial weights.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoint-v1");
+    let dir = scratch("old-checkpoint");
+    let out = dir.join("run");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::copy(fixture.join("checkpoint.lkc"), out.join("checkpoint.lkc")).unwrap();
+    let out_s = out.to_str().unwrap();
+    let output = losskit(&[
+        "train",
+        "--resume",
+        "--out",
+        out_s,
+        "--epochs",
+        "2",
+        "--progress",
+        "quiet",
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    let summary = summary(&out);
+    assert_eq!(summary["epochs"], 2, "{summary}");
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "a header and two epochs: {csv}");
+    // The first epoch's row is the old run's, as its checkpoint recorded it.
+    let old = losskit_optim::Checkpoint::read(&fixture.join("checkpoint.lkc")).unwrap();
+    let old_loss = old.meta.stats.epochs[0].train_loss;
+    let row = csv.lines().nth(1).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let column = header.iter().position(|c| *c == "train_loss").unwrap();
+    let logged: f64 = row.split(',').nth(column).unwrap().parse().unwrap();
+    assert!((logged - old_loss).abs() < 1e-6, "{logged} vs {old_loss}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,4 +1,5 @@
-//! Evaluating a loss on host arrays: the value and, optionally, d(loss)/d(output).
+//! Computing a loss on host arrays: the value and, optionally, d(loss)/d(output) (what
+//! `losskit compute`, the conformance kit and the reference tests run).
 
 use burn::tensor::Device;
 
@@ -8,9 +9,9 @@ use crate::{
     loss::Loss,
 };
 
-/// A loss evaluated on host arrays.
+/// A loss computed on host arrays.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Evaluation {
+pub struct ComputedLoss {
     /// The loss: one value for `mean`/`sum`, one per sample for `none`.
     pub value: Vec<f64>,
     /// Each term of a composite loss.
@@ -20,15 +21,15 @@ pub struct Evaluation {
     pub gradient: Option<Vec<f64>>,
 }
 
-/// Evaluates `loss` on `output` and `target` on `device`, with the gradient if `gradient`.
-pub fn evaluate(
+/// Computes `loss` on `output` and `target` on `device`, with the gradient if `gradient`.
+pub fn compute_loss(
     loss: &dyn Loss,
     output: &HostArray,
     target: &HostArray,
     device: &Device,
     reduction: Reduction,
     gradient: bool,
-) -> Result<Evaluation, Error> {
+) -> Result<ComputedLoss, Error> {
     let device = if gradient {
         device.clone().autodiff()
     } else {
@@ -52,7 +53,7 @@ pub fn evaluate(
         }
         None => None,
     };
-    Ok(Evaluation {
+    Ok(ComputedLoss {
         value: to_f64_vec(result.value),
         terms: result
             .terms

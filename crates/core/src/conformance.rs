@@ -27,11 +27,12 @@ use std::fmt;
 use burn::tensor::Device;
 
 use crate::{
+    compute::{ComputedLoss, compute_loss},
     error::ConfigError,
-    evaluate::{Evaluation, evaluate},
     input::{HostArray, HostValues, Reduction},
     loss::{Capabilities, Loss, OutputDomain, TargetKind},
     registry::Registry,
+    rng::Rng,
 };
 
 /// A property of the kit.
@@ -233,7 +234,7 @@ impl Case {
         seed: u64,
         scale: f64,
     ) -> Case {
-        let mut rng = SplitMix::new(seed);
+        let mut rng = Rng::new(seed);
         let count: usize = shape.iter().product();
         let positions = count / (shape[0] * shape[1]).max(1);
         let mut values = random_output(capabilities.output, shape, &mut rng);
@@ -379,8 +380,8 @@ impl Kit<'_> {
         device: &Device,
         reduction: Reduction,
         gradient: bool,
-    ) -> Option<Evaluation> {
-        match evaluate(
+    ) -> Option<ComputedLoss> {
+        match compute_loss(
             self.loss,
             &case.output,
             &case.target,
@@ -420,7 +421,7 @@ impl Kit<'_> {
         self.check_devices(case, &mean);
     }
 
-    fn check_finite(&mut self, property: Property, case: &Case, evaluation: &Evaluation) {
+    fn check_finite(&mut self, property: Property, case: &Case, evaluation: &ComputedLoss) {
         self.report.checks += 1;
         let gradient = evaluation.gradient.as_deref().unwrap_or_default();
         if let Some(v) = evaluation.value.iter().find(|v| !v.is_finite()) {
@@ -430,7 +431,7 @@ impl Kit<'_> {
         }
     }
 
-    fn check_gradient(&mut self, case: &Case, device: &Device, evaluation: &Evaluation) {
+    fn check_gradient(&mut self, case: &Case, device: &Device, evaluation: &ComputedLoss) {
         self.report.checks += 1;
         let Some(gradient) = &evaluation.gradient else {
             return;
@@ -439,7 +440,7 @@ impl Kit<'_> {
         let scale = gradient.iter().fold(0f64, |m, g| m.max(g.abs()));
         let at = |kit: &mut Kit<'_>, values: Vec<f64>| -> Option<f64> {
             let probe = case.with_output(values, "a finite-difference step");
-            evaluate(
+            compute_loss(
                 kit.loss,
                 &probe.output,
                 &probe.target,
@@ -502,7 +503,7 @@ impl Kit<'_> {
         case: &Case,
         device: &Device,
         capabilities: &Capabilities,
-        mean: &Evaluation,
+        mean: &ComputedLoss,
     ) {
         self.report.checks += 1;
         let (Some(sum), Some(none)) = (
@@ -609,7 +610,7 @@ impl Kit<'_> {
         }
     }
 
-    fn check_devices(&mut self, case: &Case, reference: &Evaluation) {
+    fn check_devices(&mut self, case: &Case, reference: &ComputedLoss) {
         let devices = self.devices;
         let reference_name = devices[0].0;
         for (name, device) in &devices[1..] {
@@ -648,7 +649,7 @@ impl Kit<'_> {
     }
 }
 
-fn random_output(domain: OutputDomain, shape: &[usize], rng: &mut SplitMix) -> Vec<f64> {
+fn random_output(domain: OutputDomain, shape: &[usize], rng: &mut Rng) -> Vec<f64> {
     let count: usize = shape.iter().product();
     match domain {
         OutputDomain::Logits | OutputDomain::Real | OutputDomain::LogRate => {
@@ -662,12 +663,7 @@ fn random_output(domain: OutputDomain, shape: &[usize], rng: &mut SplitMix) -> V
     }
 }
 
-fn random_target(
-    kind: TargetKind,
-    shape: &[usize],
-    positions: usize,
-    rng: &mut SplitMix,
-) -> HostArray {
+fn random_target(kind: TargetKind, shape: &[usize], positions: usize, rng: &mut Rng) -> HostArray {
     let count: usize = shape.iter().product();
     let (n, c) = (shape[0], shape[1]);
     match kind {
@@ -875,41 +871,4 @@ fn rotate_channels(values: &[f64], shape: &[usize]) -> Vec<f64> {
         }
     }
     out
-}
-
-/// A small deterministic generator (SplitMix64), so reports name a reproducible input.
-#[derive(Debug, Clone)]
-pub struct SplitMix(u64);
-
-impl SplitMix {
-    /// A generator from `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform in `0..bound`.
-    pub fn below(&mut self, bound: usize) -> usize {
-        (self.uniform() * bound as f64) as usize % bound.max(1)
-    }
-
-    /// Standard normal (Box–Muller).
-    pub fn normal(&mut self) -> f64 {
-        let u = self.uniform().max(1e-12);
-        let v = self.uniform();
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
 }

@@ -26,11 +26,12 @@ pub extern crate inventory;
 pub use burn;
 pub use serde_json;
 
+pub mod atomic_write;
+pub mod compute;
 pub mod config;
 pub mod conformance;
 pub mod devices;
 pub mod error;
-pub mod evaluate;
 pub mod fused;
 pub mod input;
 pub mod loss;
@@ -38,6 +39,7 @@ pub mod macros;
 pub mod numerics;
 pub mod reduce;
 pub mod registry;
+pub mod rng;
 pub mod spec;
 pub mod targets;
 
@@ -46,3 +48,4 @@ pub use error::{ConfigError, Error, InputError};
 pub use input::{LossInput, Reduction, Target};
 pub use loss::{Capabilities, Loss, LossValue, MeanCount, OutputDomain, TargetKind};
 pub use registry::{Category, LossRegistration, Registry};
+pub use rng::Rng;

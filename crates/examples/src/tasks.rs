@@ -1,14 +1,11 @@
-//! The bundled examples: a small CNN on blood-cell-like images (or an image folder, or idx
-//! files) and a small U-Net on cell images with masks (or a mask folder).
-
-pub mod data;
-pub mod models;
+//! The bundled tasks: classification of images with the CNN, segmentation with the U-Net; each
+//! hands the training loop a model and its batches.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use losskit_core::LossInput;
 use losskit_optim::{Split, Task, TaskKind, TrainError};
 
-use self::{
+use crate::{
     data::{Dataset, ImageSet},
     models::{Cnn, CnnConfig, UNet, UNetConfig},
 };

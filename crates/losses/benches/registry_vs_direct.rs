@@ -11,7 +11,7 @@ use burn::{
     tensor::{Device, Int, Tensor, TensorData},
 };
 use criterion::{Criterion, criterion_group, criterion_main};
-use losskit_core::{LossInput, Reduction, Registry, conformance::SplitMix};
+use losskit_core::{LossInput, Reduction, Registry, Rng};
 
 extern crate losskit_losses;
 
@@ -20,13 +20,13 @@ fn device() -> Device {
 }
 
 fn logits(n: usize, c: usize, seed: u64) -> Tensor<2> {
-    let mut rng = SplitMix::new(seed);
+    let mut rng = Rng::new(seed);
     let values: Vec<f32> = (0..n * c).map(|_| rng.normal() as f32).collect();
     Tensor::from_data(TensorData::new(values, [n, c]), &device())
 }
 
 fn classes(n: usize, c: usize, seed: u64) -> Tensor<1, Int> {
-    let mut rng = SplitMix::new(seed);
+    let mut rng = Rng::new(seed);
     let values: Vec<i64> = (0..n).map(|_| rng.below(c) as i64).collect();
     Tensor::from_data(TensorData::new(values, [n]), &device())
 }

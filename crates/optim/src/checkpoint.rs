@@ -108,7 +108,10 @@ impl Checkpoint {
 
     /// Writes the checkpoint atomically.
     pub fn write(&self, path: &Path) -> Result<(), TrainError> {
-        crate::stats::write_atomically(path, &self.encode()?)
+        Ok(losskit_core::atomic_write::write_atomically(
+            path,
+            &self.encode()?,
+        )?)
     }
 }
 

@@ -99,6 +99,13 @@ pub enum TrainError {
     Task(String),
 }
 
+impl From<std::io::Error> for TrainError {
+    /// A failed write; the message names the file ([`losskit_core::atomic_write`] errors do).
+    fn from(error: std::io::Error) -> Self {
+        Self::Io(error.to_string())
+    }
+}
+
 fn kept(checkpoint: &Option<String>) -> String {
     match checkpoint {
         Some(path) => format!("; the last good checkpoint is kept at {path}"),

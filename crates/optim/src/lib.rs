@@ -8,6 +8,7 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod init;
 pub mod metrics;
 pub mod optimizer;
 mod options;
@@ -18,9 +19,11 @@ pub mod train;
 
 pub use checkpoint::{CHECKPOINT_FILE, Checkpoint, CheckpointMeta};
 pub use error::{OptimConfigError, TrainError};
+pub use init::seeded_init;
+pub use losskit_core::Rng;
 pub use metrics::{Confusion, Metrics, TaskKind};
 pub use optimizer::OptimizerConfig;
 pub use options::{parse_named_spec, split_named};
 pub use schedule::ScheduleConfig;
 pub use stats::{EpochStats, RunStats};
-pub use train::{Evaluation, Progress, Rng, Split, Task, TrainConfig, TrainOutcome, train};
+pub use train::{Progress, Split, SplitEvaluation, Task, TrainConfig, TrainOutcome, train};

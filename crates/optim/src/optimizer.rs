@@ -115,7 +115,7 @@ fn unit_closed(value: f64) -> Option<&'static str> {
 
 impl OptimizerConfig {
     /// Parses an optimizer spec: a name (`adam`), a JSON object (`{"name": "sgd", "lr": 0.1,
-    /// "momentum": 0.9}`) or a `.json` file.
+    /// "momentum": 0.9}`) or a `.json` / `.toml` file.
     pub fn parse(spec: &str) -> Result<Self, OptimConfigError> {
         let (name, options) = parse_named_spec("optimizer", spec)?;
         Self::from_options(&name, &options)

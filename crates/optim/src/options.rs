@@ -1,39 +1,31 @@
 //! Reading `{"name": ..., options...}` specs with typed, named errors.
 
+use losskit_core::spec::{SpecKind, parse_named};
 use serde_json::{Map, Value};
 
 use crate::error::OptimConfigError;
 
-/// Parses a spec: a bare name (`adam`), a JSON object (`{"name": "adam", "lr": 1e-3}`) or a
-/// path to a `.json` file holding that object. Returns the name and the remaining options.
+/// Parses a spec of `kind` (`optimizer` or `schedule`) with the one spec parser of losskit
+/// ([`losskit_core::spec::parse_named`]): a bare name (`adam`), a JSON object (`{"name":
+/// "adam", "lr": 1e-3}`) or a path to a `.json` or `.toml` file holding that object. Returns the
+/// name and the remaining options.
 pub fn parse_named_spec(
     kind: &'static str,
     spec: &str,
 ) -> Result<(String, Map<String, Value>), OptimConfigError> {
-    let trimmed = spec.trim();
-    let value: Value = if trimmed.starts_with('{') {
-        serde_json::from_str(trimmed).map_err(|error| {
-            OptimConfigError::InvalidSpec(format!("{kind} spec is not valid JSON: {error}"))
-        })?
-    } else if trimmed.to_ascii_lowercase().ends_with(".json") {
-        let text = std::fs::read_to_string(trimmed).map_err(|error| {
-            OptimConfigError::InvalidSpec(format!("cannot read {kind} config {trimmed}: {error}"))
-        })?;
-        serde_json::from_str(&text).map_err(|error| {
-            OptimConfigError::InvalidSpec(format!("{trimmed} is not valid JSON: {error}"))
-        })?
-    } else if !trimmed.is_empty()
-        && trimmed
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        Value::String(trimmed.to_string())
-    } else {
-        return Err(OptimConfigError::InvalidSpec(format!(
-            "cannot read {kind} spec `{trimmed}`: expected a name, a JSON object such as {{\"name\": \"...\"}} or a .json file"
-        )));
+    let example = match kind {
+        "schedule" => "cosine",
+        _ => "adam",
     };
-    split_named(kind, value)
+    let object = parse_named(
+        SpecKind {
+            noun: kind,
+            example,
+        },
+        spec,
+    )
+    .map_err(OptimConfigError::InvalidSpec)?;
+    split_named(kind, Value::Object(object))
 }
 
 /// Splits a JSON value (a name, or an object with `name`) into the name and its options.

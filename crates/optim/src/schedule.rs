@@ -70,7 +70,7 @@ impl Default for ScheduleConfig {
 impl ScheduleConfig {
     /// Parses a schedule spec: a name (`cosine`), a JSON object (`{"name": "step",
     /// "step_size": 100, "gamma": 0.5}`, `{"name": "warmup", "warmup_steps": 50, "then":
-    /// "cosine"}`) or a `.json` file.
+    /// "cosine"}`) or a `.json` / `.toml` file.
     pub fn parse(spec: &str) -> Result<Self, OptimConfigError> {
         let (name, options) = parse_named_spec("schedule", spec)?;
         Self::from_options(&name, &options)

@@ -4,6 +4,7 @@
 
 use std::{fmt::Write as _, path::Path};
 
+use losskit_core::atomic_write::write_atomically;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -419,34 +420,6 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_else(|| "file".into());
-    let temp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&temp)?;
-        std::io::Write::write_all(&mut file, bytes)?;
-        // The data must be on disk before the rename makes it the file's content.
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&temp, path)?;
-        // Make the rename durable; not every system can sync a folder, so errors are ignored.
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-            && let Ok(dir) = std::fs::File::open(dir)
-        {
-            let _ = dir.sync_all();
-        }
-        Ok(())
-    };
-    write().map_err(|error| {
-        let _ = std::fs::remove_file(&temp);
-        TrainError::Io(format!("cannot write {}: {error}", path.display()))
-    })
-}
-
 /// The report files of a run folder besides the checkpoint, as [`write_reports`] writes them.
 pub const REPORT_FILES: [&str; 4] = ["metrics.csv", "steps.csv", "summary.json", "loss.svg"];
 
@@ -461,5 +434,6 @@ pub fn write_reports(
     write_atomically(&dir.join("steps.csv"), stats.steps_csv().as_bytes())?;
     let summary = serde_json::to_string_pretty(&stats.summary(run)).unwrap_or_default();
     write_atomically(&dir.join("summary.json"), summary.as_bytes())?;
-    write_atomically(&dir.join("loss.svg"), stats.loss_svg(title).as_bytes())
+    write_atomically(&dir.join("loss.svg"), stats.loss_svg(title).as_bytes())?;
+    Ok(())
 }

@@ -10,7 +10,7 @@ use std::{
     io::{IsTerminal, Write as _},
     path::{Path, PathBuf},
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::Instant,
@@ -21,21 +21,19 @@ use burn::{
     store::{BurnpackStore, ModuleSnapshot},
     tensor::{Bytes, Device},
 };
-use losskit_core::{Loss, LossInput, Reduction, Target, input::to_f64_vec};
+use losskit_core::{Loss, LossInput, Reduction, Rng, Target, input::to_f64_vec};
 use serde_json::Value;
 
 use crate::{
     checkpoint::{CHECKPOINT_FILE, Checkpoint, CheckpointMeta},
     error::TrainError,
+    init::seeded_init,
     metrics::{Confusion, Metrics, TaskKind},
     optimizer::OptimizerConfig,
     parallel::{StepResult, Workers, shard_step},
     schedule::ScheduleConfig,
     stats::{EpochStats, RunStats, write_reports},
 };
-
-/// Held while a run seeds the device and draws its initial weights (see `train`).
-static SEEDED_INIT: Mutex<()> = Mutex::new(());
 
 /// Which part of the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +55,8 @@ pub trait Task: Sync {
     /// The class names, index order.
     fn classes(&self) -> Vec<String>;
 
-    /// A freshly initialised model on `device`.
+    /// A freshly built model on `device`. Training redraws its weights from the run's seed
+    /// ([`seeded_init`](crate::seeded_init)), so burn's lazy initialisers need not be seeded.
     fn init_model(&self, device: &Device) -> Self::Model;
 
     /// The number of samples in `split`.
@@ -125,56 +124,6 @@ pub struct TrainOutcome<M> {
     pub stats: RunStats,
     /// The checkpoint file.
     pub checkpoint: PathBuf,
-}
-
-/// A small deterministic random generator (SplitMix64) for shuffling and data generation.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from a seed.
-    pub fn new(seed: u64) -> Self {
-        Self(seed ^ 0x5DEE_CE66_D1CE_4E5B)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A uniform float in [0, 1).
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// A uniform float in [low, high).
-    pub fn range(&mut self, low: f64, high: f64) -> f64 {
-        low + (high - low) * self.uniform()
-    }
-
-    /// A uniform index below `n` (n > 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n.max(1) as u64) as usize
-    }
-
-    /// A standard normal sample.
-    pub fn normal(&mut self) -> f64 {
-        let u1 = self.uniform().max(1e-12);
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
-
-    /// Shuffles in place (Fisher-Yates).
-    pub fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            let j = self.below(i + 1);
-            items.swap(i, j);
-        }
-    }
 }
 
 /// The order of the training samples in `epoch` (1-based): a function of the seed and epoch only,
@@ -302,7 +251,7 @@ impl Display {
 
 /// A model's loss and metrics over a whole split.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Evaluation {
+pub struct SplitEvaluation {
     /// The mean loss.
     pub loss: f64,
     /// The mean values of the loss's terms (composite losses).
@@ -319,7 +268,7 @@ pub fn evaluate_split<T: Task>(
     split: Split,
     batch_size: usize,
     device: &Device,
-) -> Result<Evaluation, TrainError> {
+) -> Result<SplitEvaluation, TrainError> {
     let classes = task.classes().len();
     let mut confusion = Confusion::new(classes);
     let mut total = 0.0;
@@ -354,7 +303,7 @@ pub fn evaluate_split<T: Task>(
     for (_, v) in terms.iter_mut() {
         *v /= n;
     }
-    Ok(Evaluation {
+    Ok(SplitEvaluation {
         loss: total / n,
         terms,
         metrics: confusion.metrics(task.kind()),
@@ -405,7 +354,6 @@ pub fn train<T: Task>(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_training<T: Task>(
     task: &T,
     loss: &dyn Loss,
@@ -415,206 +363,371 @@ fn run_training<T: Task>(
     config: &TrainConfig,
     workers: Option<&Workers<T::Model>>,
 ) -> Result<TrainOutcome<T::Model>, TrainError> {
-    if config.batch_size == 0 {
-        return Err(TrainError::Task("batch size must be at least 1".into()));
-    }
-    if config.epochs == 0 || config.epochs > MAX_EPOCHS {
-        return Err(TrainError::Task(format!(
-            "epochs must be in 1..={MAX_EPOCHS}"
-        )));
-    }
-    let train_len = task.len(Split::Train);
-    if train_len == 0 {
-        return Err(TrainError::Task("the training set is empty".into()));
-    }
-    let checkpoint_path = config.out_dir.join(CHECKPOINT_FILE);
-    let autodiff = device.clone().autodiff();
-    let batches = train_len.div_ceil(config.batch_size);
-    let steps_per_epoch = config
-        .max_steps_per_epoch
-        .map_or(batches, |m| m.min(batches))
-        .max(1);
-    let total_steps = steps_per_epoch
+    let run = Run::new(task, loss, device, config, workers)?;
+    let total_steps = run
+        .steps_per_epoch
         .checked_mul(config.epochs)
         .ok_or_else(|| TrainError::Task("epochs times steps per epoch is too large".into()))?;
+    let scheduler = schedule.build(optimizer.lr(), total_steps)?;
+    let mut state = if config.resume {
+        run.resume(optimizer.build(), scheduler)?
+    } else {
+        run.start(optimizer.build(), scheduler)
+    };
+    // Whether the checkpoint in `out_dir` is this run's (a replaced run's stays until the first
+    // save overwrites it).
+    let mut saved = config.resume && run.checkpoint_path.exists();
+    let mut display = Display::new(config.progress);
+    for epoch in state.epoch + 1..=config.epochs {
+        let started = Instant::now();
+        let trained;
+        (state, trained) = run
+            .train_epoch(state, epoch, optimizer.lr(), &mut display)
+            .map_err(|stop| stop.into_error(epoch, saved.then_some(&run.checkpoint_path)))?;
+        let epoch_stats = run
+            .validate(&state.model, trained, epoch, started)
+            .map_err(|stop| stop.into_error(epoch, saved.then_some(&run.checkpoint_path)))?;
+        state.stats.epochs.push(epoch_stats);
+        state.epoch = epoch;
+        run.save(&state)?;
+        saved = true;
+        display.epoch(&state.stats.epoch_line(config.epochs));
+    }
+    Ok(TrainOutcome {
+        model: state.model,
+        stats: state.stats,
+        checkpoint: run.checkpoint_path,
+    })
+}
 
-    let mut scheduler = schedule.build(optimizer.lr(), total_steps)?;
-    let mut optim = optimizer.build();
-    let mut model;
-    let mut stats;
-    let mut global_step;
-    let start_epoch;
-    if config.resume {
-        let checkpoint = Checkpoint::read(&checkpoint_path)?;
-        if without_epochs(&checkpoint.meta.run) != without_epochs(&config.run) {
+/// What a run does not change while it trains: the task, loss, settings and derived sizes.
+struct Run<'a, T: Task> {
+    task: &'a T,
+    loss: &'a dyn Loss,
+    /// The device of evaluation (no gradients).
+    device: &'a Device,
+    /// The device of training: `device` with autodiff.
+    autodiff: Device,
+    config: &'a TrainConfig,
+    workers: Option<&'a Workers<T::Model>>,
+    checkpoint_path: PathBuf,
+    train_len: usize,
+    steps_per_epoch: usize,
+    classes: usize,
+}
+
+/// What changes from step to step, and what a checkpoint holds.
+struct State<M> {
+    model: M,
+    optim: burn::optim::ModuleOptimizer,
+    scheduler: burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler,
+    stats: RunStats,
+    global_step: usize,
+    /// The last epoch completed.
+    epoch: usize,
+}
+
+/// An epoch's training part, before validation.
+struct Trained {
+    step_losses: Vec<f64>,
+    /// Σ loss × samples, and samples.
+    weighted: f64,
+    seen: usize,
+    /// Σ term × samples per term.
+    term_sums: Vec<(String, f64)>,
+    confusion: Confusion,
+    lr: f64,
+}
+
+/// Why an epoch stopped early; the epoch and checkpoint are added by the caller.
+enum Stop {
+    Interrupted { step: usize },
+    NonFinite { value: f64, step: usize },
+    Failed(TrainError),
+}
+
+impl From<TrainError> for Stop {
+    fn from(error: TrainError) -> Self {
+        Self::Failed(error)
+    }
+}
+
+impl Stop {
+    fn into_error(self, epoch: usize, checkpoint: Option<&PathBuf>) -> TrainError {
+        let checkpoint = checkpoint.map(|path| path.display().to_string());
+        match self {
+            Self::Interrupted { step } => TrainError::Interrupted {
+                epoch,
+                step,
+                checkpoint,
+            },
+            Self::NonFinite { value, step } => TrainError::NonFiniteLoss {
+                value: format!("{value}"),
+                epoch,
+                step,
+                checkpoint,
+            },
+            Self::Failed(error) => error,
+        }
+    }
+}
+
+impl<'a, T: Task> Run<'a, T> {
+    fn new(
+        task: &'a T,
+        loss: &'a dyn Loss,
+        device: &'a Device,
+        config: &'a TrainConfig,
+        workers: Option<&'a Workers<T::Model>>,
+    ) -> Result<Self, TrainError> {
+        if config.batch_size == 0 {
+            return Err(TrainError::Task("batch size must be at least 1".into()));
+        }
+        if config.epochs == 0 || config.epochs > MAX_EPOCHS {
+            return Err(TrainError::Task(format!(
+                "epochs must be in 1..={MAX_EPOCHS}"
+            )));
+        }
+        let train_len = task.len(Split::Train);
+        if train_len == 0 {
+            return Err(TrainError::Task("the training set is empty".into()));
+        }
+        let batches = train_len.div_ceil(config.batch_size);
+        Ok(Self {
+            task,
+            loss,
+            device,
+            autodiff: device.clone().autodiff(),
+            config,
+            workers,
+            checkpoint_path: config.out_dir.join(CHECKPOINT_FILE),
+            train_len,
+            steps_per_epoch: config
+                .max_steps_per_epoch
+                .map_or(batches, |m| m.min(batches))
+                .max(1),
+            classes: task.classes().len(),
+        })
+    }
+
+    /// A new run: the model's weights drawn from the seed.
+    fn start(
+        &self,
+        optim: burn::optim::ModuleOptimizer,
+        scheduler: burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler,
+    ) -> State<T::Model> {
+        State {
+            model: seeded_init(self.task.init_model(&self.autodiff), self.config.seed),
+            optim,
+            scheduler,
+            stats: RunStats {
+                task: self.task.kind(),
+                classes: self.task.classes(),
+                epochs: Vec::new(),
+            },
+            global_step: 0,
+            epoch: 0,
+        }
+    }
+
+    /// The run in the checkpoint, which must be this run's (apart from its epochs).
+    fn resume(
+        &self,
+        optim: burn::optim::ModuleOptimizer,
+        mut scheduler: burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler,
+    ) -> Result<State<T::Model>, TrainError> {
+        let path = &self.checkpoint_path;
+        let checkpoint = Checkpoint::read(path)?;
+        if without_epochs(&checkpoint.meta.run) != without_epochs(&self.config.run) {
             return Err(TrainError::Checkpoint(format!(
                 "{} was written by a different run (model, data, loss or optimizer differ); \
                  start a new run with --force or another --out",
-                checkpoint_path.display()
+                path.display()
             )));
         }
-        model = task.init_model(&autodiff);
-        load_weights(
-            &mut model,
-            &checkpoint.model,
-            &checkpoint_path.display().to_string(),
-        )?;
-        optim = optim
+        let mut model = self.task.init_model(&self.autodiff);
+        load_weights(&mut model, &checkpoint.model, &path.display().to_string())?;
+        let optim = optim
             .from_bytes(Bytes::from_bytes_vec(checkpoint.optimizer))
             .map_err(|error| {
                 TrainError::Checkpoint(format!(
                     "cannot load the optimizer state from {} (it does not fit this optimizer): {}",
-                    checkpoint_path.display(),
+                    path.display(),
                     shorten(&one_line(error.to_string()), 120)
                 ))
             })?;
-        stats = checkpoint.meta.stats;
-        global_step = checkpoint.meta.global_step;
-        start_epoch = checkpoint.meta.epoch;
-        for _ in 0..global_step {
+        for _ in 0..checkpoint.meta.global_step {
             scheduler.step();
         }
-    } else {
-        // burn keeps one random generator per device for the whole process: another run's
-        // seeding or drawing in between (two runs in two threads, parallel tests) would make
-        // the initial weights depend on timing.
-        let _seeded = SEEDED_INIT
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        autodiff.seed(config.seed);
-        model = task.init_model(&autodiff);
-        drop(_seeded);
-        stats = RunStats {
-            task: task.kind(),
-            classes: task.classes(),
-            epochs: Vec::new(),
-        };
-        global_step = 0;
-        start_epoch = 0;
+        Ok(State {
+            model,
+            optim,
+            scheduler,
+            stats: checkpoint.meta.stats,
+            global_step: checkpoint.meta.global_step,
+            epoch: checkpoint.meta.epoch,
+        })
     }
-    // Whether the checkpoint in `out_dir` is this run's (a replaced run's stays until the first
-    // save overwrites it).
-    let mut saved = config.resume && checkpoint_path.exists();
-    let mut display = Display::new(config.progress);
-    let classes = task.classes().len();
-    for epoch in start_epoch + 1..=config.epochs {
-        let started = Instant::now();
-        autodiff.seed(config.seed.wrapping_add(epoch as u64));
-        let order = epoch_order(config.seed, epoch, train_len);
-        let mut step_losses = Vec::with_capacity(steps_per_epoch);
-        let mut weighted = 0.0;
-        let mut seen = 0usize;
-        let mut term_sums: Vec<(String, f64)> = Vec::new();
-        let mut confusion = Confusion::new(classes);
-        let mut lr = optimizer.lr();
+
+    /// The optimizer steps of `epoch`, in the seed's order for that epoch.
+    fn train_epoch(
+        &self,
+        mut state: State<T::Model>,
+        epoch: usize,
+        lr: f64,
+        display: &mut Display,
+    ) -> Result<(State<T::Model>, Trained), Stop> {
+        let config = self.config;
+        // Only for layers that draw in their forward pass (dropout): burn gives them nothing but
+        // the device's process-wide generator. Weights, data and orders never draw from it.
+        self.autodiff.seed(config.seed.wrapping_add(epoch as u64));
+        let order = epoch_order(config.seed, epoch, self.train_len);
+        let mut trained = Trained {
+            step_losses: Vec::with_capacity(self.steps_per_epoch),
+            weighted: 0.0,
+            seen: 0,
+            term_sums: Vec::new(),
+            confusion: Confusion::new(self.classes),
+            lr,
+        };
         for (step, batch) in order
             .chunks(config.batch_size)
-            .take(steps_per_epoch)
+            .take(self.steps_per_epoch)
             .enumerate()
         {
             if stop_requested(config) {
-                return Err(TrainError::Interrupted {
-                    epoch,
-                    step: step + 1,
-                    checkpoint: saved.then(|| checkpoint_path.display().to_string()),
-                });
+                return Err(Stop::Interrupted { step: step + 1 });
             }
             let StepResult {
                 grads,
-                value: current,
+                value,
                 terms,
-                confusion: step_confusion,
-            } = match workers {
-                Some(workers) => workers.step(&model, batch, &autodiff, classes)?,
-                None => shard_step(task, loss, &model, batch, &autodiff, 1.0, classes)?,
+                confusion,
+            } = match self.workers {
+                Some(workers) => workers.step(&state.model, batch, &self.autodiff, self.classes)?,
+                None => shard_step(
+                    self.task,
+                    self.loss,
+                    &state.model,
+                    batch,
+                    &self.autodiff,
+                    1.0,
+                    self.classes,
+                )?,
             };
-            confusion.merge(&step_confusion);
-            if !current.is_finite() {
-                return Err(TrainError::NonFiniteLoss {
-                    value: format!("{current}"),
-                    epoch,
+            trained.confusion.merge(&confusion);
+            if !value.is_finite() {
+                return Err(Stop::NonFinite {
+                    value,
                     step: step + 1,
-                    checkpoint: saved.then(|| checkpoint_path.display().to_string()),
                 });
             }
-            add_terms(&mut term_sums, &terms, batch.len() as f64);
-            let rates = scheduler.step();
-            lr = rates.base();
-            model = optim.step(rates, model, grads);
-            global_step += 1;
-            step_losses.push(current);
-            weighted += current * batch.len() as f64;
-            seen += batch.len();
-            display.step(|| {
-                let mut text = format!(
-                    "epoch {epoch}/{} step {}/{steps_per_epoch}  loss {current:.4}  epoch mean {:.4}",
-                    config.epochs,
-                    step + 1,
-                    weighted / seen as f64
-                );
-                for (name, sum) in &term_sums {
-                    text.push_str(&format!("  {name} {:.4}", sum / seen as f64));
-                }
-                if let Some(mean) = (!stats.epochs.is_empty()).then(|| stats.avg_loss_all_epochs()) {
-                    text.push_str(&format!("  all-epochs mean {mean:.4}"));
-                }
-                text.push_str(&format!("  lr {lr:.2e}"));
-                text
-            });
+            add_terms(&mut trained.term_sums, &terms, batch.len() as f64);
+            let rates = state.scheduler.step();
+            trained.lr = rates.base();
+            state.model = state.optim.step(rates, state.model, grads);
+            state.global_step += 1;
+            trained.step_losses.push(value);
+            trained.weighted += value * batch.len() as f64;
+            trained.seen += batch.len();
+            display.step(|| self.progress_text(epoch, step + 1, value, &trained, &state.stats));
         }
+        Ok((state, trained))
+    }
+
+    /// The live progress line.
+    fn progress_text(
+        &self,
+        epoch: usize,
+        step: usize,
+        loss: f64,
+        trained: &Trained,
+        stats: &RunStats,
+    ) -> String {
+        let seen = trained.seen.max(1) as f64;
+        let mut text = format!(
+            "epoch {epoch}/{} step {step}/{}  loss {loss:.4}  epoch mean {:.4}",
+            self.config.epochs,
+            self.steps_per_epoch,
+            trained.weighted / seen
+        );
+        for (name, sum) in &trained.term_sums {
+            text.push_str(&format!("  {name} {:.4}", sum / seen));
+        }
+        if !stats.epochs.is_empty() {
+            text.push_str(&format!(
+                "  all-epochs mean {:.4}",
+                stats.avg_loss_all_epochs()
+            ));
+        }
+        text.push_str(&format!("  lr {:.2e}", trained.lr));
+        text
+    }
+
+    /// The end of an epoch: the validation pass and the epoch's statistics. A non-finite mean
+    /// (an overflowing sum) or validation loss stops the run before the checkpoint is written,
+    /// so the last good one is kept.
+    fn validate(
+        &self,
+        model: &T::Model,
+        trained: Trained,
+        epoch: usize,
+        started: Instant,
+    ) -> Result<EpochStats, Stop> {
         let valid = model.valid();
-        let Evaluation {
+        let SplitEvaluation {
             loss: val_loss,
             terms: val_terms,
             metrics: val_metrics,
-        } = evaluate_split(task, &valid, loss, Split::Valid, config.batch_size, device)?;
-        let seen_f = seen.max(1) as f64;
-        let train_loss = weighted / seen_f;
-        // A non-finite mean (overflowing sum) or validation loss stops the run before the
-        // checkpoint is written, so the last good one is kept.
+        } = evaluate_split(
+            self.task,
+            &valid,
+            self.loss,
+            Split::Valid,
+            self.config.batch_size,
+            self.device,
+        )?;
+        let seen = trained.seen.max(1) as f64;
+        let train_loss = trained.weighted / seen;
         for value in [train_loss, val_loss] {
             if !value.is_finite() {
-                return Err(TrainError::NonFiniteLoss {
-                    value: format!("{value}"),
-                    epoch,
-                    step: steps_per_epoch,
-                    checkpoint: saved.then(|| checkpoint_path.display().to_string()),
+                return Err(Stop::NonFinite {
+                    value,
+                    step: self.steps_per_epoch,
                 });
             }
         }
-        stats.epochs.push(EpochStats {
+        Ok(EpochStats {
             epoch,
-            step_losses,
+            step_losses: trained.step_losses,
             train_loss,
-            train_terms: term_sums
+            train_terms: trained
+                .term_sums
                 .into_iter()
-                .map(|(n, s)| (n, s / seen_f))
+                .map(|(n, s)| (n, s / seen))
                 .collect(),
-            train_metrics: confusion.metrics(task.kind()),
+            train_metrics: trained.confusion.metrics(self.task.kind()),
             val_loss,
             val_terms,
             val_metrics,
-            lr,
+            lr: trained.lr,
             seconds: started.elapsed().as_secs_f64(),
-        });
-        save(
-            &config.out_dir,
-            &checkpoint_path,
-            &model,
-            &optim,
-            epoch,
-            global_step,
-            config,
-            &stats,
-        )?;
-        saved = true;
-        display.epoch(&stats.epoch_line(config.epochs));
+        })
     }
-    Ok(TrainOutcome {
-        model,
-        stats,
-        checkpoint: checkpoint_path,
-    })
+
+    /// The checkpoint and the reports, each written atomically.
+    fn save(&self, state: &State<T::Model>) -> Result<(), TrainError> {
+        save(
+            &self.config.out_dir,
+            &self.checkpoint_path,
+            &state.model,
+            &state.optim,
+            state.epoch,
+            state.global_step,
+            self.config,
+            &state.stats,
+        )
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -10,8 +10,8 @@ use burn::{
     optim::GradientsParams,
     tensor::{Device, Int, Tensor, TensorData},
 };
-use losskit_cli::examples::models::{Cnn, CnnConfig, UNet, UNetConfig};
-use losskit_core::{Loss, LossInput, Reduction, Registry, Target, conformance::SplitMix};
+use losskit_core::{Loss, LossInput, Reduction, Registry, Rng, Target};
+use losskit_examples::models::{Cnn, CnnConfig, UNet, UNetConfig};
 use losskit_optim::{OptimizerConfig, ScheduleConfig};
 
 extern crate losskit_losses;
@@ -131,7 +131,7 @@ pub const LOSS_CASES: [(&str, LossCase); 12] = [
 pub const STEP_CASES: [&str; 2] = ["cnn_step_b32", "unet_step_b16"];
 
 fn normal(shape: &[usize], seed: u64) -> TensorData {
-    let mut rng = SplitMix::new(seed);
+    let mut rng = Rng::new(seed);
     let n: usize = shape.iter().product();
     TensorData::new(
         (0..n).map(|_| rng.normal() as f32).collect::<Vec<f32>>(),
@@ -140,7 +140,7 @@ fn normal(shape: &[usize], seed: u64) -> TensorData {
 }
 
 fn labels(shape: &[usize], classes: usize, seed: u64) -> TensorData {
-    let mut rng = SplitMix::new(seed);
+    let mut rng = Rng::new(seed);
     let n: usize = shape.iter().product();
     TensorData::new(
         (0..n)

@@ -1,19 +1,19 @@
-//! `losskit eval`: a loss's value (and gradient) on `.npy` files.
+//! `losskit compute` (formerly `eval`): a loss's value (and gradient) on `.npy` files.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use losskit_core::{Reduction, Registry, evaluate::evaluate};
+use losskit_core::{Reduction, Registry, atomic_write::write_atomically, compute::compute_loss};
 use serde_json::{Value, json};
 
 use crate::{
     commands::device_from_flag,
-    npy::{encode_f32, read_npy, write_atomically},
+    npy::{encode_f32, read_npy},
 };
 
-/// What `eval` was asked to do.
+/// What `compute` was asked to do.
 #[derive(Debug, Clone)]
-pub struct EvalRequest<'a> {
+pub struct ComputeRequest<'a> {
     /// The loss spec: a name, a JSON object or a `.json`/`.toml` file.
     pub loss: &'a str,
     /// The model output `.npy`.
@@ -28,14 +28,14 @@ pub struct EvalRequest<'a> {
     pub device: Option<&'a str>,
 }
 
-/// Evaluates the loss; returns the JSON line to print. Nothing is written unless the whole
-/// evaluation succeeds.
-pub fn run(request: &EvalRequest<'_>) -> Result<String> {
+/// Computes the loss; returns the JSON line to print. Nothing is written unless the whole
+/// computation succeeds.
+pub fn run(request: &ComputeRequest<'_>) -> Result<String> {
     let loss = Registry::global()?.build_spec(request.loss)?;
     let output = read_npy(request.output)?;
     let target = read_npy(request.target)?;
     let device = device_from_flag(request.device)?;
-    let evaluation = evaluate(
+    let computed = compute_loss(
         loss.as_ref(),
         &output,
         &target,
@@ -43,24 +43,23 @@ pub fn run(request: &EvalRequest<'_>) -> Result<String> {
         request.reduction,
         request.grad.is_some(),
     )?;
-    if let Some(bad) = evaluation.value.iter().find(|v| !v.is_finite()) {
+    if let Some(bad) = computed.value.iter().find(|v| !v.is_finite()) {
         anyhow::bail!("the loss is {bad} on these inputs; nothing written");
     }
-    if evaluation.gradient.iter().flatten().any(|g| !g.is_finite()) {
+    if computed.gradient.iter().flatten().any(|g| !g.is_finite()) {
         anyhow::bail!("the loss's gradient is not finite on these inputs; nothing written");
     }
-    if let (Some(path), Some(gradient)) = (request.grad, &evaluation.gradient) {
+    if let (Some(path), Some(gradient)) = (request.grad, &computed.gradient) {
         let values: Vec<f32> = gradient.iter().map(|v| *v as f32).collect();
-        write_atomically(path, &encode_f32(&output.shape, &values))
-            .with_context(|| format!("cannot write gradient to {}", path.display()))?;
+        write_atomically(path, &encode_f32(&output.shape, &values)).context("--grad")?;
     }
     let mut line = serde_json::Map::new();
     line.insert(
         "loss".into(),
-        number_or_list(&evaluation.value, request.reduction),
+        number_or_list(&computed.value, request.reduction),
     );
-    if !evaluation.terms.is_empty() {
-        let terms = evaluation
+    if !computed.terms.is_empty() {
+        let terms = computed
             .terms
             .iter()
             .map(|(name, values)| (name.clone(), number_or_list(values, request.reduction)))

@@ -11,12 +11,9 @@ use losskit_optim::{
 };
 use serde_json::{Value, json};
 
-use crate::{
-    commands::{
-        device_from_flag,
-        train::{RunSpec, TaskRun, with_task},
-    },
-    examples::data::DataSource,
+use losskit_examples::{
+    data::DataSource,
+    run::{RunSpec, TaskRun, device_from_flag, with_task},
 };
 
 struct Evaluating<'a> {

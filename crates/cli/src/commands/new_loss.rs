@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use losskit_core::{Category, Registry};
 
-use crate::npy::write_atomically;
+use losskit_core::atomic_write::write_atomically;
 
 const CLI_MANIFEST_MARKER: &str = "# Plugins, linked for their registrations";
 const PLUGINS_LIST_MARKER: &str = "    // losskit new-loss adds plugins above this line.";

@@ -6,10 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use losskit_optim::{Progress, TaskKind};
 
-use crate::commands::{
-    compare, evaluate,
-    train::{self, TrainRequest},
-};
+use losskit_examples::run::{TrainRequest, default_optimizer};
+
+use crate::commands::{compare, evaluate, train};
 
 /// `--task`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -104,7 +103,7 @@ impl RunArgs {
         let mut request = TrainRequest::new(task, out);
         request.data = self.data.clone();
         request.loss = loss;
-        let (optimizer, schedule) = train::default_optimizer(task);
+        let (optimizer, schedule) = default_optimizer(task);
         request.optimizer = self
             .optimizer
             .clone()

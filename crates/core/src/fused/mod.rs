@@ -203,16 +203,11 @@ mod tests {
     use super::*;
     use burn::tensor::{Device, TensorData};
 
-    /// Deterministic values in `[-scale, scale]`.
+    /// Deterministic values in `[-scale, scale)`.
     fn values(count: usize, seed: u64, scale: f32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut rng = crate::Rng::new(seed);
         (0..count)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-            })
+            .map(|_| rng.range(-1.0, 1.0) as f32 * scale)
             .collect()
     }
 

@@ -1,0 +1,86 @@
+//! Reading image files for the folder loaders: decoding with size limits, and resizing right
+//! after decoding so that no full-size image stays in memory.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// The largest image side read from a folder (larger images are refused, not decoded).
+pub const MAX_IMAGE_SIDE: u32 = 8192;
+
+pub(super) fn is_image(path: &Path) -> bool {
+    path.extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .is_some_and(|e| e == "png" || e == "jpg" || e == "jpeg")
+}
+
+pub(super) fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read folder {}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    Ok(entries)
+}
+
+pub(super) fn open_image(path: &Path) -> Result<image::DynamicImage> {
+    let mut reader = image::ImageReader::open(path)
+        .with_context(|| format!("cannot open image {}", path.display()))?
+        .with_guessed_format()
+        .with_context(|| format!("cannot read image {}", path.display()))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(512 * 1024 * 1024);
+    reader.limits(limits);
+    reader
+        .decode()
+        .map_err(|error| anyhow::anyhow!("cannot decode image {}: {error}", path.display()))
+}
+
+fn resized_pixels(image: &image::DynamicImage, channels: usize, size: usize) -> Vec<f32> {
+    let filter = image::imageops::FilterType::Triangle;
+    let s = size as u32;
+    let mut out = Vec::with_capacity(channels * size * size);
+    if channels == 1 {
+        let gray = image::imageops::resize(&image.to_luma8(), s, s, filter);
+        out.extend(gray.pixels().map(|p| p.0[0] as f32 / 255.0));
+    } else {
+        let rgb = image::imageops::resize(&image.to_rgb8(), s, s, filter);
+        for c in 0..3 {
+            out.extend(rgb.pixels().map(|p| p.0[c] as f32 / 255.0));
+        }
+    }
+    out
+}
+
+/// An image resized right after decoding: its gray pixels, and its colour pixels when it has
+/// colour (a gray image's colour pixels are its gray ones, repeated per channel).
+pub(super) struct Small {
+    gray: Vec<f32>,
+    pub(super) rgb: Option<Vec<f32>>,
+}
+
+impl Small {
+    pub(super) fn new(image: &image::DynamicImage, size: usize) -> Self {
+        Self {
+            gray: resized_pixels(image, 1, size),
+            rgb: image
+                .color()
+                .has_color()
+                .then(|| resized_pixels(image, 3, size)),
+        }
+    }
+
+    pub(super) fn extend_into(&self, out: &mut Vec<f32>, channels: usize) {
+        match (&self.rgb, channels) {
+            (Some(rgb), 3) => out.extend_from_slice(rgb),
+            (None, 3) => {
+                for _ in 0..3 {
+                    out.extend_from_slice(&self.gray);
+                }
+            }
+            _ => out.extend_from_slice(&self.gray),
+        }
+    }
+}
