@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use losskit_core::Registry;
+use serde_json::Value;
 
 /// The documentation of the loss named (or aliased) `name`.
 pub fn run(name: &str) -> Result<String> {
@@ -13,7 +14,7 @@ pub fn run(name: &str) -> Result<String> {
     out.push_str(&format!("{}\n\n", entry.summary));
     out.push_str(&entry.documentation());
     out.push_str("\n\n# Options and defaults\n");
-    let example = entry.example_config();
+    let example = tidy(entry.example_config());
     if let Some(options) = example.as_object() {
         let mut any = false;
         for (option, value) in options.iter().filter(|(key, _)| key.as_str() != "name") {
@@ -48,4 +49,43 @@ pub fn run(name: &str) -> Result<String> {
         serde_json::to_string(entry.name)?
     ));
     Ok(out)
+}
+
+/// `value` with each float that came from an `f32` option shown as that `f32` (`0.00001`, not
+/// `9.999999747378752e-6`, the nearest `f32` printed as an `f64`).
+fn tidy(value: Value) -> Value {
+    match value {
+        Value::Number(number) => match number.as_f64() {
+            Some(float)
+                if !number.is_i64() && !number.is_u64() && f64::from(float as f32) == float =>
+            {
+                (float as f32)
+                    .to_string()
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
+                    .map_or(Value::Number(number), Value::Number)
+            }
+            _ => Value::Number(number),
+        },
+        Value::Array(items) => Value::Array(items.into_iter().map(tidy).collect()),
+        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, tidy(v))).collect()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f32_defaults_are_shown_as_written() {
+        let shown = tidy(
+            serde_json::json!({"smooth": f64::from(1e-5_f32), "list": [f64::from(0.1_f32)], "n": 3, "x": 0.3}),
+        );
+        assert_eq!(
+            shown.to_string(),
+            r#"{"list":[0.1],"n":3,"smooth":0.00001,"x":0.3}"#
+        );
+    }
 }
