@@ -75,7 +75,7 @@ def block(i, o):
 
 
 class Cnn(nn.Module):
-    """crates/cli/src/examples/models.rs's Cnn."""
+    """crates/examples/src/models.rs's Cnn."""
 
     def __init__(self, channels=1, classes=5, w=12):
         super().__init__()
@@ -91,7 +91,7 @@ class Cnn(nn.Module):
 
 
 class UNet(nn.Module):
-    """crates/cli/src/examples/models.rs's UNet."""
+    """crates/examples/src/models.rs's UNet."""
 
     def __init__(self, channels=1, classes=3, w=8):
         super().__init__()

@@ -293,6 +293,51 @@ fn every_fault_fails_with_one_line_and_writes_nothing() {
     let no_mask = s.path("mask-missing");
     mask_folder(&no_mask);
     std::fs::remove_file(no_mask.join("masks/0.png")).unwrap();
+    let corrupt_tiff = s.path("mask-tiff");
+    mask_folder(&corrupt_tiff);
+    s.file(
+        "mask-tiff/images/3.tif",
+        b"II*\0\x08\0\0\0not a real directory",
+    );
+    write_mask(&corrupt_tiff.join("masks/3.png"), 16, &[0, 1]);
+    let seg_bomb = s.path("mask-bomb");
+    mask_folder(&seg_bomb);
+    s.file("mask-bomb/images/bomb.png", &huge_png(200_000));
+    write_mask(&seg_bomb.join("masks/bomb.png"), 16, &[0, 1]);
+    let stray_colour = s.path("mask-colour");
+    std::fs::create_dir_all(stray_colour.join("masks")).unwrap();
+    for i in 0..3 {
+        write_png(
+            &stray_colour.join("images").join(format!("{i}.png")),
+            90,
+            16,
+            16,
+        );
+        let colour = if i == 2 { [7, 7, 200] } else { [255, 0, 0] };
+        image::RgbImage::from_fn(16, 16, |x, _| {
+            image::Rgb(if x < 8 { [0, 0, 0] } else { colour })
+        })
+        .save(stray_colour.join("masks").join(format!("{i}.png")))
+        .unwrap();
+    }
+    s.file(
+        "mask-colour/classes.json",
+        br#"{"classes": [{"name": "background", "color": [0, 0, 0]}, {"name": "cell", "color": [255, 0, 0]}]}"#,
+    );
+    let folder_of_masks = s.path("mask-folder");
+    mask_folder(&folder_of_masks);
+    let seg_args = |root: &Path, extra: &[&str]| -> Vec<OsString> {
+        let mut args = vec![
+            OsString::from("--task"),
+            "segmentation".into(),
+            "--data".into(),
+            os(root),
+            "--out".into(),
+            os(&out),
+        ];
+        args.extend(extra.iter().map(OsString::from));
+        train_args(&args.iter().collect::<Vec<_>>())
+    };
     // Checkpoints.
     let run = s.path("trained");
     trained_run(&run);
@@ -306,7 +351,11 @@ fn every_fault_fails_with_one_line_and_writes_nothing() {
     )
     .unwrap();
     let mut other_model = losskit_optim::Checkpoint::read(&run.join("checkpoint.lkc")).unwrap();
+    // A consistent segmentation run whose weights are the classifier's.
     other_model.meta.run["task"] = "segmentation".into();
+    other_model.meta.run["data"] =
+        serde_json::json!({"source": "generated_masks", "train": 4, "valid": 2, "seed": 1});
+    other_model.meta.run["classes"] = serde_json::json!(["background", "cell", "nucleus"]);
     let other_model_path = s.path("other-model.lkc");
     other_model.write(&other_model_path).unwrap();
     // Where nothing can be written, for root too.
@@ -698,6 +747,42 @@ fn every_fault_fails_with_one_line_and_writes_nothing() {
                 &os(&out),
             ]),
             expect: "has no mask",
+            not_written: vec![out.clone()],
+        },
+        Fault {
+            name: "corrupt TIFF in a mask folder",
+            args: seg_args(&corrupt_tiff, &[]),
+            expect: "3.tif",
+            not_written: vec![out.clone()],
+        },
+        Fault {
+            name: "decompression bomb in a mask folder",
+            args: seg_args(&seg_bomb, &[]),
+            expect: "bomb.png",
+            not_written: vec![out.clone()],
+        },
+        Fault {
+            name: "mask colour that classes.json does not name",
+            args: seg_args(&stray_colour, &[]),
+            expect: "2.png holds colour #0707c8 at pixel (8, 0), which is not one of the 2 classes",
+            not_written: vec![out.clone()],
+        },
+        Fault {
+            name: "patch larger than every image, padding off",
+            args: seg_args(&folder_of_masks, &["--patch", "32", "--no-pad"]),
+            expect: "smaller than the 32x32 patch",
+            not_written: vec![out.clone()],
+        },
+        Fault {
+            name: "patch not a multiple of the down-sampling",
+            args: seg_args(&folder_of_masks, &["--patch", "20"]),
+            expect: "20 is not a multiple of 8",
+            not_written: vec![out.clone()],
+        },
+        Fault {
+            name: "segmentation option for classification",
+            args: train_args(&[&"--patch".into(), &"32".into(), &"--out".into(), &os(&out)]),
+            expect: "--patch applies to --task segmentation only",
             not_written: vec![out.clone()],
         },
         // Checkpoints and output folders.

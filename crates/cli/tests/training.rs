@@ -1,34 +1,22 @@
 //! `losskit train`, `evaluate` and `compare` through the binary: tiny runs (few steps, tiny
 //! data) and the error cases, which must fail with one line and write nothing.
 
+mod common;
+
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Output,
 };
 
-use serde_json::Value;
+use common::{losskit, text};
 
-fn losskit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_losskit"))
-        .args(args)
-        .output()
-        .expect("the losskit binary runs")
-}
+use serde_json::Value;
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("losskit-cli-train-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 fn assert_one_line_error(output: &Output, needle: &str) {
@@ -572,7 +560,7 @@ fn compare_takes_long_non_ascii_labels() {
         name,
     ]);
     args.retain(|a| a != "--progress" && a != "quiet");
-    let output = Command::new(env!("CARGO_BIN_EXE_losskit"))
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_losskit"))
         .args(&args)
         .current_dir(&dir)
         .output()

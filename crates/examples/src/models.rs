@@ -94,69 +94,108 @@ pub struct UNetConfig {
     pub channels: usize,
     /// Classes (background included).
     pub classes: usize,
-    /// Channels of the first level (doubled at each of the two deeper levels).
+    /// Channels of the first level (doubled at each deeper level).
     pub width: usize,
-}
-
-/// A small U-Net with two down- and two up-sampling levels (input sides divisible by 4).
-#[derive(Module, Debug)]
-pub struct UNet {
-    enc1: ConvBlock,
-    enc1b: ConvBlock,
-    enc2: ConvBlock,
-    enc2b: ConvBlock,
-    bottom: ConvBlock,
-    bottomb: ConvBlock,
-    up2: ConvTranspose2d,
-    dec2: ConvBlock,
-    up1: ConvTranspose2d,
-    dec1: ConvBlock,
-    head: Conv2d,
-    pool: MaxPool2d,
+    /// Down-sampling steps (input sides must be multiples of `2^depth`); runs written before
+    /// depth was an option have 2.
+    #[serde(default = "UNetConfig::default_depth")]
+    pub depth: usize,
 }
 
 impl UNetConfig {
+    fn default_depth() -> usize {
+        2
+    }
+
+    /// The factor image sides must be a multiple of.
+    pub fn downsampling(&self) -> usize {
+        1 << self.depth
+    }
+
     /// The model, on `device`.
     pub fn init(&self, device: &Device) -> UNet {
-        let w = self.width;
+        let width = |level: usize| self.width << level;
         let up = |input: usize, output: usize| {
             ConvTranspose2dConfig::new([input, output], [2, 2])
                 .with_stride([2, 2])
                 .init(device)
         };
+        let double = |input: usize, output: usize| DoubleConv {
+            first: ConvBlock::new(input, output, device),
+            second: ConvBlock::new(output, output, device),
+        };
         UNet {
-            enc1: ConvBlock::new(self.channels, w, device),
-            enc1b: ConvBlock::new(w, w, device),
-            enc2: ConvBlock::new(w, 2 * w, device),
-            enc2b: ConvBlock::new(2 * w, 2 * w, device),
-            bottom: ConvBlock::new(2 * w, 4 * w, device),
-            bottomb: ConvBlock::new(4 * w, 4 * w, device),
-            up2: up(4 * w, 2 * w),
-            dec2: ConvBlock::new(4 * w, 2 * w, device),
-            up1: up(2 * w, w),
-            dec1: ConvBlock::new(2 * w, w, device),
-            head: Conv2dConfig::new([w, self.classes], [1, 1]).init(device),
+            encoders: (0..self.depth)
+                .map(|level| {
+                    let input = if level == 0 {
+                        self.channels
+                    } else {
+                        width(level - 1)
+                    };
+                    double(input, width(level))
+                })
+                .collect(),
+            bottom: double(width(self.depth - 1), width(self.depth)),
+            ups: (0..self.depth)
+                .rev()
+                .map(|level| up(width(level + 1), width(level)))
+                .collect(),
+            decoders: (0..self.depth)
+                .rev()
+                .map(|level| ConvBlock::new(2 * width(level), width(level), device))
+                .collect(),
+            head: Conv2dConfig::new([self.width, self.classes], [1, 1]).init(device),
             pool: MaxPool2dConfig::new([2, 2]).init(),
         }
     }
 }
 
+/// Two convolution blocks.
+#[derive(Module, Debug)]
+pub struct DoubleConv {
+    first: ConvBlock,
+    second: ConvBlock,
+}
+
+impl DoubleConv {
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.second.forward(self.first.forward(x))
+    }
+}
+
+/// A U-Net (Ronneberger et al. 2015) of configurable depth and width: at each level two
+/// convolution blocks and a 2×2 max pooling down, a 2×2 transposed convolution up, the skip
+/// connection concatenated, and one convolution block.
+#[derive(Module, Debug)]
+pub struct UNet {
+    encoders: Vec<DoubleConv>,
+    bottom: DoubleConv,
+    ups: Vec<ConvTranspose2d>,
+    decoders: Vec<ConvBlock>,
+    head: Conv2d,
+    pool: MaxPool2d,
+}
+
 impl UNet {
-    /// Logits `[N, classes, H, W]` of images `[N, channels, H, W]`.
+    /// Logits `[N, classes, H, W]` of images `[N, channels, H, W]` (sides multiples of
+    /// `2^depth`).
     pub fn forward(&self, images: Tensor<4>) -> Tensor<4> {
-        let e1 = self.enc1b.forward(self.enc1.forward(images));
-        let e2 = self
-            .enc2b
-            .forward(self.enc2.forward(self.pool.forward(e1.clone())));
-        let b = self
-            .bottomb
-            .forward(self.bottom.forward(self.pool.forward(e2.clone())));
-        let d2 = self
-            .dec2
-            .forward(Tensor::cat(vec![self.up2.forward(b), e2], 1));
-        let d1 = self
-            .dec1
-            .forward(Tensor::cat(vec![self.up1.forward(d2), e1], 1));
-        self.head.forward(d1)
+        let mut skips = Vec::with_capacity(self.encoders.len());
+        let mut x = images;
+        for encoder in &self.encoders {
+            let features = encoder.forward(x);
+            x = self.pool.forward(features.clone());
+            skips.push(features);
+        }
+        x = self.bottom.forward(x);
+        for ((up, decoder), skip) in self
+            .ups
+            .iter()
+            .zip(&self.decoders)
+            .zip(skips.into_iter().rev())
+        {
+            x = decoder.forward(Tensor::cat(vec![up.forward(x), skip], 1));
+        }
+        self.head.forward(x)
     }
 }

@@ -16,9 +16,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{
-    data::{DataSource, Dataset},
+    data::{
+        DataSource, Dataset, FolderReading, MaskMode, Normalization, SEG_SIZE, SegmentationData,
+        patches::{Augmentation, PatchSampling},
+    },
     models::{CnnConfig, UNetConfig},
-    tasks::{ClassificationTask, SegmentationTask},
+    sliding_window::SlidingWindow,
+    tasks::{ClassificationTask, SegmentationSettings, SegmentationTask},
 };
 
 /// The device named by `--device`, or the default CPU device (never burn's
@@ -66,6 +70,52 @@ pub struct TrainRequest {
     pub max_steps: Option<usize>,
     /// How progress is shown.
     pub progress: Progress,
+    /// The segmentation options.
+    pub segmentation: SegmentationRequest,
+}
+
+/// What `train` was asked about segmentation (each `None`: the default for the data).
+#[derive(Debug, Clone, Default)]
+pub struct SegmentationRequest {
+    /// The U-Net's depth (down-sampling steps).
+    pub depth: Option<usize>,
+    /// The training patch size.
+    pub patch: Option<[usize; 2]>,
+    /// Optimizer steps per epoch (patches per epoch = steps × batch size).
+    pub steps_per_epoch: Option<usize>,
+    /// Augmentation on or off.
+    pub augment: Option<bool>,
+    /// Per-image intensity normalisation of folder images.
+    pub normalization: Option<Normalization>,
+    /// How mask values are read.
+    pub masks: Option<MaskMode>,
+    /// Refuse images smaller than a patch instead of padding them.
+    pub no_pad: bool,
+    /// The fraction of patches centred near foreground.
+    pub foreground: Option<f64>,
+    /// The overlap of validation windows.
+    pub overlap: Option<f64>,
+}
+
+impl SegmentationRequest {
+    /// The flags that were given, by name (they apply to segmentation only).
+    pub fn given(&self) -> Vec<&'static str> {
+        [
+            ("--depth", self.depth.is_some()),
+            ("--patch", self.patch.is_some()),
+            ("--steps-per-epoch", self.steps_per_epoch.is_some()),
+            ("--augment", self.augment.is_some()),
+            ("--normalize", self.normalization.is_some()),
+            ("--masks", self.masks.is_some()),
+            ("--no-pad", self.no_pad),
+            ("--foreground", self.foreground.is_some()),
+            ("--overlap", self.overlap.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, given)| *given)
+        .map(|(flag, _)| flag)
+        .collect()
+    }
 }
 
 impl TrainRequest {
@@ -74,7 +124,7 @@ impl TrainRequest {
         Self {
             task,
             data: None,
-            loss: "cross_entropy".into(),
+            loss: default_loss(task).into(),
             optimizer: "adam".into(),
             schedule: None,
             epochs: None,
@@ -90,6 +140,7 @@ impl TrainRequest {
             width: None,
             max_steps: None,
             progress: Progress::Auto,
+            segmentation: SegmentationRequest::default(),
         }
     }
 }
@@ -121,6 +172,20 @@ pub struct RunSpec {
     pub seed: u64,
     /// Steps per epoch cap, if any.
     pub max_steps: Option<usize>,
+    /// The U-Net's depth, patches, augmentation and sliding window (segmentation; runs
+    /// written before these were options have none and train whole 48×48 images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segmentation: Option<SegmentationRun>,
+}
+
+/// The segmentation part of a run's description.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentationRun {
+    /// The U-Net's depth.
+    pub depth: usize,
+    /// Patches, augmentation and sliding window.
+    #[serde(flatten)]
+    pub settings: SegmentationSettings,
 }
 
 impl RunSpec {
@@ -130,12 +195,41 @@ impl RunSpec {
     }
 }
 
-/// The task's default epochs and batch size.
+/// The task's default epochs, batch size and model width (generated data).
 pub fn defaults(task: TaskKind) -> (usize, usize, usize) {
     match task {
         // (epochs, batch size, width)
         TaskKind::Classification => (6, 32, 12),
         TaskKind::Segmentation => (12, 16, 8),
+    }
+}
+
+/// The defaults of segmentation on a mask folder (real images at their own size): epochs,
+/// batch size, width, depth, steps per epoch and the largest default patch side.
+pub mod folder_defaults {
+    /// Epochs.
+    pub const EPOCHS: usize = 8;
+    /// Patches per step.
+    pub const BATCH_SIZE: usize = 8;
+    /// Channels of the U-Net's first level.
+    pub const WIDTH: usize = 8;
+    /// Down-sampling steps of the U-Net.
+    pub const DEPTH: usize = 3;
+    /// Optimizer steps per epoch.
+    pub const STEPS_PER_EPOCH: usize = 40;
+    /// The largest default patch side (smaller images give smaller patches).
+    pub const MAX_PATCH: usize = 128;
+}
+
+/// The U-Net depth of runs written before it was an option, and of the generated data.
+const GENERATED_DEPTH: usize = 2;
+
+/// The task's default loss: cross-entropy for classification, Dice + cross-entropy (MONAI's
+/// `DiceCELoss`, nnU-Net's default) for segmentation.
+pub fn default_loss(task: TaskKind) -> &'static str {
+    match task {
+        TaskKind::Classification => "cross_entropy",
+        TaskKind::Segmentation => "dice_ce",
     }
 }
 
@@ -216,11 +310,15 @@ pub fn prepare_with(
     } else {
         let mut spec = new_spec(request)?;
         let data = load(&spec.data)?;
-        if data.train.is_empty() || data.valid.is_empty() {
+        let (train, valid) = data.sizes();
+        if train == 0 || valid == 0 {
             bail!("the data has no training or no validation samples");
         }
-        spec.channels = data.train.channels;
-        spec.classes = data.classes.clone();
+        spec.channels = data.channels();
+        spec.classes = data.classes().to_vec();
+        if let Dataset::Segmentation(segmentation) = &data {
+            spec.segmentation = Some(segmentation_run(request, &spec, segmentation)?);
+        }
         (spec, data)
     };
     Ok(Prepared {
@@ -279,7 +377,16 @@ fn new_spec(request: &TrainRequest) -> Result<RunSpec> {
     };
     // Check the schedule can be built before anything is loaded or written.
     schedule.build(optimizer.lr(), 1)?;
-    let (default_epochs, default_batch, default_width) = defaults(request.task);
+    let (mut default_epochs, mut default_batch, mut default_width) = defaults(request.task);
+    if request.task == TaskKind::Segmentation && request.data.is_some() {
+        default_epochs = folder_defaults::EPOCHS;
+        default_batch = folder_defaults::BATCH_SIZE;
+        default_width = folder_defaults::WIDTH;
+    }
+    let given = request.segmentation.given();
+    if request.task != TaskKind::Segmentation && !given.is_empty() {
+        bail!("{} applies to --task segmentation only", given.join(", "));
+    }
     let epochs = request.epochs.unwrap_or(default_epochs);
     let batch_size = request.batch_size.unwrap_or(default_batch);
     let width = request.width.unwrap_or(default_width);
@@ -295,13 +402,25 @@ fn new_spec(request: &TrainRequest) -> Result<RunSpec> {
             "--imbalance must be in [1, 1000] (the ratio of the most to the least frequent class)"
         );
     }
+    let reading = FolderReading {
+        normalization: request.segmentation.normalization.unwrap_or_default(),
+        masks: request.segmentation.masks.unwrap_or_default(),
+    };
     let data = DataSource::from_flag(
         request.task,
         request.data.as_deref(),
         request.seed,
         request.imbalance,
         request.limit,
+        reading,
     )?;
+    if data.is_generated()
+        && let Some(flag) = given
+            .iter()
+            .find(|f| matches!(**f, "--normalize" | "--masks" | "--no-pad"))
+    {
+        bail!("{flag} applies to --data folders only, not to the generated data");
+    }
     Ok(RunSpec {
         task: request.task,
         data,
@@ -315,6 +434,96 @@ fn new_spec(request: &TrainRequest) -> Result<RunSpec> {
         batch_size,
         seed: request.seed,
         max_steps: request.max_steps,
+        segmentation: None,
+    })
+}
+
+/// The U-Net depth, patches, augmentation and sliding window of a new segmentation run:
+/// the request's, or defaults suited to the data (whole images, unchanged, for the generated
+/// data; patches of at most 128 px, augmented, for folders).
+fn segmentation_run(
+    request: &TrainRequest,
+    spec: &RunSpec,
+    data: &SegmentationData,
+) -> Result<SegmentationRun> {
+    let asked = &request.segmentation;
+    let generated = spec.data.is_generated();
+    let depth = asked.depth.unwrap_or(if generated {
+        GENERATED_DEPTH
+    } else {
+        folder_defaults::DEPTH
+    });
+    if !(1..=6).contains(&depth) {
+        bail!("--depth must be in 1..=6");
+    }
+    let factor = 1usize << depth;
+    let (min_h, min_w) = data.smallest_size();
+    let patch = match asked.patch {
+        Some(patch) => {
+            if let Some(side) = patch
+                .iter()
+                .find(|&&s| s == 0 || s % factor != 0 || s > 4096)
+            {
+                bail!(
+                    "--patch: {side} is not a multiple of {factor} (2^depth, the U-Net's down-sampling) in {factor}..=4096; try {}",
+                    (side / factor).max(1) * factor
+                );
+            }
+            patch
+        }
+        None if generated => [SEG_SIZE, SEG_SIZE],
+        None => {
+            // The largest multiple of the down-sampling below both the smallest image side
+            // and the cap; a set of tiny images gets one padded patch of the factor.
+            let side = min_h.min(min_w).min(folder_defaults::MAX_PATCH) / factor * factor;
+            [side.max(factor); 2]
+        }
+    };
+    let pad = !asked.no_pad;
+    if !pad && (min_h < patch[0] || min_w < patch[1]) {
+        bail!(
+            "--no-pad: the smallest image is {min_h}x{min_w}, smaller than the {}x{} patch; pass a smaller --patch or allow padding",
+            patch[0],
+            patch[1]
+        );
+    }
+    let per_epoch = match asked.steps_per_epoch {
+        Some(0) => bail!("--steps-per-epoch must be at least 1"),
+        Some(steps) => steps
+            .checked_mul(spec.batch_size)
+            .filter(|&n| n <= 100_000_000)
+            .ok_or_else(|| anyhow::anyhow!("--steps-per-epoch times --batch-size is too large"))?,
+        None if generated => data.train.len(),
+        None => folder_defaults::STEPS_PER_EPOCH * spec.batch_size,
+    };
+    let foreground = asked.foreground.unwrap_or(1.0 / 3.0);
+    if !(0.0..=1.0).contains(&foreground) {
+        bail!("--foreground must be in [0, 1] (the fraction of patches centred near foreground)");
+    }
+    let overlap = asked.overlap.unwrap_or(0.5);
+    if !(0.0..0.95).contains(&overlap) {
+        bail!("--overlap must be in [0, 0.95)");
+    }
+    let augmentation = if asked.augment.unwrap_or(!generated) {
+        Augmentation::default()
+    } else {
+        Augmentation::none()
+    };
+    Ok(SegmentationRun {
+        depth,
+        settings: SegmentationSettings {
+            patches: PatchSampling {
+                size: patch,
+                per_epoch,
+                foreground,
+                pad,
+            },
+            augmentation,
+            window: SlidingWindow {
+                overlap,
+                ..SlidingWindow::new(patch, spec.batch_size)
+            },
+        },
     })
 }
 
@@ -335,23 +544,46 @@ pub trait TaskRun {
 
 /// Builds the task (model shape and data) that `spec` describes and hands it to `run`.
 pub fn with_task<R: TaskRun>(spec: &RunSpec, data: Dataset, run: R) -> Result<R::Output> {
-    match spec.task {
-        TaskKind::Classification => run.run(&ClassificationTask {
-            model: CnnConfig {
-                channels: spec.channels,
-                classes: spec.classes.len(),
-                width: spec.width,
-            },
-            data,
-        }),
-        TaskKind::Segmentation => run.run(&SegmentationTask {
-            model: UNetConfig {
-                channels: spec.channels,
-                classes: spec.classes.len(),
-                width: spec.width,
-            },
-            data,
-        }),
+    match data {
+        Dataset::Classification(data) if spec.task == TaskKind::Classification => {
+            run.run(&ClassificationTask {
+                model: CnnConfig {
+                    channels: spec.channels,
+                    classes: spec.classes.len(),
+                    width: spec.width,
+                },
+                data,
+            })
+        }
+        Dataset::Segmentation(data) if spec.task == TaskKind::Segmentation => {
+            let segmentation = spec
+                .segmentation
+                .clone()
+                .unwrap_or_else(|| SegmentationRun {
+                    depth: GENERATED_DEPTH,
+                    settings: SegmentationSettings::whole_images(
+                        [SEG_SIZE, SEG_SIZE],
+                        data.train.len(),
+                        spec.batch_size,
+                    ),
+                });
+            run.run(&SegmentationTask {
+                model: UNetConfig {
+                    channels: spec.channels,
+                    classes: spec.classes.len(),
+                    width: spec.width,
+                    depth: segmentation.depth,
+                },
+                data,
+                settings: segmentation.settings,
+                seed: spec.seed,
+            })
+        }
+        data => bail!(
+            "the data is for {} but the run is {}",
+            data.kind().as_str(),
+            spec.task.as_str()
+        ),
     }
 }
 
@@ -385,32 +617,10 @@ impl TaskRun for Forward<'_> {
 /// Checks, with one forward pass on one training sample, that a prepared run's loss fits its
 /// model and classes (compare checks every run before training any).
 pub fn check_prepared(prepared: &Prepared) -> Result<()> {
-    let data = &prepared.data;
-    let per_image = data.train.image_len();
-    let labels_per_image = data
-        .train
-        .labels
-        .len()
-        .checked_div(data.train.len())
-        .unwrap_or(0);
-    let mut train = data.train.clone_empty();
-    train
-        .images
-        .extend_from_slice(&data.train.images[..per_image.min(data.train.images.len())]);
-    train
-        .labels
-        .extend_from_slice(&data.train.labels[..labels_per_image.min(data.train.labels.len())]);
-    let one = Dataset {
-        kind: data.kind,
-        classes: data.classes.clone(),
-        train,
-        valid: data.valid.clone_empty(),
-        description: String::new(),
-    };
     let loss = prepared.spec.build_loss()?;
     with_task(
         &prepared.spec,
-        one,
+        prepared.data.first_training_image(),
         Forward {
             loss: loss.as_ref(),
             device: &prepared.device,

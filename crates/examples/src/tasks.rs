@@ -1,13 +1,20 @@
 //! The bundled tasks: classification of images with the CNN, segmentation with the U-Net; each
-//! hands the training loop a model and its batches.
+//! hands the training loop a model and its batches. Segmentation trains on random patches and
+//! validates on whole images with a sliding window.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use losskit_core::LossInput;
 use losskit_optim::{Split, Task, TaskKind, TrainError};
 
+use serde::{Deserialize, Serialize};
+
 use crate::{
-    data::{Dataset, ImageSet},
+    data::{
+        ClassificationData, ImageSet, SegmentationData,
+        patches::{Augmentation, PatchSampling, patch_rng, sample_patch},
+    },
     models::{Cnn, CnnConfig, UNet, UNetConfig},
+    sliding_window::SlidingWindow,
 };
 
 fn batch_tensors(
@@ -30,7 +37,7 @@ fn batch_tensors(
     (images, labels)
 }
 
-fn split_set(data: &Dataset, split: Split) -> &ImageSet {
+fn split_set(data: &ClassificationData, split: Split) -> &ImageSet {
     match split {
         Split::Train => &data.train,
         Split::Valid => &data.valid,
@@ -41,7 +48,7 @@ fn split_set(data: &Dataset, split: Split) -> &ImageSet {
 #[derive(Debug)]
 pub struct ClassificationTask {
     /// The data.
-    pub data: Dataset,
+    pub data: ClassificationData,
     /// The model's shape.
     pub model: CnnConfig,
 }
@@ -79,13 +86,115 @@ impl Task for ClassificationTask {
     }
 }
 
-/// Segmentation of images with the bundled U-Net.
+/// How the segmenter trains and validates; recorded in the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentationSettings {
+    /// The training patches.
+    pub patches: PatchSampling,
+    /// Their augmentation.
+    pub augmentation: Augmentation,
+    /// Validation and inference on whole images.
+    pub window: SlidingWindow,
+}
+
+impl SegmentationSettings {
+    /// Whole images, each once per epoch, unchanged: how runs trained before patches (and
+    /// how the generated 48×48 data trains).
+    pub fn whole_images(size: [usize; 2], images: usize, batch_size: usize) -> Self {
+        Self {
+            patches: PatchSampling {
+                size,
+                per_epoch: images,
+                foreground: 0.0,
+                pad: true,
+            },
+            augmentation: Augmentation::none(),
+            window: SlidingWindow::new(size, batch_size),
+        }
+    }
+}
+
+/// Segmentation of images with the bundled U-Net: training on patches of the images (sample
+/// `i` of an epoch is a patch of image `i mod images`), validation on whole images.
 #[derive(Debug)]
 pub struct SegmentationTask {
     /// The data.
-    pub data: Dataset,
+    pub data: SegmentationData,
     /// The model's shape.
     pub model: UNetConfig,
+    /// Patches, augmentation and the sliding window.
+    pub settings: SegmentationSettings,
+    /// The run's seed (patches and augmentation draw from it).
+    pub seed: u64,
+}
+
+impl SegmentationTask {
+    /// Whether every validation image is exactly one window (then several are evaluated in
+    /// one forward pass).
+    fn valid_is_windows(&self) -> bool {
+        let [h, w] = self.settings.window.size;
+        (0..self.data.valid.len()).all(|i| self.data.valid.size(i) == (h, w))
+    }
+
+    fn image_of(&self, split: Split, index: usize) -> usize {
+        match split {
+            Split::Train => index % self.data.train.len().max(1),
+            Split::Valid => index,
+        }
+    }
+
+    fn whole_images(
+        &self,
+        model: &UNet,
+        indices: &[usize],
+        device: &Device,
+    ) -> Result<LossInput, TrainError> {
+        let set = &self.data.valid;
+        let classes = self.data.classes.len();
+        let mut outputs = Vec::with_capacity(indices.len());
+        let mut labels = Vec::new();
+        let mut size = None;
+        let images = indices
+            .iter()
+            .map(|&i| set.get(i).map_err(|e| TrainError::Task(format!("{e:#}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        for image in &images {
+            if size.is_some_and(|s| s != (image.height, image.width)) {
+                return Err(TrainError::Task(
+                    "validation images of different sizes cannot share a batch".into(),
+                ));
+            }
+            size = Some((image.height, image.width));
+            labels.extend(image.labels.iter().map(|&l| i64::from(l)));
+        }
+        let (h, w) = size.unwrap_or((0, 0));
+        if self.valid_is_windows() {
+            // Every image is one window: one forward pass for the batch.
+            let pixels: Vec<f32> = images
+                .iter()
+                .flat_map(|i| i.pixels.iter().copied())
+                .collect();
+            let channels = set.channels();
+            outputs.push(model.forward(Tensor::<4>::from_data(
+                TensorData::new(pixels, [images.len(), channels, h, w]),
+                device,
+            )));
+        } else {
+            for image in &images {
+                outputs.push(self.settings.window.run(
+                    |x| model.forward(x),
+                    &image.pixels,
+                    [image.channels, image.height, image.width],
+                    classes,
+                    device,
+                ));
+            }
+        }
+        let target =
+            Tensor::<3, Int>::from_data(TensorData::new(labels, [images.len(), h, w]), device);
+        Ok(LossInput::with_indices(Tensor::cat(outputs, 0), target)
+            .map_err(losskit_core::Error::from)?)
+    }
 }
 
 impl Task for SegmentationTask {
@@ -104,7 +213,11 @@ impl Task for SegmentationTask {
     }
 
     fn len(&self, split: Split) -> usize {
-        split_set(&self.data, split).len()
+        match split {
+            Split::Train if self.data.train.is_empty() => 0,
+            Split::Train => self.settings.patches.per_epoch,
+            Split::Valid => self.data.valid.len(),
+        }
     }
 
     fn input(
@@ -114,12 +227,60 @@ impl Task for SegmentationTask {
         indices: &[usize],
         device: &Device,
     ) -> Result<LossInput, TrainError> {
-        let set = split_set(&self.data, split);
-        let (h, w) = (set.height, set.width);
-        let (images, labels) = batch_tensors(set, indices, h * w, device);
+        match split {
+            Split::Train => self.train_input(model, indices, 0, device),
+            Split::Valid => self.whole_images(model, indices, device),
+        }
+    }
+
+    fn train_input(
+        &self,
+        model: &UNet,
+        indices: &[usize],
+        epoch: usize,
+        device: &Device,
+    ) -> Result<LossInput, TrainError> {
+        let [ph, pw] = self.settings.patches.size;
+        let channels = self.data.train.channels();
+        let mut pixels = Vec::with_capacity(indices.len() * channels * ph * pw);
+        let mut labels = Vec::with_capacity(indices.len() * ph * pw);
+        for &position in indices {
+            let image = self
+                .data
+                .train
+                .get(self.image_of(Split::Train, position))
+                .map_err(|e| TrainError::Task(format!("{e:#}")))?;
+            let patch = sample_patch(
+                &image,
+                &self.settings.patches,
+                &self.settings.augmentation,
+                &mut patch_rng(self.seed, epoch, position),
+            );
+            pixels.extend(patch.pixels);
+            labels.extend(patch.labels);
+        }
+        let images = Tensor::<4>::from_data(
+            TensorData::new(pixels, [indices.len(), channels, ph, pw]),
+            device,
+        );
         let target =
-            Tensor::<3, Int>::from_data(TensorData::new(labels, [indices.len(), h, w]), device);
+            Tensor::<3, Int>::from_data(TensorData::new(labels, [indices.len(), ph, pw]), device);
         Ok(LossInput::with_indices(model.forward(images), target)
             .map_err(losskit_core::Error::from)?)
+    }
+
+    fn prefetch(&self, split: Split, indices: &[usize]) {
+        let images: Vec<usize> = indices.iter().map(|&i| self.image_of(split, i)).collect();
+        match split {
+            Split::Train => self.data.train.prefetch(&images),
+            Split::Valid => self.data.valid.prefetch(&images),
+        }
+    }
+
+    fn eval_batch_size(&self, split: Split, batch_size: usize) -> usize {
+        match split {
+            Split::Valid if !self.valid_is_windows() => 1,
+            _ => batch_size,
+        }
     }
 }

@@ -156,11 +156,18 @@ impl Confusion {
                 fg.iter().sum::<f64>() / fg.len() as f64
             }
         };
+        let segmentation = kind == TaskKind::Segmentation;
         Metrics {
             accuracy: self.accuracy(),
             recall: self.recall(),
-            dice: (kind == TaskKind::Segmentation).then(|| foreground(self.dice())),
-            iou: (kind == TaskKind::Segmentation).then(|| foreground(self.iou())),
+            dice: segmentation.then(|| foreground(self.dice())),
+            iou: segmentation.then(|| foreground(self.iou())),
+            class_dice: if segmentation {
+                self.dice()
+            } else {
+                Vec::new()
+            },
+            class_iou: if segmentation { self.iou() } else { Vec::new() },
         }
     }
 }
@@ -185,6 +192,13 @@ pub struct Metrics {
     pub dice: Option<f64>,
     /// Mean IoU over the foreground classes, counted like `dice` (segmentation only).
     pub iou: Option<f64>,
+    /// Dice of each class, background included, pooled over the split (segmentation only;
+    /// empty otherwise, and in checkpoints written before it was kept).
+    #[serde(default)]
+    pub class_dice: Vec<f64>,
+    /// IoU of each class, like `class_dice`.
+    #[serde(default)]
+    pub class_iou: Vec<f64>,
 }
 
 #[cfg(test)]

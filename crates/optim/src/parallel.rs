@@ -30,7 +30,7 @@ use losskit_core::{Loss, Reduction};
 use crate::{
     error::TrainError,
     metrics::Confusion,
-    train::{Split, Task, add_confusion, scalar},
+    train::{Task, add_confusion, scalar},
 };
 
 /// What one forward and backward pass gives the loop.
@@ -45,18 +45,20 @@ pub(crate) struct StepResult {
     pub confusion: Confusion,
 }
 
-/// Forward and backward of `loss × weight` on `indices`, with `model` on `device`. A
-/// non-finite loss skips the backward pass (the loop stops on it).
+/// Forward and backward of `loss × weight` on the training samples `indices` of `epoch`, with
+/// `model` on `device`. A non-finite loss skips the backward pass (the loop stops on it).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn shard_step<T: Task>(
     task: &T,
     loss: &dyn Loss,
     model: &T::Model,
     indices: &[usize],
+    epoch: usize,
     device: &Device,
     weight: f64,
     classes: usize,
 ) -> Result<StepResult, TrainError> {
-    let input = task.input(model, Split::Train, indices, device)?;
+    let input = task.train_input(model, indices, epoch, device)?;
     let mut confusion = Confusion::new(classes);
     add_confusion(&mut confusion, &input);
     let value = loss.forward(input, Reduction::Mean)?;
@@ -88,6 +90,7 @@ pub(crate) fn shard_step<T: Task>(
 struct Job<M> {
     model: M,
     indices: Vec<usize>,
+    epoch: usize,
     weight: f64,
 }
 
@@ -124,6 +127,7 @@ impl<M: Module> Workers<M> {
                         loss,
                         &replica,
                         &job.indices,
+                        job.epoch,
                         &device,
                         job.weight,
                         classes,
@@ -148,6 +152,7 @@ impl<M: Module> Workers<M> {
         &self,
         model: &M,
         batch: &[usize],
+        epoch: usize,
         main: &Device,
         classes: usize,
     ) -> Result<StepResult, TrainError> {
@@ -158,6 +163,7 @@ impl<M: Module> Workers<M> {
             let job = Job {
                 model: model.clone(),
                 indices: shard.to_vec(),
+                epoch,
                 weight: shard.len() as f64 / total,
             };
             jobs.send(job).map_err(|_| worker_lost())?;

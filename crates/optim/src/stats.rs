@@ -112,6 +112,14 @@ impl RunStats {
         for class in &self.classes {
             let _ = write!(out, ",val_recall_{}", csv_name(class));
         }
+        if self.task == TaskKind::Segmentation {
+            for class in &self.classes {
+                let _ = write!(out, ",val_dice_{}", csv_name(class));
+            }
+            for class in &self.classes {
+                let _ = write!(out, ",val_iou_{}", csv_name(class));
+            }
+        }
         for name in &term_names {
             let _ = write!(out, ",train_term_{0},val_term_{0}", csv_name(name));
         }
@@ -143,6 +151,13 @@ impl RunStats {
                     ",{}",
                     e.val_metrics.recall.get(c).copied().unwrap_or(f64::NAN)
                 );
+            }
+            if self.task == TaskKind::Segmentation {
+                for per_class in [&e.val_metrics.class_dice, &e.val_metrics.class_iou] {
+                    for c in 0..self.classes.len() {
+                        let _ = write!(out, ",{}", per_class.get(c).copied().unwrap_or(f64::NAN));
+                    }
+                }
             }
             for name in &term_names {
                 let find = |terms: &[(String, f64)]| {
@@ -217,6 +232,20 @@ impl RunStats {
         if self.task == TaskKind::Segmentation {
             summary["val_dice"] = number(last.and_then(|e| e.val_metrics.dice));
             summary["val_iou"] = number(last.and_then(|e| e.val_metrics.iou));
+            let per_class = |select: fn(&Metrics) -> &Vec<f64>| -> Value {
+                Value::Object(
+                    self.classes
+                        .iter()
+                        .enumerate()
+                        .map(|(c, name)| {
+                            let value = last.and_then(|e| select(&e.val_metrics).get(c).copied());
+                            (name.clone(), number(value))
+                        })
+                        .collect(),
+                )
+            };
+            summary["val_class_dice"] = per_class(|m| &m.class_dice);
+            summary["val_class_iou"] = per_class(|m| &m.class_iou);
         }
         summary
     }

@@ -71,6 +71,36 @@ pub trait Task: Sync {
         indices: &[usize],
         device: &Device,
     ) -> Result<LossInput, TrainError>;
+
+    /// The model's output on the training samples `indices` of `epoch` (1-based) with their
+    /// targets. A task whose training samples change from epoch to epoch (random patches,
+    /// augmentation) draws them here, from the run's seed, the epoch and the indices only, so
+    /// a resumed run sees what an uninterrupted one does. By default: [`Task::input`].
+    fn train_input(
+        &self,
+        model: &Self::Model,
+        indices: &[usize],
+        epoch: usize,
+        device: &Device,
+    ) -> Result<LossInput, TrainError> {
+        let _ = epoch;
+        self.input(model, Split::Train, indices, device)
+    }
+
+    /// A hint that the samples `indices` of `split` come next: a task that reads its data
+    /// lazily may start reading them in the background. It must not change what any later
+    /// call returns. By default: nothing.
+    fn prefetch(&self, split: Split, indices: &[usize]) {
+        let _ = (split, indices);
+    }
+
+    /// How many samples of `split` one evaluation batch holds when the run's batch size is
+    /// `batch_size` (a task whose samples differ in size evaluates them one at a time). By
+    /// default: `batch_size`.
+    fn eval_batch_size(&self, split: Split, batch_size: usize) -> usize {
+        let _ = split;
+        batch_size
+    }
 }
 
 /// How progress is shown on stderr.
@@ -276,7 +306,13 @@ pub fn evaluate_split<T: Task>(
     let mut count = 0usize;
     let len = task.len(split);
     let indices: Vec<usize> = (0..len).collect();
-    for batch in indices.chunks(batch_size.max(1)) {
+    let batches: Vec<&[usize]> = indices
+        .chunks(task.eval_batch_size(split, batch_size).max(1))
+        .collect();
+    for (i, batch) in batches.iter().enumerate() {
+        if let Some(next) = batches.get(i + 1) {
+            task.prefetch(split, next);
+        }
         let input = task.input(model, split, batch, device)?;
         add_confusion(&mut confusion, &input);
         let value = loss.forward(input, Reduction::Mean)?;
@@ -590,11 +626,14 @@ impl<'a, T: Task> Run<'a, T> {
             confusion: Confusion::new(self.classes),
             lr,
         };
-        for (step, batch) in order
+        let batches: Vec<&[usize]> = order
             .chunks(config.batch_size)
             .take(self.steps_per_epoch)
-            .enumerate()
-        {
+            .collect();
+        for (step, batch) in batches.iter().copied().enumerate() {
+            if let Some(next) = batches.get(step + 1) {
+                self.task.prefetch(Split::Train, next);
+            }
             if stop_requested(config) {
                 return Err(Stop::Interrupted { step: step + 1 });
             }
@@ -604,12 +643,15 @@ impl<'a, T: Task> Run<'a, T> {
                 terms,
                 confusion,
             } = match self.workers {
-                Some(workers) => workers.step(&state.model, batch, &self.autodiff, self.classes)?,
+                Some(workers) => {
+                    workers.step(&state.model, batch, epoch, &self.autodiff, self.classes)?
+                }
                 None => shard_step(
                     self.task,
                     self.loss,
                     &state.model,
                     batch,
+                    epoch,
                     &self.autodiff,
                     1.0,
                     self.classes,

@@ -237,6 +237,7 @@ fn step_runner(case: &str, device: &Device) -> Runner {
                 channels: 1,
                 classes,
                 width: 8,
+                depth: 2,
             }
             .init(&autodiff),
         );

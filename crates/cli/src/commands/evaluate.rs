@@ -12,7 +12,7 @@ use losskit_optim::{
 use serde_json::{Value, json};
 
 use losskit_examples::{
-    data::DataSource,
+    data::{DataSource, Dataset, FolderReading},
     run::{RunSpec, TaskRun, device_from_flag, with_task},
 };
 
@@ -66,6 +66,17 @@ fn evaluate_task<T: Task>(
     if task.kind() == TaskKind::Segmentation {
         out["val_dice"] = json!(metrics.dice);
         out["val_iou"] = json!(metrics.iou);
+        let per_class = |values: &[f64]| -> Value {
+            Value::Object(
+                task.classes()
+                    .into_iter()
+                    .zip(values)
+                    .map(|(name, v)| (name, if v.is_finite() { json!(v) } else { Value::Null }))
+                    .collect(),
+            )
+        };
+        out["val_class_dice"] = per_class(&metrics.class_dice);
+        out["val_class_iou"] = per_class(&metrics.class_iou);
     }
     Ok(out)
 }
@@ -81,23 +92,36 @@ pub fn run(path: &Path, data: Option<&Path>, device: Option<&str>) -> Result<Str
     })?;
     let device = device_from_flag(device)?;
     let source = match data {
-        Some(path) => DataSource::from_flag(spec.task, Some(path), spec.seed, 1.0, None)?,
+        Some(path) => {
+            let reading = match &spec.data {
+                DataSource::MaskFolder { reading, .. } => *reading,
+                _ => FolderReading::default(),
+            };
+            DataSource::from_flag(spec.task, Some(path), spec.seed, 1.0, None, reading)?
+        }
         None => spec.data.clone(),
     };
     let mut dataset = source.load()?;
-    if dataset.classes.len() != spec.classes.len() || dataset.train.channels != spec.channels {
+    if dataset.classes().len() != spec.classes.len() || dataset.channels() != spec.channels {
         bail!(
             "the data has {} classes and {} channels; the model was trained on {} classes and {} channels",
-            dataset.classes.len(),
-            dataset.train.channels,
+            dataset.classes().len(),
+            dataset.channels(),
             spec.classes.len(),
             spec.channels
         );
     }
-    if dataset.classes != spec.classes {
+    if dataset.classes() != spec.classes {
         // The same classes in another order (an image folder lists them alphabetically) are
         // mapped to the model's order; other classes are refused.
-        let mapping: Option<Vec<i64>> = dataset
+        let Dataset::Classification(images) = &mut dataset else {
+            bail!(
+                "the data's classes ({}) are not the model's ({})",
+                dataset.classes().join(", "),
+                spec.classes.join(", ")
+            );
+        };
+        let mapping: Option<Vec<i64>> = images
             .classes
             .iter()
             .map(|name| {
@@ -110,28 +134,25 @@ pub fn run(path: &Path, data: Option<&Path>, device: Option<&str>) -> Result<Str
         let Some(mapping) = mapping else {
             bail!(
                 "the data's classes ({}) are not the model's ({})",
-                dataset.classes.join(", "),
+                images.classes.join(", "),
                 spec.classes.join(", ")
             );
         };
-        for label in dataset
+        for label in images
             .train
             .labels
             .iter_mut()
-            .chain(dataset.valid.labels.iter_mut())
+            .chain(images.valid.labels.iter_mut())
         {
             if let Some(&mapped) = usize::try_from(*label).ok().and_then(|l| mapping.get(l)) {
                 *label = mapped;
             }
         }
-        dataset.classes = spec.classes.clone();
+        images.classes = spec.classes.clone();
     }
     if data.is_some() {
         // Other data is scored whole, not just the part a training run would hold out.
-        let mut all = std::mem::take(&mut dataset.train);
-        all.images.append(&mut dataset.valid.images);
-        all.labels.append(&mut dataset.valid.labels);
-        dataset.valid = all;
+        dataset = dataset.all_for_validation();
     }
     let result = with_task(
         &spec,

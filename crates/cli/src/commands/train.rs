@@ -108,7 +108,24 @@ pub fn run_prepared(prepared: Prepared, request: &TrainRequest, title: &str) -> 
         data_parallel,
     };
     if request.progress != Progress::Quiet {
-        eprintln!("losskit: {}", data.description);
+        eprintln!("losskit: {}", data.description());
+        if let Some(segmentation) = &spec.segmentation {
+            let settings = &segmentation.settings;
+            let [ph, pw] = settings.patches.size;
+            eprintln!(
+                "losskit: U-Net depth {} width {}; {} patches of {ph}x{pw} per epoch ({:.0} % around foreground), augmentation {}; validation on whole images, {ph}x{pw} windows overlapping {:.0} %",
+                segmentation.depth,
+                spec.width,
+                settings.patches.per_epoch,
+                settings.patches.foreground * 100.0,
+                if settings.augmentation.is_none() {
+                    "off"
+                } else {
+                    "on"
+                },
+                settings.window.overlap * 100.0
+            );
+        }
     }
     let training = Training {
         loss: loss.as_ref(),
@@ -167,6 +184,15 @@ pub fn report(stats: &RunStats, out: &Path) -> String {
     text.push_str(&format!("  time {seconds:.1}s\nrecall:"));
     for (name, recall) in stats.classes.iter().zip(&last.val_metrics.recall) {
         text.push_str(&format!(" {name} {recall:.3}"));
+    }
+    if !last.val_metrics.class_dice.is_empty() {
+        text.push_str(
+            "
+dice:",
+        );
+        for (name, dice) in stats.classes.iter().zip(&last.val_metrics.class_dice) {
+            text.push_str(&format!(" {name} {dice:.3}"));
+        }
     }
     let files: Vec<String> = std::iter::once(CHECKPOINT_FILE)
         .chain(REPORT_FILES)

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use losskit_optim::{Progress, TaskKind};
 
-use losskit_examples::run::{TrainRequest, default_optimizer};
+use losskit_examples::{
+    data::{MaskMode, Normalization},
+    run::{SegmentationRequest, TrainRequest, default_optimizer},
+};
 
 use crate::commands::{compare, evaluate, train};
 
@@ -52,7 +55,8 @@ pub struct RunArgs {
     /// Epochs (default: 6 for classification, 12 for segmentation).
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Samples per step (default: 32 for classification, 16 for segmentation).
+    /// Samples per step (default: 32 for classification; 16 for segmentation on generated
+    /// data, 8 patches on folders).
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Device: cpu (default), flex, ndarray, wgpu.
@@ -88,6 +92,96 @@ pub struct RunArgs {
     /// How progress is shown on stderr.
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: ProgressArg,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub segmentation: SegmentationArgs,
+}
+
+/// Options of `--task segmentation`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Segmentation")]
+pub struct SegmentationArgs {
+    /// The U-Net's depth: down-sampling steps, each halving the resolution and doubling the
+    /// channels (default: 3 for folders, 2 for the generated data).
+    #[arg(long)]
+    pub depth: Option<usize>,
+    /// Training patch size, N or HxW, multiples of 2^depth (default: the smallest image side,
+    /// at most 128, rounded down to such a multiple; the whole 48x48 image for generated data).
+    #[arg(long, value_parser = parse_patch)]
+    pub patch: Option<[usize; 2]>,
+    /// Optimizer steps per epoch, each on --batch-size random patches (default: 40 for
+    /// folders; one pass over the images for generated data).
+    #[arg(long)]
+    pub steps_per_epoch: Option<usize>,
+    /// Augmentation of training patches: flips, 90° turns, small rotations and zooms,
+    /// brightness, contrast, noise (default: on for folders, off for generated data).
+    #[arg(long, value_parser = parse_on_off)]
+    pub augment: Option<bool>,
+    /// Per-image intensity normalisation of folder images: percentile (1 to 99.8, StarDist's),
+    /// percentile:LOW,HIGH, zscore (nnU-Net's), or none (values in [0, 1], minus 0.5).
+    #[arg(long, value_parser = parse_normalize)]
+    pub normalize: Option<Normalization>,
+    /// How mask values are read: classes (class indices, gray levels in order, or colours;
+    /// classes.json beside masks/ may name them) or instances (0 background, any other value
+    /// foreground, as StarDist and Cellpose masks).
+    #[arg(long, value_parser = parse_masks)]
+    pub masks: Option<MaskMode>,
+    /// Refuse images smaller than a patch instead of padding them.
+    #[arg(long)]
+    pub no_pad: bool,
+    /// The fraction of training patches centred near a foreground pixel (default: 0.33, as
+    /// nnU-Net).
+    #[arg(long)]
+    pub foreground: Option<f64>,
+    /// How much neighbouring validation windows overlap, in [0, 0.95) (default: 0.5).
+    #[arg(long)]
+    pub overlap: Option<f64>,
+}
+
+fn parse_patch(text: &str) -> Result<[usize; 2], String> {
+    let sides: Vec<&str> = text.split(['x', 'X']).collect();
+    let number = |s: &str| {
+        s.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("`{text}`: expected N or HxW, e.g. 128 or 96x128"))
+    };
+    match sides[..] {
+        [side] => Ok([number(side)?; 2]),
+        [h, w] => Ok([number(h)?, number(w)?]),
+        _ => Err(format!("`{text}`: expected N or HxW, e.g. 128 or 96x128")),
+    }
+}
+
+fn parse_on_off(text: &str) -> Result<bool, String> {
+    match text {
+        "on" | "true" | "yes" => Ok(true),
+        "off" | "false" | "no" => Ok(false),
+        _ => Err(format!("`{text}`: expected on or off")),
+    }
+}
+
+fn parse_normalize(text: &str) -> Result<Normalization, String> {
+    Normalization::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_masks(text: &str) -> Result<MaskMode, String> {
+    MaskMode::parse(text).map_err(|e| e.to_string())
+}
+
+impl SegmentationArgs {
+    fn request(&self) -> SegmentationRequest {
+        SegmentationRequest {
+            depth: self.depth,
+            patch: self.patch,
+            steps_per_epoch: self.steps_per_epoch,
+            augment: self.augment,
+            normalization: self.normalize,
+            masks: self.masks,
+            no_pad: self.no_pad,
+            foreground: self.foreground,
+            overlap: self.overlap,
+        }
+    }
 }
 
 impl RunArgs {
@@ -102,7 +196,9 @@ impl RunArgs {
             .unwrap_or_else(|| PathBuf::from(format!("{default_out}{}", task.as_str())));
         let mut request = TrainRequest::new(task, out);
         request.data = self.data.clone();
-        request.loss = loss;
+        if !loss.is_empty() {
+            request.loss = loss;
+        }
         let (optimizer, schedule) = default_optimizer(task);
         request.optimizer = self
             .optimizer
@@ -122,6 +218,7 @@ impl RunArgs {
         request.width = self.width;
         request.max_steps = self.max_steps;
         request.force = self.force;
+        request.segmentation = self.segmentation.request();
         request.progress = match self.progress {
             ProgressArg::Auto => Progress::Auto,
             ProgressArg::Lines => Progress::Lines,
@@ -134,7 +231,8 @@ impl RunArgs {
 /// `losskit train`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
-    /// The loss: a name, a JSON object, or a .json/.toml file (default: cross_entropy).
+    /// The loss: a name, a JSON object, or a .json/.toml file (default: cross_entropy for
+    /// classification, dice_ce for segmentation).
     #[arg(long)]
     pub loss: Option<String>,
     /// Continue the run in --out from its last checkpoint (its settings are kept; --epochs may
@@ -190,17 +288,23 @@ impl TrainArgs {
                 ("--limit", run.limit.is_some()),
                 ("--max-steps", run.max_steps.is_some()),
             ];
-            if let Some((flag, _)) = given.iter().find(|(_, given)| *given) {
+            let segmentation = run.segmentation.request();
+            let fixed = given
+                .iter()
+                .filter(|(_, given)| *given)
+                .map(|(flag, _)| *flag)
+                .chain(segmentation.given())
+                .next();
+            if let Some(flag) = fixed {
                 bail!(
                     "--resume: {flag} is fixed by the run being resumed; drop it or start a new run with --force"
                 );
             }
         }
-        let loss = self
-            .loss
-            .clone()
-            .unwrap_or_else(|| "cross_entropy".to_string());
-        let mut request = self.run.request(loss, "runs/");
+        let mut request = self.run.request(String::new(), "runs/");
+        if let Some(loss) = &self.loss {
+            request.loss = loss.clone();
+        }
         request.resume = self.resume;
         train::run(&request)
     }

@@ -2,9 +2,12 @@
 //! cells with background / cell / nucleus masks for segmentation. Drawn shape by shape from the
 //! run's seed, so a data set is a function of its seed.
 
-use losskit_optim::{Rng, TaskKind};
+use losskit_optim::Rng;
 
-use super::{Dataset, ImageSet, SEG_SIZE};
+use super::{
+    ClassificationData, ImageSet, SEG_SIZE,
+    segmentation::{SegImage, SegImages, SegmentationData},
+};
 use crate::models::CNN_SIZE;
 
 /// The cell types of the generated classification data, in class order (the last is the
@@ -213,7 +216,7 @@ pub fn generate_cells(
     valid_per_class: usize,
     imbalance: f64,
     seed: u64,
-) -> Dataset {
+) -> ClassificationData {
     let classes = CELL_TYPES.len();
     let mut rng = Rng::new(seed);
     let make = |counts: &[usize], rng: &mut Rng| {
@@ -244,8 +247,7 @@ pub fn generate_cells(
         .zip(&train_counts)
         .map(|(n, c)| format!("{n} {c}"))
         .collect();
-    Dataset {
-        kind: TaskKind::Classification,
+    ClassificationData {
         classes: CELL_TYPES.iter().map(|s| s.to_string()).collect(),
         train,
         valid,
@@ -295,24 +297,27 @@ fn render_field(rng: &mut Rng) -> (Vec<f32>, Vec<i64>) {
 
 /// Generated microscope fields `1 × 48 × 48` with one to three cells and per-pixel masks:
 /// background (0), cell (1) and nucleus (2).
-pub fn generate_masks(train: usize, valid: usize, seed: u64) -> Dataset {
+pub fn generate_masks(train: usize, valid: usize, seed: u64) -> SegmentationData {
     let mut rng = Rng::new(seed ^ 0xA5A5);
-    let make = |n: usize, rng: &mut Rng| {
-        let mut set = ImageSet::new(1, SEG_SIZE, SEG_SIZE);
-        for _ in 0..n {
-            let (pixels, labels) = render_field(rng);
-            set.images.extend(pixels);
-            set.labels.extend(labels);
-        }
-        set
+    let classes = SEG_CLASSES.len();
+    let make = |n: usize, rng: &mut Rng| -> Vec<SegImage> {
+        (0..n)
+            .map(|_| {
+                let (pixels, labels) = render_field(rng);
+                // The generated data's normalisation (`none`): [0, 1] shifted by -0.5.
+                let pixels = pixels.into_iter().map(|p| p - 0.5).collect();
+                let labels = labels.into_iter().map(|l| l as u8).collect();
+                SegImage::new(1, SEG_SIZE, SEG_SIZE, pixels, labels, classes)
+            })
+            .collect()
     };
-    let train_set = make(train, &mut rng);
-    let valid_set = make(valid, &mut rng);
-    Dataset {
-        kind: TaskKind::Segmentation,
+    let train_images = make(train, &mut rng);
+    let valid_images = make(valid, &mut rng);
+    let all = SegImages::from_memory(1, train_images.into_iter().chain(valid_images).collect());
+    SegmentationData {
         classes: SEG_CLASSES.iter().map(|s| s.to_string()).collect(),
-        train: train_set,
-        valid: valid_set,
+        train: all.first(train),
+        valid: all.skip(train),
         description: format!(
             "generated cell fields 1x48x48 with masks, train: {train}, validation: {valid}"
         ),

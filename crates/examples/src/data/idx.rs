@@ -6,9 +6,8 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use losskit_optim::TaskKind;
 
-use super::{Dataset, ImageSet};
+use super::{ClassificationData, ImageSet};
 use crate::models::CNN_SIZE;
 
 pub(super) fn idx_file(dir: &Path, stem: &str) -> Option<PathBuf> {
@@ -109,12 +108,11 @@ fn idx_set(dir: &Path, prefix: &str, limit: Option<usize>) -> Result<(ImageSet, 
 }
 
 /// MNIST-format idx files: `train-*` for training, `t10k-*` (the test set) for validation.
-pub fn load_idx(dir: &Path, limit: Option<usize>) -> Result<Dataset> {
+pub fn load_idx(dir: &Path, limit: Option<usize>) -> Result<ClassificationData> {
     let (train, train_classes) = idx_set(dir, "train", limit)?;
     let (valid, valid_classes) = idx_set(dir, "t10k", None)?;
     let classes = train_classes.max(valid_classes).max(2);
-    Ok(Dataset {
-        kind: TaskKind::Classification,
+    Ok(ClassificationData {
         classes: (0..classes).map(|c| c.to_string()).collect(),
         description: format!(
             "idx files {} ({classes} classes, 1x28x28), train: {}, validation (t10k): {}",

@@ -11,7 +11,7 @@ pub const MAX_IMAGE_SIDE: u32 = 8192;
 pub(super) fn is_image(path: &Path) -> bool {
     path.extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
-        .is_some_and(|e| e == "png" || e == "jpg" || e == "jpeg")
+        .is_some_and(|e| matches!(e.as_str(), "png" | "jpg" | "jpeg" | "tif" | "tiff"))
 }
 
 pub(super) fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -23,19 +23,40 @@ pub(super) fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(entries)
 }
 
-pub(super) fn open_image(path: &Path) -> Result<image::DynamicImage> {
+fn reader(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>> {
     let mut reader = image::ImageReader::open(path)
         .with_context(|| format!("cannot open image {}", path.display()))?
         .with_guessed_format()
         .with_context(|| format!("cannot read image {}", path.display()))?;
+    // A decompression bomb (a small file declaring a huge image) is refused before decoding.
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
     limits.max_alloc = Some(512 * 1024 * 1024);
     reader.limits(limits);
-    reader
+    Ok(reader)
+}
+
+pub(super) fn open_image(path: &Path) -> Result<image::DynamicImage> {
+    reader(path)?
         .decode()
         .map_err(|error| anyhow::anyhow!("cannot decode image {}: {error}", path.display()))
+}
+
+/// An image's (width, height) and whether it has colour, from its header only.
+pub(super) fn image_header(path: &Path) -> Result<(u32, u32, bool)> {
+    use image::ImageDecoder as _;
+    let decoder = reader(path)?
+        .into_decoder()
+        .map_err(|error| anyhow::anyhow!("cannot decode image {}: {error}", path.display()))?;
+    let (width, height) = decoder.dimensions();
+    if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
+        anyhow::bail!(
+            "cannot decode image {}: {width}x{height} is larger than the limit of {MAX_IMAGE_SIDE} pixels a side",
+            path.display()
+        );
+    }
+    Ok((width, height, decoder.color_type().has_color()))
 }
 
 fn resized_pixels(image: &image::DynamicImage, channels: usize, size: usize) -> Vec<f32> {

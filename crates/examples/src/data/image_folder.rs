@@ -3,10 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use losskit_optim::TaskKind;
 
 use super::{
-    Dataset, ImageSet,
+    ClassificationData, ImageSet,
     image_file::{Small, is_image, open_image, sorted_entries},
     split_indices,
 };
@@ -32,7 +31,7 @@ fn class_folders(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
 
 /// `root/<class>/*.png|jpg`, or `root/train/<class>/...` with `root/val/<class>/...` (also
 /// `valid/`, `test/`), resized to 28×28; grayscale unless some image has colour.
-pub fn load_image_folder(root: &Path, seed: u64) -> Result<Dataset> {
+pub fn load_image_folder(root: &Path, seed: u64) -> Result<ClassificationData> {
     let val_dir = ["val", "valid", "validation", "test"]
         .iter()
         .map(|d| root.join(d))
@@ -112,8 +111,7 @@ pub fn load_image_folder(root: &Path, seed: u64) -> Result<Dataset> {
         }
         set
     };
-    Ok(Dataset {
-        kind: TaskKind::Classification,
+    Ok(ClassificationData {
         description: format!(
             "image folder {} ({} classes, {}x28x28), train: {}, validation: {}",
             root.display(),

@@ -1,11 +1,13 @@
 //! The data of the bundled examples: generated blood-cell-like microscope images (with
-//! per-pixel masks for segmentation), image folders and MNIST-format idx files.
+//! per-pixel masks for segmentation), image folders, MNIST-format idx files, and image + mask
+//! folders read at their own resolution.
 
 mod generated;
 mod idx;
 mod image_file;
 mod image_folder;
-mod mask_folder;
+pub mod patches;
+pub mod segmentation;
 
 use std::path::{Path, PathBuf};
 
@@ -19,10 +21,13 @@ pub use self::{
     idx::load_idx,
     image_file::MAX_IMAGE_SIDE,
     image_folder::load_image_folder,
-    mask_folder::load_mask_folder,
+    segmentation::{
+        FolderReading, MaskMode, Normalization, SegImage, SegImages, SegmentationData,
+        load_segmentation_folder,
+    },
 };
 
-/// The side of the generated (and resized folder) segmentation images.
+/// The side of the generated segmentation images.
 pub const SEG_SIZE: usize = 48;
 
 /// Images and their labels, in memory.
@@ -72,11 +77,9 @@ impl ImageSet {
     }
 }
 
-/// A training and a validation set.
+/// Classification data: a training and a validation set of images of one size.
 #[derive(Debug, Clone)]
-pub struct Dataset {
-    /// Classification or segmentation.
-    pub kind: TaskKind,
+pub struct ClassificationData {
     /// Class names, index order.
     pub classes: Vec<String>,
     /// The training set.
@@ -85,6 +88,111 @@ pub struct Dataset {
     pub valid: ImageSet,
     /// Where the data came from, in words.
     pub description: String,
+}
+
+/// A task's data.
+#[derive(Debug, Clone)]
+pub enum Dataset {
+    /// Images with one class each.
+    Classification(ClassificationData),
+    /// Images with a class per pixel, each at its own size.
+    Segmentation(SegmentationData),
+}
+
+impl Dataset {
+    /// The task the data is for.
+    pub fn kind(&self) -> TaskKind {
+        match self {
+            Self::Classification(_) => TaskKind::Classification,
+            Self::Segmentation(_) => TaskKind::Segmentation,
+        }
+    }
+
+    /// Class names, index order.
+    pub fn classes(&self) -> &[String] {
+        match self {
+            Self::Classification(data) => &data.classes,
+            Self::Segmentation(data) => &data.classes,
+        }
+    }
+
+    /// Channels per image.
+    pub fn channels(&self) -> usize {
+        match self {
+            Self::Classification(data) => data.train.channels,
+            Self::Segmentation(data) => data.channels(),
+        }
+    }
+
+    /// Where the data came from, in words.
+    pub fn description(&self) -> &str {
+        match self {
+            Self::Classification(data) => &data.description,
+            Self::Segmentation(data) => &data.description,
+        }
+    }
+
+    /// The number of (training, validation) images.
+    pub fn sizes(&self) -> (usize, usize) {
+        match self {
+            Self::Classification(data) => (data.train.len(), data.valid.len()),
+            Self::Segmentation(data) => (data.train.len(), data.valid.len()),
+        }
+    }
+
+    /// The same data with every image in the validation split (to score other data whole).
+    pub fn all_for_validation(self) -> Self {
+        match self {
+            Self::Classification(mut data) => {
+                let mut all = std::mem::take(&mut data.train);
+                all.images.append(&mut data.valid.images);
+                all.labels.append(&mut data.valid.labels);
+                data.valid = all;
+                data.train = data.valid.clone_empty();
+                Self::Classification(data)
+            }
+            Self::Segmentation(mut data) => {
+                data.valid = data.train.joined(&data.valid);
+                data.train = data.train.first(0);
+                Self::Segmentation(data)
+            }
+        }
+    }
+
+    /// The data with only its first training image (and no validation images): what a
+    /// forward pass that checks a loss needs.
+    pub fn first_training_image(&self) -> Self {
+        match self {
+            Self::Classification(data) => {
+                let mut train = data.train.clone_empty();
+                let per = data.train.image_len();
+                let labels = data
+                    .train
+                    .labels
+                    .len()
+                    .checked_div(data.train.len())
+                    .unwrap_or(0);
+                train
+                    .images
+                    .extend_from_slice(&data.train.images[..per.min(data.train.images.len())]);
+                train
+                    .labels
+                    .extend_from_slice(&data.train.labels[..labels.min(data.train.labels.len())]);
+                Self::Classification(ClassificationData {
+                    classes: data.classes.clone(),
+                    train,
+                    valid: data.valid.clone_empty(),
+                    description: String::new(),
+                })
+            }
+            Self::Segmentation(data) => Self::Segmentation(SegmentationData {
+                classes: data.classes.clone(),
+                train: data.train.first(1),
+                valid: data.valid.first(0),
+                description: String::new(),
+            }),
+        }
+    }
 }
 
 /// Where a run's data comes from; stored in checkpoints so `evaluate` can rebuild it.
@@ -125,37 +233,55 @@ pub enum DataSource {
         /// Use at most this many training images (all when `None`).
         limit: Option<usize>,
     },
-    /// `root/images/*.png` with `root/masks/*.png` of the same names.
+    /// `root/images/*` with `root/masks/*` of the same names, at their own size.
     MaskFolder {
         /// The root folder.
         path: PathBuf,
         /// The seed of the train/validation split.
         seed: u64,
+        /// Normalisation and mask reading (the defaults in runs written before they were
+        /// options).
+        #[serde(default)]
+        reading: FolderReading,
     },
 }
 
 impl DataSource {
     /// Loads or generates the data.
     pub fn load(&self) -> Result<Dataset> {
-        match self {
+        Ok(match self {
             DataSource::GeneratedCells {
                 train_per_class,
                 valid_per_class,
                 imbalance,
                 seed,
-            } => Ok(generate_cells(
+            } => Dataset::Classification(generate_cells(
                 *train_per_class,
                 *valid_per_class,
                 *imbalance,
                 *seed,
             )),
             DataSource::GeneratedMasks { train, valid, seed } => {
-                Ok(generate_masks(*train, *valid, *seed))
+                Dataset::Segmentation(generate_masks(*train, *valid, *seed))
             }
-            DataSource::ImageFolder { path, seed } => load_image_folder(path, *seed),
-            DataSource::Idx { path, limit } => load_idx(path, *limit),
-            DataSource::MaskFolder { path, seed } => load_mask_folder(path, *seed),
-        }
+            DataSource::ImageFolder { path, seed } => {
+                Dataset::Classification(load_image_folder(path, *seed)?)
+            }
+            DataSource::Idx { path, limit } => Dataset::Classification(load_idx(path, *limit)?),
+            DataSource::MaskFolder {
+                path,
+                seed,
+                reading,
+            } => Dataset::Segmentation(load_segmentation_folder(path, *seed, *reading)?),
+        })
+    }
+
+    /// Whether the data is generated (not read from files).
+    pub fn is_generated(&self) -> bool {
+        matches!(
+            self,
+            DataSource::GeneratedCells { .. } | DataSource::GeneratedMasks { .. }
+        )
     }
 
     /// The data source for `--data PATH` (or the generated default) of a task.
@@ -165,6 +291,7 @@ impl DataSource {
         seed: u64,
         imbalance: f64,
         limit: Option<usize>,
+        reading: FolderReading,
     ) -> Result<Self> {
         let Some(path) = path else {
             return Ok(match kind {
@@ -202,6 +329,7 @@ impl DataSource {
             TaskKind::Segmentation => DataSource::MaskFolder {
                 path: path.to_path_buf(),
                 seed,
+                reading,
             },
         })
     }
