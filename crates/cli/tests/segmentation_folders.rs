@@ -131,6 +131,26 @@ fn gray_png_images_of_different_sizes_with_0_255_masks() {
     }
     let (out, output) = train(&root, &[]);
     check_run(&out, &output, &["background", "class_1"]);
+    // The run folder's config.toml trains the same run again, to the last digit.
+    let again = root.join("again");
+    let output = losskit(&[
+        "train",
+        "--config",
+        out.join("config.toml").to_str().unwrap(),
+        "--progress",
+        "quiet",
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    let (a, b) = (
+        json(&out.join("summary.json")),
+        json(&again.join("summary.json")),
+    );
+    assert_eq!(a["run"], b["run"]);
+    for key in ["val_loss", "val_dice", "train_loss"] {
+        assert_eq!(a[key], b[key], "{key}");
+    }
     let _ = std::fs::remove_dir_all(root);
 }
 

@@ -93,16 +93,20 @@ fn classification_trains_resumes_and_evaluates() {
     let again = run(&tiny(&["train", "--epochs", "1", "--out", out_s]));
     assert_one_line_error(&again, "already holds a run");
 
-    // The resumed run's settings are its own: --loss (and the like) are refused.
+    // The resumed run's settings are its own: another --loss (and the like) is refused, with
+    // the way to change it; the same --loss is accepted below.
     let refused = losskit(&[
         "train", "--resume", "--epochs", "2", "--loss", "focal", "--out", out_s,
     ]);
-    assert_one_line_error(&refused, "--loss is fixed by the run being resumed");
+    assert_one_line_error(&refused, "--loss differs from the run being resumed");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains(&format!("--init-from {out_s}")));
     let resumed = losskit(&[
         "train",
         "--resume",
         "--epochs",
         "2",
+        "--loss",
+        "cross_entropy",
         "--progress",
         "quiet",
         "--out",
@@ -641,5 +645,238 @@ fn a_checkpoint_written_before_seeded_initialisation_resumes() {
     let column = header.iter().position(|c| *c == "train_loss").unwrap();
     let logged: f64 = row.split(',').nth(column).unwrap().parse().unwrap();
     assert!((logged - old_loss).abs() < 1e-6, "{logged} vs {old_loss}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_warm_start_begins_where_its_source_ended_with_another_loss() {
+    let dir = scratch("init-from");
+    let source = dir.join("source");
+    let small = [
+        "--limit",
+        "200",
+        "--batch-size",
+        "16",
+        "--width",
+        "4",
+        "--progress",
+        "quiet",
+    ];
+    let with_small = |args: &[&str]| -> Output {
+        let all: Vec<&str> = args.iter().chain(small.iter()).copied().collect();
+        losskit(&all)
+    };
+    let output = with_small(&["train", "--epochs", "4", "--out", source.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output));
+    let source_accuracy = summary(&source)["val_accuracy"].as_f64().unwrap();
+    assert!(
+        source_accuracy > 0.5,
+        "the source run learned: {source_accuracy}"
+    );
+    // A learning rate too small to move the weights: the first validation shows where the
+    // run started (up to the one step's update of batch norm's running statistics).
+    let still = r#"{"name": "sgd", "lr": 1e-9}"#;
+    let first_accuracy = |extra: &[&str], name: &str| -> (f64, Value) {
+        let out = dir.join(name);
+        let mut args = vec![
+            "train",
+            "--epochs",
+            "1",
+            "--max-steps",
+            "1",
+            "--loss",
+            "focal",
+            "--optimizer",
+            still,
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let output = with_small(&args);
+        assert!(output.status.success(), "{}", text(&output));
+        let s = summary(&out);
+        (s["val_accuracy"].as_f64().unwrap(), s)
+    };
+    let source_dir = source.to_str().unwrap();
+    let (warm, warm_summary) = first_accuracy(&["--init-from", source_dir], "warm");
+    let (fresh, _) = first_accuracy(&[], "fresh");
+    assert!(
+        (warm - source_accuracy).abs() < 0.05,
+        "warm {warm} vs source {source_accuracy}"
+    );
+    assert!(
+        source_accuracy - fresh > 0.2,
+        "fresh {fresh} vs source {source_accuracy}"
+    );
+    let init = &warm_summary["run"]["init_from"];
+    assert_eq!(init["epoch"], 4, "{init}");
+    assert_eq!(init["loss"]["name"], "cross_entropy");
+    // The model must fit: another width, or another task, is refused before anything runs.
+    let other_width = losskit(&[
+        "train",
+        "--epochs",
+        "1",
+        "--init-from",
+        source_dir,
+        "--width",
+        "6",
+        "--limit",
+        "200",
+        "--out",
+        dir.join("wide").to_str().unwrap(),
+    ]);
+    assert_one_line_error(&other_width, "width 4 there, 6 here");
+    assert!(!dir.join("wide").exists());
+    let other_task = losskit(&[
+        "train",
+        "--task",
+        "segmentation",
+        "--init-from",
+        source_dir,
+        "--out",
+        dir.join("seg").to_str().unwrap(),
+    ]);
+    assert_one_line_error(&other_task, "a warm start needs the same task");
+    let both = losskit(&[
+        "train",
+        "--resume",
+        "--init-from",
+        source_dir,
+        "--out",
+        source_dir,
+    ]);
+    assert_one_line_error(&both, "--init-from starts a new run");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn patience_stops_early_and_the_best_checkpoint_holds_the_best_epoch() {
+    let dir = scratch("patience");
+    let out = dir.join("run");
+    let out_s = out.to_str().unwrap();
+    let output = run(&tiny(&[
+        "train",
+        "--epochs",
+        "12",
+        "--patience",
+        "1",
+        "--monitor",
+        "val_accuracy",
+        "--out",
+        out_s,
+        "--optimizer",
+        r#"{"name": "sgd", "lr": 0.2, "momentum": 0.9}"#,
+    ]));
+    assert!(output.status.success(), "{}", text(&output));
+    let s = summary(&out);
+    assert_eq!(s["stopped_early"], true, "{s}");
+    let epochs = s["epochs"].as_u64().unwrap();
+    let best_epoch = s["best"]["epoch"].as_u64().unwrap();
+    assert!(epochs < 12 && best_epoch + 1 == epochs, "{s}");
+    // Evaluating each checkpoint reproduces its epoch's validation accuracy.
+    let evaluate = |file: &str| -> Value {
+        let output = losskit(&["evaluate", "--checkpoint", out.join(file).to_str().unwrap()]);
+        assert!(output.status.success(), "{}", text(&output));
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let best = evaluate("best.lkc");
+    assert_eq!(best["epoch"], best_epoch);
+    assert_eq!(best["val_accuracy"], s["best"]["value"]);
+    let last = evaluate("checkpoint.lkc");
+    assert_eq!(last["epoch"], epochs);
+    assert!(last["val_accuracy"].as_f64() <= best["val_accuracy"].as_f64());
+    let bad_monitor = run(&tiny(&[
+        "train",
+        "--monitor",
+        "val_dice",
+        "--out",
+        dir.join("m").to_str().unwrap(),
+    ]));
+    assert_one_line_error(
+        &bad_monitor,
+        "a classification run reports val_loss, val_accuracy",
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_run_folders_config_toml_trains_the_same_run_again_and_flags_override_it() {
+    let dir = scratch("config");
+    let first = dir.join("first");
+    let output = run(&tiny(&[
+        "train",
+        "--epochs",
+        "2",
+        "--loss",
+        r#"{"name": "focal", "gamma": 1.5}"#,
+        "--optimizer",
+        r#"{"name": "sgd", "lr": 0.05, "momentum": 0.9}"#,
+        "--schedule",
+        r#"{"name": "cosine", "warmup_steps": 2}"#,
+        "--patience",
+        "5",
+        "--out",
+        first.to_str().unwrap(),
+    ]));
+    assert!(output.status.success(), "{}", text(&output));
+    let config = first.join("config.toml");
+    let toml_text = std::fs::read_to_string(&config).unwrap();
+    for line in ["epochs = 2", "seed = 42", "patience = 5", "limit = 40"] {
+        assert!(toml_text.contains(line), "{line} in {toml_text}");
+    }
+    let rows = |out: &Path| -> Vec<String> {
+        let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+        let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+        let seconds = header.iter().position(|c| *c == "seconds").unwrap();
+        csv.lines()
+            .map(|l| {
+                let mut cells: Vec<&str> = l.split(',').collect();
+                cells.remove(seconds);
+                cells.join(",")
+            })
+            .collect()
+    };
+    let again = dir.join("again");
+    let output = losskit(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--progress",
+        "quiet",
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(rows(&first), rows(&again), "same config, same numbers");
+    assert_eq!(summary(&again)["run"], summary(&first)["run"]);
+    // A flag overrides the file.
+    let longer = dir.join("longer");
+    let output = losskit(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--progress",
+        "quiet",
+        "--out",
+        longer.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(summary(&longer)["epochs"], 3);
+    // The first epoch is the same run's (the cosine schedule then spans three epochs).
+    assert_eq!(rows(&longer)[..2], rows(&first)[..2]);
+    // A key that is not a setting is named, with the closest one.
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "epoch = 3\nloss = \"dice\"\n").unwrap();
+    let output = losskit(&[
+        "train",
+        "--config",
+        bad.to_str().unwrap(),
+        "--out",
+        dir.join("x").to_str().unwrap(),
+    ]);
+    assert_one_line_error(&output, "unknown key `epoch`; did you mean `epochs`?");
+    assert!(!dir.join("x").exists());
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -10,6 +10,7 @@
 pub mod data;
 pub mod models;
 pub mod run;
+pub mod run_config;
 pub mod sliding_window;
 pub mod tasks;
 

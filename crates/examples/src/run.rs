@@ -9,8 +9,8 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use losskit_core::{Loss, Reduction, Registry, TargetKind, spec::parse_spec};
 use losskit_optim::{
-    CHECKPOINT_FILE, Checkpoint, OptimizerConfig, Progress, ScheduleConfig, Split, Task, TaskKind,
-    train::MAX_EPOCHS,
+    CHECKPOINT_FILE, Checkpoint, Monitor, OptimizerConfig, Progress, ScheduleConfig, Split, Task,
+    TaskKind, train::MAX_EPOCHS,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -72,6 +72,12 @@ pub struct TrainRequest {
     pub progress: Progress,
     /// The segmentation options.
     pub segmentation: SegmentationRequest,
+    /// The metric deciding the best epoch (`val_loss` when `None`).
+    pub monitor: Option<String>,
+    /// Stop after this many epochs without improvement of the monitored metric.
+    pub patience: Option<usize>,
+    /// Start from the weights of this run folder's last checkpoint, or of this checkpoint file.
+    pub init_from: Option<PathBuf>,
 }
 
 /// What `train` was asked about segmentation (each `None`: the default for the data).
@@ -141,6 +147,9 @@ impl TrainRequest {
             max_steps: None,
             progress: Progress::Auto,
             segmentation: SegmentationRequest::default(),
+            monitor: None,
+            patience: None,
+            init_from: None,
         }
     }
 }
@@ -176,6 +185,36 @@ pub struct RunSpec {
     /// written before these were options have none and train whole 48×48 images).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segmentation: Option<SegmentationRun>,
+    /// The metric deciding the best epoch (`val_loss` in runs written before it was an option).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<String>,
+    /// Epochs without improvement after which training stops (`None`: never early).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patience: Option<usize>,
+    /// The checkpoint this run's weights started from (a warm start), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<InitFrom>,
+}
+
+/// Where a warm-started run's weights came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InitFrom {
+    /// The checkpoint file.
+    pub checkpoint: PathBuf,
+    /// The epoch it held.
+    pub epoch: usize,
+    /// That run's loss config.
+    pub loss: Value,
+}
+
+impl RunSpec {
+    /// The monitor of this run (`val_loss` unless it chose another).
+    pub fn monitor(&self) -> Result<Monitor> {
+        Ok(Monitor::new(
+            self.monitor.as_deref().unwrap_or("val_loss"),
+            self.task,
+        )?)
+    }
 }
 
 /// The segmentation part of a run's description.
@@ -275,6 +314,8 @@ pub fn check_loss(loss: &dyn Loss, spec: &Value, task: TaskKind) -> Result<()> {
 /// A run ready to go: its spec, data and device.
 #[derive(Debug)]
 pub struct Prepared {
+    /// The weights a warm start begins from (burnpack bytes).
+    pub initial_model: Option<Vec<u8>>,
     /// The spec.
     pub spec: RunSpec,
     /// The data.
@@ -303,12 +344,19 @@ pub fn prepare_with(
         }
     };
     let (device, data_parallel) = devices(request)?;
+    let mut initial_model = None;
     let (spec, data) = if request.resume {
+        if request.init_from.is_some() {
+            bail!(
+                "--init-from starts a new run from another run's weights; --resume continues this one: pass one of them"
+            );
+        }
         let spec = resumed_spec(request)?;
         let data = load(&spec.data)?;
         (spec, data)
     } else {
-        let mut spec = new_spec(request)?;
+        let source = request.init_from.as_deref().map(read_source).transpose()?;
+        let mut spec = new_spec(request, source.as_ref().map(|(spec, _, _)| spec))?;
         let data = load(&spec.data)?;
         let (train, valid) = data.sizes();
         if train == 0 || valid == 0 {
@@ -317,11 +365,29 @@ pub fn prepare_with(
         spec.channels = data.channels();
         spec.classes = data.classes().to_vec();
         if let Dataset::Segmentation(segmentation) = &data {
-            spec.segmentation = Some(segmentation_run(request, &spec, segmentation)?);
+            let source_depth = source
+                .as_ref()
+                .and_then(|(s, _, _)| s.segmentation.as_ref().map(|s| s.depth));
+            spec.segmentation = Some(segmentation_run(
+                request,
+                &spec,
+                segmentation,
+                source_depth,
+            )?);
+        }
+        if let Some((source, checkpoint, path)) = source {
+            check_same_model(&source, &spec, &path)?;
+            spec.init_from = Some(InitFrom {
+                checkpoint: path,
+                epoch: checkpoint.meta.epoch,
+                loss: source.loss.clone(),
+            });
+            initial_model = Some(checkpoint.model);
         }
         (spec, data)
     };
     Ok(Prepared {
+        initial_model,
         spec,
         data,
         device,
@@ -343,7 +409,8 @@ fn devices(request: &TrainRequest) -> Result<(Device, Vec<Device>)> {
     Ok((device, data_parallel))
 }
 
-/// The spec of the run in `--out`, with `--epochs` raised as asked.
+/// The spec of the run in `--out`, with `--epochs` raised and `--patience` / `--monitor`
+/// changed as asked.
 fn resumed_spec(request: &TrainRequest) -> Result<RunSpec> {
     let checkpoint = Checkpoint::read(&request.out.join(CHECKPOINT_FILE))
         .map_err(|error| anyhow::anyhow!("--resume: {error}"))?;
@@ -352,6 +419,16 @@ fn resumed_spec(request: &TrainRequest) -> Result<RunSpec> {
     if let Some(epochs) = request.epochs {
         check_epochs(epochs)?;
         spec.epochs = epochs;
+    }
+    if let Some(monitor) = &request.monitor {
+        Monitor::new(monitor, spec.task)?;
+        spec.monitor = Some(monitor.clone());
+    }
+    if let Some(patience) = request.patience {
+        if patience == 0 {
+            bail!("--patience must be at least 1 (epochs without improvement before stopping)");
+        }
+        spec.patience = Some(patience);
     }
     if spec.epochs <= checkpoint.meta.epoch {
         bail!(
@@ -364,9 +441,61 @@ fn resumed_spec(request: &TrainRequest) -> Result<RunSpec> {
     Ok(spec)
 }
 
+/// The run spec, checkpoint and file of `--init-from PATH` (a run folder: its last
+/// checkpoint).
+fn read_source(path: &std::path::Path) -> Result<(RunSpec, Checkpoint, PathBuf)> {
+    let file = losskit_optim::checkpoint::resolve(path);
+    let checkpoint =
+        Checkpoint::read(&file).map_err(|error| anyhow::anyhow!("--init-from: {error}"))?;
+    let spec: RunSpec = serde_json::from_value(checkpoint.meta.run.clone()).with_context(|| {
+        format!(
+            "--init-from {}: the run description is not readable",
+            file.display()
+        )
+    })?;
+    Ok((spec, checkpoint, file))
+}
+
+/// A warm start needs the source run's model: task, input channels, classes, width, depth.
+fn check_same_model(source: &RunSpec, spec: &RunSpec, path: &std::path::Path) -> Result<()> {
+    let depth = |s: &RunSpec| s.segmentation.as_ref().map(|s| s.depth);
+    let differences: Vec<String> = [
+        (
+            "task",
+            source.task.as_str().to_string(),
+            spec.task.as_str().to_string(),
+        ),
+        (
+            "channels",
+            source.channels.to_string(),
+            spec.channels.to_string(),
+        ),
+        ("classes", source.classes.join("/"), spec.classes.join("/")),
+        ("width", source.width.to_string(), spec.width.to_string()),
+        (
+            "depth",
+            format!("{:?}", depth(source)),
+            format!("{:?}", depth(spec)),
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, a, b)| a != b)
+    .map(|(what, a, b)| format!("{what} {a} there, {b} here"))
+    .collect();
+    if !differences.is_empty() {
+        bail!(
+            "--init-from {}: its model does not fit this run ({}); a warm start needs the same task, data classes and model shape",
+            path.display(),
+            differences.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// The spec of a new run from the request's flags, every option checked; its `channels` and
-/// `classes` are filled in once the data is loaded.
-fn new_spec(request: &TrainRequest) -> Result<RunSpec> {
+/// `classes` are filled in once the data is loaded. A warm start's `source` gives the defaults
+/// of the model's shape.
+fn new_spec(request: &TrainRequest, source: Option<&RunSpec>) -> Result<RunSpec> {
     let loss_spec = Value::Object(parse_spec(&request.loss)?);
     let loss = Registry::global()?.build_value(&loss_spec)?;
     check_loss(loss.as_ref(), &loss_spec, request.task)?;
@@ -386,6 +515,21 @@ fn new_spec(request: &TrainRequest) -> Result<RunSpec> {
     let given = request.segmentation.given();
     if request.task != TaskKind::Segmentation && !given.is_empty() {
         bail!("{} applies to --task segmentation only", given.join(", "));
+    }
+    if let Some(source) = source {
+        default_width = source.width;
+        if source.task != request.task {
+            bail!(
+                "--init-from: that run is {}, this one {}; a warm start needs the same task",
+                source.task.as_str(),
+                request.task.as_str()
+            );
+        }
+    }
+    let monitor = request.monitor.clone().unwrap_or_else(|| "val_loss".into());
+    Monitor::new(&monitor, request.task)?;
+    if request.patience == Some(0) {
+        bail!("--patience must be at least 1 (epochs without improvement before stopping)");
     }
     let epochs = request.epochs.unwrap_or(default_epochs);
     let batch_size = request.batch_size.unwrap_or(default_batch);
@@ -435,6 +579,9 @@ fn new_spec(request: &TrainRequest) -> Result<RunSpec> {
         seed: request.seed,
         max_steps: request.max_steps,
         segmentation: None,
+        monitor: Some(monitor),
+        patience: request.patience,
+        init_from: None,
     })
 }
 
@@ -445,10 +592,11 @@ fn segmentation_run(
     request: &TrainRequest,
     spec: &RunSpec,
     data: &SegmentationData,
+    source_depth: Option<usize>,
 ) -> Result<SegmentationRun> {
     let asked = &request.segmentation;
     let generated = spec.data.is_generated();
-    let depth = asked.depth.unwrap_or(if generated {
+    let depth = asked.depth.or(source_depth).unwrap_or(if generated {
         GENERATED_DEPTH
     } else {
         folder_defaults::DEPTH

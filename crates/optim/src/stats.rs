@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::{
     error::TrainError,
     metrics::{Metrics, TaskKind},
+    monitor::Best,
 };
 
 /// The statistics of one finished epoch.
@@ -47,6 +48,12 @@ pub struct RunStats {
     pub classes: Vec<String>,
     /// The finished epochs.
     pub epochs: Vec<EpochStats>,
+    /// The best epoch under the run's monitor (kept in `best.lkc`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best: Option<Best>,
+    /// Whether early stopping ended the run before its last epoch.
+    #[serde(default)]
+    pub stopped_early: bool,
 }
 
 impl RunStats {
@@ -229,6 +236,14 @@ impl RunStats {
             "seconds": self.epochs.iter().map(|e| e.seconds).sum::<f64>(),
             "run": run,
         });
+        if let Some(best) = &self.best {
+            summary["best"] = json!({
+                "metric": best.metric,
+                "epoch": best.epoch,
+                "value": number(Some(best.value)),
+            });
+        }
+        summary["stopped_early"] = json!(self.stopped_early);
         if self.task == TaskKind::Segmentation {
             summary["val_dice"] = number(last.and_then(|e| e.val_metrics.dice));
             summary["val_iou"] = number(last.and_then(|e| e.val_metrics.iou));

@@ -8,7 +8,7 @@
 
 use std::{
     io::{IsTerminal, Write as _},
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -21,7 +21,9 @@ use burn::{
     store::{BurnpackStore, ModuleSnapshot},
     tensor::{Bytes, Device},
 };
-use losskit_core::{Loss, LossInput, Reduction, Rng, Target, input::to_f64_vec};
+use losskit_core::{
+    Loss, LossInput, Reduction, Rng, Target, atomic_write::write_atomically, input::to_f64_vec,
+};
 use serde_json::Value;
 
 use crate::{
@@ -29,6 +31,7 @@ use crate::{
     error::TrainError,
     init::seeded_init,
     metrics::{Confusion, Metrics, TaskKind},
+    monitor::{BEST_FILE, Monitor},
     optimizer::OptimizerConfig,
     parallel::{StepResult, Workers, shard_step},
     schedule::ScheduleConfig,
@@ -143,6 +146,17 @@ pub struct TrainConfig {
     /// batch-global losses); the model and optimizer stay on the `device` given to [`train`].
     /// Empty or one device: one device, no threads.
     pub data_parallel: Vec<Device>,
+    /// The metric that decides the best epoch, whose checkpoint is kept as `best.lkc`.
+    pub monitor: Monitor,
+    /// Stop when the monitored metric has not improved for this many epochs (`None`: train
+    /// every epoch).
+    pub patience: Option<usize>,
+    /// Start from these weights (burnpack bytes of the same model, e.g. another run's
+    /// checkpoint) instead of the seed's initial weights; the optimizer starts fresh.
+    pub initial_model: Option<Vec<u8>>,
+    /// Files written into `out_dir` with the reports at each save (name, contents), such as
+    /// the run's resolved configuration.
+    pub files: Vec<(String, String)>,
 }
 
 /// The result of a run.
@@ -154,6 +168,13 @@ pub struct TrainOutcome<M> {
     pub stats: RunStats,
     /// The checkpoint file.
     pub checkpoint: PathBuf,
+}
+
+impl<M> TrainOutcome<M> {
+    /// Whether early stopping ended the run before its last epoch.
+    pub fn stopped_early(&self) -> bool {
+        self.stats.stopped_early
+    }
 }
 
 /// The order of the training samples in `epoch` (1-based): a function of the seed and epoch only,
@@ -232,11 +253,17 @@ fn one_line(text: String) -> String {
         .join("; ")
 }
 
-/// A run description without its `epochs` (which a resumed run may extend).
-fn without_epochs(run: &Value) -> Value {
+/// The keys of a run description that a resumed run may change: how long it trains and when
+/// it stops, not what it computes.
+pub const RESUMABLE_KEYS: [&str; 3] = ["epochs", "patience", "monitor"];
+
+/// A run description without the keys a resumed run may change.
+fn without_resumable(run: &Value) -> Value {
     let mut run = run.clone();
     if let Value::Object(map) = &mut run {
-        map.remove("epochs");
+        for key in RESUMABLE_KEYS {
+            map.remove(key);
+        }
     }
     run
 }
@@ -408,7 +435,7 @@ fn run_training<T: Task>(
     let mut state = if config.resume {
         run.resume(optimizer.build(), scheduler)?
     } else {
-        run.start(optimizer.build(), scheduler)
+        run.start(optimizer.build(), scheduler)?
     };
     // Whether the checkpoint in `out_dir` is this run's (a replaced run's stays until the first
     // save overwrites it).
@@ -425,9 +452,33 @@ fn run_training<T: Task>(
             .map_err(|stop| stop.into_error(epoch, saved.then_some(&run.checkpoint_path)))?;
         state.stats.epochs.push(epoch_stats);
         state.epoch = epoch;
-        run.save(&state)?;
+        let best = config.monitor.best(&state.stats);
+        let improved = best.as_ref().is_some_and(|b| b.epoch == epoch);
+        state.stats.best = best;
+        let stop = config.patience.is_some_and(|patience| {
+            let since = state.stats.best.as_ref().map_or(epoch, |b| epoch - b.epoch);
+            since >= patience && epoch < config.epochs
+        });
+        state.stats.stopped_early = stop;
+        run.save(&state, improved)?;
         saved = true;
-        display.epoch(&state.stats.epoch_line(config.epochs));
+        let mut line = state.stats.epoch_line(config.epochs);
+        if improved {
+            line.push_str("  (best)");
+        }
+        display.epoch(&line);
+        if stop {
+            if let Some(best) = &state.stats.best {
+                display.epoch(&format!(
+                    "stopped early: {} has not improved for {} epochs (best {:.4} at epoch {}, kept in {BEST_FILE})",
+                    best.metric,
+                    epoch - best.epoch,
+                    best.value,
+                    best.epoch
+                ));
+            }
+            break;
+        }
     }
     Ok(TrainOutcome {
         model: state.model,
@@ -546,24 +597,34 @@ impl<'a, T: Task> Run<'a, T> {
         })
     }
 
-    /// A new run: the model's weights drawn from the seed.
+    /// A new run: the model's weights drawn from the seed, or the initial weights given.
     fn start(
         &self,
         optim: burn::optim::ModuleOptimizer,
         scheduler: burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler,
-    ) -> State<T::Model> {
-        State {
-            model: seeded_init(self.task.init_model(&self.autodiff), self.config.seed),
+    ) -> Result<State<T::Model>, TrainError> {
+        let model = match &self.config.initial_model {
+            Some(bytes) => {
+                let mut model = self.task.init_model(&self.autodiff);
+                load_weights(&mut model, bytes, "the initial weights")?;
+                model
+            }
+            None => seeded_init(self.task.init_model(&self.autodiff), self.config.seed),
+        };
+        Ok(State {
+            model,
             optim,
             scheduler,
             stats: RunStats {
                 task: self.task.kind(),
                 classes: self.task.classes(),
                 epochs: Vec::new(),
+                best: None,
+                stopped_early: false,
             },
             global_step: 0,
             epoch: 0,
-        }
+        })
     }
 
     /// The run in the checkpoint, which must be this run's (apart from its epochs).
@@ -574,7 +635,7 @@ impl<'a, T: Task> Run<'a, T> {
     ) -> Result<State<T::Model>, TrainError> {
         let path = &self.checkpoint_path;
         let checkpoint = Checkpoint::read(path)?;
-        if without_epochs(&checkpoint.meta.run) != without_epochs(&self.config.run) {
+        if without_resumable(&checkpoint.meta.run) != without_resumable(&self.config.run) {
             return Err(TrainError::Checkpoint(format!(
                 "{} was written by a different run (model, data, loss or optimizer differ); \
                  start a new run with --force or another --out",
@@ -757,32 +818,42 @@ impl<'a, T: Task> Run<'a, T> {
         })
     }
 
-    /// The checkpoint and the reports, each written atomically.
-    fn save(&self, state: &State<T::Model>) -> Result<(), TrainError> {
-        save(
-            &self.config.out_dir,
-            &self.checkpoint_path,
+    /// The checkpoint (also as the best one when `best`) and the reports, each written
+    /// atomically.
+    fn save(&self, state: &State<T::Model>, best: bool) -> Result<(), TrainError> {
+        let checkpoint = checkpoint_of(
             &state.model,
             &state.optim,
             state.epoch,
             state.global_step,
             self.config,
             &state.stats,
+        )?;
+        let bytes = checkpoint.encode()?;
+        write_atomically(&self.checkpoint_path, &bytes)?;
+        if best {
+            write_atomically(&self.config.out_dir.join(BEST_FILE), &bytes)?;
+        }
+        for (name, contents) in &self.config.files {
+            write_atomically(&self.config.out_dir.join(name), contents.as_bytes())?;
+        }
+        write_reports(
+            &self.config.out_dir,
+            &state.stats,
+            &self.config.run,
+            &self.config.title,
         )
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn save<M: Module>(
-    dir: &Path,
-    checkpoint_path: &Path,
+fn checkpoint_of<M: Module>(
     model: &M,
     optim: &burn::optim::ModuleOptimizer,
     epoch: usize,
     global_step: usize,
     config: &TrainConfig,
     stats: &RunStats,
-) -> Result<(), TrainError> {
+) -> Result<Checkpoint, TrainError> {
     let mut store = BurnpackStore::from_bytes(None);
     model
         .save_into(&mut store)
@@ -793,7 +864,7 @@ fn save<M: Module>(
     let optimizer_bytes = optim.into_bytes().map_err(|error| {
         TrainError::Checkpoint(format!("cannot encode the optimizer state: {error}"))
     })?;
-    let checkpoint = Checkpoint {
+    Ok(Checkpoint {
         meta: CheckpointMeta {
             epoch,
             global_step,
@@ -802,9 +873,7 @@ fn save<M: Module>(
         },
         model: model_bytes.to_vec(),
         optimizer: optimizer_bytes.to_vec(),
-    };
-    checkpoint.write(checkpoint_path)?;
-    write_reports(dir, stats, &config.run, &config.title)
+    })
 }
 
 /// Loads a model's weights from a checkpoint onto `device`.

@@ -18,8 +18,8 @@ use burn::{
 };
 use losskit_core::{LossInput, Registry, devices::parse_device};
 use losskit_optim::{
-    Checkpoint, OptimConfigError, OptimizerConfig, Progress, ScheduleConfig, Split, Task, TaskKind,
-    TrainConfig, TrainError, train,
+    Checkpoint, Monitor, OptimConfigError, OptimizerConfig, Progress, ScheduleConfig, Split, Task,
+    TaskKind, TrainConfig, TrainError, train,
 };
 
 fn device() -> Device {
@@ -131,6 +131,10 @@ fn config(out: PathBuf, epochs: usize, resume: bool) -> TrainConfig {
         max_steps_per_epoch: None,
         stop: None,
         data_parallel: Vec::new(),
+        monitor: Monitor::default(),
+        patience: None,
+        initial_model: None,
+        files: Vec::new(),
     }
 }
 
@@ -762,4 +766,120 @@ fn two_runs_in_threads_with_one_seed_are_identical() {
     assert_eq!(a, b);
     // And a third run alone, later, gives the same again.
     assert_eq!(run("threads-c"), a);
+}
+
+#[test]
+fn patience_stops_a_run_that_stopped_improving_and_keeps_the_best_epoch() {
+    let task = Blobs::new(64);
+    let loss = Registry::global()
+        .unwrap()
+        .build_spec("cross_entropy")
+        .unwrap();
+    let out = scratch("patience");
+    let mut config = config(out.clone(), 30, false);
+    // Accuracy on two separable blobs saturates within a few epochs; ties are no improvement.
+    config.monitor = Monitor::new("val_accuracy", TaskKind::Classification).unwrap();
+    config.patience = Some(2);
+    let optimizer = OptimizerConfig::parse(r#"{"name": "sgd", "lr": 0.5}"#).unwrap();
+    let outcome = train(
+        &task,
+        loss.as_ref(),
+        &optimizer,
+        &ScheduleConfig::default(),
+        &device(),
+        &config,
+    )
+    .unwrap();
+    let stats = &outcome.stats;
+    assert!(
+        outcome.stopped_early() && stats.epochs.len() < 30,
+        "{} epochs",
+        stats.epochs.len()
+    );
+    let best = stats.best.clone().unwrap();
+    assert_eq!(
+        best.epoch + 2,
+        stats.epochs.len(),
+        "stopped two epochs after the best"
+    );
+    let best_value = stats.epochs[best.epoch - 1].val_metrics.accuracy;
+    assert_eq!(best.value, best_value);
+    assert!(
+        stats
+            .epochs
+            .iter()
+            .all(|e| e.val_metrics.accuracy <= best_value)
+    );
+    let kept = Checkpoint::read(&out.join(losskit_optim::BEST_FILE)).unwrap();
+    assert_eq!(kept.meta.epoch, best.epoch);
+    let last = Checkpoint::read(&out).unwrap();
+    assert_eq!(last.meta.epoch, stats.epochs.len());
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["stopped_early"], true);
+    assert_eq!(summary["best"]["epoch"], best.epoch);
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn initial_weights_start_where_the_source_run_ended() {
+    let task = Blobs::new(64);
+    let loss = Registry::global()
+        .unwrap()
+        .build_spec("cross_entropy")
+        .unwrap();
+    let source_dir = scratch("init-source");
+    let source = train(
+        &task,
+        loss.as_ref(),
+        &OptimizerConfig::parse("adam").unwrap(),
+        &ScheduleConfig::default(),
+        &device(),
+        &config(source_dir.clone(), 3, false),
+    )
+    .unwrap();
+    let source_val = source.stats.last().unwrap().val_loss;
+    let mut warm = config(scratch("init-warm"), 1, false);
+    warm.initial_model = Some(Checkpoint::read(&source_dir).unwrap().model);
+    // A learning rate too small to move the weights: the first validation is the source's.
+    let still = OptimizerConfig::parse(r#"{"name": "sgd", "lr": 1e-12}"#).unwrap();
+    let started = train(
+        &task,
+        loss.as_ref(),
+        &still,
+        &ScheduleConfig::default(),
+        &device(),
+        &warm,
+    )
+    .unwrap();
+    let warm_val = started.stats.epochs[0].val_loss;
+    assert!(
+        (warm_val - source_val).abs() < 1e-6,
+        "{warm_val} vs {source_val}"
+    );
+    let fresh = train(
+        &task,
+        loss.as_ref(),
+        &still,
+        &ScheduleConfig::default(),
+        &device(),
+        &config(scratch("init-fresh"), 1, false),
+    )
+    .unwrap();
+    assert!((fresh.stats.epochs[0].val_loss - source_val).abs() > 1e-3);
+    let mut wrong = config(scratch("init-wrong"), 1, false);
+    wrong.initial_model = Some(b"not a model".to_vec());
+    let error = train(
+        &task,
+        loss.as_ref(),
+        &still,
+        &ScheduleConfig::default(),
+        &device(),
+        &wrong,
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("initial weights"), "{error}");
+    for dir in [source_dir, warm.out_dir, wrong.out_dir] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -26,6 +26,7 @@ struct Pending {
     request: TrainRequest,
     spec: RunSpec,
     devices: (Device, Vec<Device>),
+    initial_model: Option<Vec<u8>>,
     label: String,
 }
 
@@ -44,6 +45,7 @@ pub fn run(base: &TrainRequest, losses: &[String]) -> Result<String> {
         request,
         spec,
         devices: (device, data_parallel),
+        initial_model,
         label,
     } in pending
     {
@@ -59,6 +61,7 @@ pub fn run(base: &TrainRequest, losses: &[String]) -> Result<String> {
             data,
             device,
             data_parallel,
+            initial_model,
         };
         let stats = run_prepared(prepared, &request, &title)?;
         results.push((label, stats));
@@ -111,6 +114,7 @@ fn prepare_all(
             data,
             device,
             data_parallel,
+            initial_model,
         } = prepared;
         if shared
             .as_ref()
@@ -122,6 +126,7 @@ fn prepare_all(
             request,
             spec,
             devices: (device, data_parallel),
+            initial_model,
             label: loss.clone(),
         });
     }

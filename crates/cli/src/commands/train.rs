@@ -5,11 +5,12 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use losskit_core::{Loss, atomic_write::write_atomically};
-use losskit_examples::run::{
-    Prepared, RunSpec, TaskRun, TrainRequest, check_forward, prepare, with_task,
+use losskit_examples::{
+    run::{Prepared, RunSpec, TaskRun, TrainRequest, check_forward, prepare, with_task},
+    run_config::{CONFIG_FILE, RunConfig},
 };
 use losskit_optim::{
-    CHECKPOINT_FILE, Progress, RunStats, Task, TaskKind, TrainConfig, TrainError,
+    BEST_FILE, CHECKPOINT_FILE, Progress, RunStats, Task, TaskKind, TrainConfig, TrainError,
     stats::REPORT_FILES,
 };
 use serde_json::Value;
@@ -33,6 +34,7 @@ impl TaskRun for Training<'_> {
         // the new run writes its first checkpoint and reports over them.
         check_out_dir(&self.request.out, self.request.resume, self.request.force)?;
         let replacing = !self.request.resume && self.request.out.join(CHECKPOINT_FILE).exists();
+
         match losskit_optim::train(
             task,
             self.loss,
@@ -92,6 +94,7 @@ pub fn run_prepared(prepared: Prepared, request: &TrainRequest, title: &str) -> 
         data,
         device,
         data_parallel,
+        initial_model,
     } = prepared;
     let loss = spec.build_loss()?;
     let config = TrainConfig {
@@ -106,9 +109,24 @@ pub fn run_prepared(prepared: Prepared, request: &TrainRequest, title: &str) -> 
         max_steps_per_epoch: spec.max_steps,
         stop: crate::signals::stop_flag(),
         data_parallel,
+        monitor: spec.monitor()?,
+        patience: spec.patience,
+        initial_model,
+        files: vec![(
+            CONFIG_FILE.to_string(),
+            RunConfig::resolved(&spec, request.device.as_deref(), &request.devices).to_toml()?,
+        )],
     };
     if request.progress != Progress::Quiet {
         eprintln!("losskit: {}", data.description());
+        if let Some(source) = &spec.init_from {
+            eprintln!(
+                "losskit: starting from the weights of {} (epoch {}, loss {})",
+                source.checkpoint.display(),
+                source.epoch,
+                source.loss
+            );
+        }
         if let Some(segmentation) = &spec.segmentation {
             let settings = &segmentation.settings;
             let [ph, pw] = settings.patches.size;
@@ -194,7 +212,23 @@ dice:",
             text.push_str(&format!(" {name} {dice:.3}"));
         }
     }
+    if let Some(best) = &stats.best {
+        text.push_str(&format!(
+            "\nbest: {} {:.4} at epoch {} ({BEST_FILE}){}",
+            best.metric,
+            best.value,
+            best.epoch,
+            if stats.stopped_early {
+                "; stopped early"
+            } else {
+                ""
+            }
+        ));
+    }
+    let best_file = stats.best.is_some().then_some(BEST_FILE);
     let files: Vec<String> = std::iter::once(CHECKPOINT_FILE)
+        .chain(best_file)
+        .chain([CONFIG_FILE])
         .chain(REPORT_FILES)
         .map(|file| format!("{}/{file}", out.display()))
         .collect();

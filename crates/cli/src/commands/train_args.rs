@@ -8,8 +8,10 @@ use losskit_optim::{Progress, TaskKind};
 
 use losskit_examples::{
     data::{MaskMode, Normalization},
-    run::{SegmentationRequest, TrainRequest, default_optimizer},
+    run::{RunSpec, SegmentationRequest, TrainRequest},
+    run_config::{PatchSize, RunConfig},
 };
+use losskit_optim::{OptimizerConfig, ScheduleConfig};
 
 use crate::commands::{compare, evaluate, train};
 
@@ -85,6 +87,19 @@ pub struct RunArgs {
     /// Stop each epoch after this many steps (quick checks).
     #[arg(long)]
     pub max_steps: Option<usize>,
+    /// The metric that decides the best epoch (kept as best.lkc) and early stopping:
+    /// val_loss (default), val_accuracy, train_loss, train_accuracy; val_dice, val_iou for
+    /// segmentation.
+    #[arg(long)]
+    pub monitor: Option<String>,
+    /// Stop when the monitored metric has not improved for this many epochs.
+    #[arg(long)]
+    pub patience: Option<usize>,
+    /// Start from another run's weights (a run folder: its last checkpoint; or a checkpoint
+    /// file such as RUN/best.lkc) with this run's loss, optimizer and schedule; the model's
+    /// shape must match (width and depth default to that run's).
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
     /// Replace an earlier run in the output folder (its files stay until the new run has saved
     /// its first epoch).
     #[arg(long)]
@@ -120,12 +135,12 @@ pub struct SegmentationArgs {
     /// Per-image intensity normalisation of folder images: percentile (1 to 99.8, StarDist's),
     /// percentile:LOW,HIGH, zscore (nnU-Net's), or none (values in [0, 1], minus 0.5).
     #[arg(long, value_parser = parse_normalize)]
-    pub normalize: Option<Normalization>,
+    pub normalize: Option<String>,
     /// How mask values are read: classes (class indices, gray levels in order, or colours;
     /// classes.json beside masks/ may name them) or instances (0 background, any other value
     /// foreground, as StarDist and Cellpose masks).
     #[arg(long, value_parser = parse_masks)]
-    pub masks: Option<MaskMode>,
+    pub masks: Option<String>,
     /// Refuse images smaller than a patch instead of padding them.
     #[arg(long)]
     pub no_pad: bool,
@@ -160,12 +175,16 @@ fn parse_on_off(text: &str) -> Result<bool, String> {
     }
 }
 
-fn parse_normalize(text: &str) -> Result<Normalization, String> {
-    Normalization::parse(text).map_err(|e| e.to_string())
+fn parse_normalize(text: &str) -> Result<String, String> {
+    Normalization::parse(text)
+        .map(|_| text.to_string())
+        .map_err(|e| e.to_string())
 }
 
-fn parse_masks(text: &str) -> Result<MaskMode, String> {
-    MaskMode::parse(text).map_err(|e| e.to_string())
+fn parse_masks(text: &str) -> Result<String, String> {
+    MaskMode::parse(text)
+        .map(|_| text.to_string())
+        .map_err(|e| e.to_string())
 }
 
 impl SegmentationArgs {
@@ -175,8 +194,11 @@ impl SegmentationArgs {
             patch: self.patch,
             steps_per_epoch: self.steps_per_epoch,
             augment: self.augment,
-            normalization: self.normalize,
-            masks: self.masks,
+            normalization: self
+                .normalize
+                .as_deref()
+                .and_then(|n| Normalization::parse(n).ok()),
+            masks: self.masks.as_deref().and_then(|m| MaskMode::parse(m).ok()),
             no_pad: self.no_pad,
             foreground: self.foreground,
             overlap: self.overlap,
@@ -185,46 +207,58 @@ impl SegmentationArgs {
 }
 
 impl RunArgs {
-    fn request(&self, loss: String, default_out: &str) -> TrainRequest {
-        let task = match self.task.unwrap_or(TaskArg::Classification) {
-            TaskArg::Classification => TaskKind::Classification,
-            TaskArg::Segmentation => TaskKind::Segmentation,
-        };
+    /// What the flags say, as a run config (`None` where a flag is not given).
+    fn config(&self, loss: Option<&str>) -> RunConfig {
+        let seg = &self.segmentation;
+        RunConfig {
+            task: self.task.map(|t| match t {
+                TaskArg::Classification => TaskKind::Classification,
+                TaskArg::Segmentation => TaskKind::Segmentation,
+            }),
+            data: self.data.clone(),
+            loss: loss.map(|l| l.into()),
+            optimizer: self.optimizer.clone().map(Into::into),
+            schedule: self.schedule.clone().map(Into::into),
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            seed: self.seed,
+            device: self.device.clone(),
+            devices: (!self.devices.is_empty()).then(|| self.devices.clone()),
+            imbalance: self.imbalance,
+            limit: self.limit,
+            width: self.width,
+            max_steps: self.max_steps,
+            monitor: self.monitor.clone(),
+            patience: self.patience,
+            init_from: self.init_from.clone(),
+            depth: seg.depth,
+            patch: seg.patch.map(PatchSize::Sides),
+            steps_per_epoch: seg.steps_per_epoch,
+            augment: seg.augment,
+            normalize: seg.normalize.clone(),
+            masks: seg.masks.clone(),
+            pad: seg.no_pad.then_some(false),
+            foreground: seg.foreground,
+            overlap: seg.overlap,
+        }
+    }
+
+    /// The request of `config` (the flags, over a config file's settings), with the options
+    /// that are not settings (output folder, --force, --progress) from the flags.
+    fn request_from(&self, config: &RunConfig, default_out: &str) -> Result<TrainRequest> {
+        let task = config.task.unwrap_or(TaskKind::Classification);
         let out = self
             .out
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("{default_out}{}", task.as_str())));
-        let mut request = TrainRequest::new(task, out);
-        request.data = self.data.clone();
-        if !loss.is_empty() {
-            request.loss = loss;
-        }
-        let (optimizer, schedule) = default_optimizer(task);
-        request.optimizer = self
-            .optimizer
-            .clone()
-            .unwrap_or_else(|| optimizer.to_string());
-        request.schedule = self
-            .schedule
-            .clone()
-            .or_else(|| schedule.map(str::to_string));
-        request.epochs = self.epochs;
-        request.batch_size = self.batch_size;
-        request.device = self.device.clone();
-        request.devices = self.devices.clone();
-        request.seed = self.seed.unwrap_or(request.seed);
-        request.imbalance = self.imbalance.unwrap_or(request.imbalance);
-        request.limit = self.limit;
-        request.width = self.width;
-        request.max_steps = self.max_steps;
+        let mut request = config.request(out)?;
         request.force = self.force;
-        request.segmentation = self.segmentation.request();
         request.progress = match self.progress {
             ProgressArg::Auto => Progress::Auto,
             ProgressArg::Lines => Progress::Lines,
             ProgressArg::Quiet => Progress::Quiet,
         };
-        request
+        Ok(request)
     }
 }
 
@@ -235,9 +269,14 @@ pub struct TrainArgs {
     /// classification, dice_ce for segmentation).
     #[arg(long)]
     pub loss: Option<String>,
+    /// A run config file (TOML): train's flags in snake_case, e.g. `epochs = 20`, `loss =
+    /// {name = "focal", gamma = 2}`; flags given here override it. Each run folder keeps its
+    /// resolved config.toml, which trains the same run again.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Continue the run in --out from its last checkpoint (its settings are kept; --epochs may
-    /// extend it, and the options that define the run, such as --loss or --optimizer, are
-    /// refused).
+    /// extend it and --patience / --monitor change when it stops; an option that would change
+    /// the run, such as another --loss, is refused: use --init-from for that).
     #[arg(long)]
     pub resume: bool,
     #[allow(missing_docs)]
@@ -274,46 +313,145 @@ impl TrainArgs {
     /// Runs `train`.
     pub fn run(&self) -> Result<String> {
         if self.resume {
-            let run = &self.run;
-            let given = [
-                ("--loss", self.loss.is_some()),
-                ("--optimizer", run.optimizer.is_some()),
-                ("--schedule", run.schedule.is_some()),
-                ("--batch-size", run.batch_size.is_some()),
-                ("--seed", run.seed.is_some()),
-                ("--task", run.task.is_some()),
-                ("--width", run.width.is_some()),
-                ("--data", run.data.is_some()),
-                ("--imbalance", run.imbalance.is_some()),
-                ("--limit", run.limit.is_some()),
-                ("--max-steps", run.max_steps.is_some()),
-            ];
-            let segmentation = run.segmentation.request();
-            let fixed = given
-                .iter()
-                .filter(|(_, given)| *given)
-                .map(|(flag, _)| *flag)
-                .chain(segmentation.given())
-                .next();
-            if let Some(flag) = fixed {
-                bail!(
-                    "--resume: {flag} is fixed by the run being resumed; drop it or start a new run with --force"
-                );
-            }
+            self.check_resume()?;
         }
-        let mut request = self.run.request(String::new(), "runs/");
-        if let Some(loss) = &self.loss {
-            request.loss = loss.clone();
-        }
+        let flags = self.run.config(self.loss.as_deref());
+        let config = match &self.config {
+            Some(_) if self.resume => bail!(
+                "--config describes a new run; --resume takes the run's settings from its checkpoint"
+            ),
+            Some(path) => RunConfig::read(path)?.overridden_by(flags),
+            None => flags,
+        };
+        let mut request = self.run.request_from(&config, "runs/")?;
         request.resume = self.resume;
         train::run(&request)
+    }
+}
+
+impl TrainArgs {
+    /// `--resume` keeps the run's settings: a flag that would change one is refused, naming
+    /// it and what the run has, with the way to change it (a warm start). A flag equal to the
+    /// run's setting is accepted.
+    fn check_resume(&self) -> Result<()> {
+        let run = &self.run;
+        let out = run.out.clone().unwrap_or_else(|| {
+            PathBuf::from(format!(
+                "runs/{}",
+                match run.task.unwrap_or(TaskArg::Classification) {
+                    TaskArg::Classification => "classification",
+                    TaskArg::Segmentation => "segmentation",
+                }
+            ))
+        });
+        let Ok(checkpoint) =
+            losskit_optim::Checkpoint::read(&out.join(losskit_optim::CHECKPOINT_FILE))
+        else {
+            // prepare() reports the missing or damaged checkpoint.
+            return Ok(());
+        };
+        let Ok(spec) = serde_json::from_value::<RunSpec>(checkpoint.meta.run.clone()) else {
+            return Ok(());
+        };
+        let same_loss = |given: &str| {
+            losskit_core::spec::parse_spec(given)
+                .is_ok_and(|m| serde_json::Value::Object(m) == spec.loss)
+        };
+        let task = |t: TaskArg| match t {
+            TaskArg::Classification => TaskKind::Classification,
+            TaskArg::Segmentation => TaskKind::Segmentation,
+        };
+        // (flag, given, equal to the run's setting, the run's setting in words)
+        let checks: Vec<(&str, bool, bool, String)> = vec![
+            (
+                "--loss",
+                self.loss.is_some(),
+                self.loss.as_deref().is_some_and(same_loss),
+                spec.loss.to_string(),
+            ),
+            (
+                "--optimizer",
+                run.optimizer.is_some(),
+                run.optimizer
+                    .as_deref()
+                    .is_some_and(|o| OptimizerConfig::parse(o).is_ok_and(|o| o == spec.optimizer)),
+                spec.optimizer.to_value().to_string(),
+            ),
+            (
+                "--schedule",
+                run.schedule.is_some(),
+                run.schedule
+                    .as_deref()
+                    .is_some_and(|o| ScheduleConfig::parse(o).is_ok_and(|o| o == spec.schedule)),
+                format!("{:?}", spec.schedule),
+            ),
+            (
+                "--batch-size",
+                run.batch_size.is_some(),
+                run.batch_size == Some(spec.batch_size),
+                spec.batch_size.to_string(),
+            ),
+            (
+                "--seed",
+                run.seed.is_some(),
+                run.seed == Some(spec.seed),
+                spec.seed.to_string(),
+            ),
+            (
+                "--width",
+                run.width.is_some(),
+                run.width == Some(spec.width),
+                spec.width.to_string(),
+            ),
+            (
+                "--task",
+                run.task.is_some(),
+                run.task.map(task) == Some(spec.task),
+                spec.task.as_str().to_string(),
+            ),
+            (
+                "--max-steps",
+                run.max_steps.is_some(),
+                run.max_steps.is_some() && run.max_steps == spec.max_steps,
+                format!("{:?}", spec.max_steps),
+            ),
+            ("--data", run.data.is_some(), false, String::new()),
+            ("--imbalance", run.imbalance.is_some(), false, String::new()),
+            ("--limit", run.limit.is_some(), false, String::new()),
+        ];
+        let segmentation = run.segmentation.request();
+        let differs = checks
+            .into_iter()
+            .filter(|(_, given, same, _)| *given && !*same)
+            .map(|(flag, _, _, setting)| (flag, setting))
+            .chain(
+                segmentation
+                    .given()
+                    .into_iter()
+                    .map(|flag| (flag, String::new())),
+            )
+            .next();
+        if let Some((flag, setting)) = differs {
+            let has = if setting.is_empty() {
+                String::new()
+            } else {
+                format!(" (the run has {setting})")
+            };
+            bail!(
+                "--resume: {flag} differs from the run being resumed{has}, whose settings are kept (only --epochs, --patience and --monitor may change); to go on from its weights with new settings, start a new run: --init-from {} --out NEW_FOLDER",
+                out.display()
+            );
+        }
+        Ok(())
     }
 }
 
 impl CompareArgs {
     /// Runs `compare`.
     pub fn run(&self) -> Result<String> {
-        let mut request = self.run.request(String::new(), "runs/compare-");
+        let mut request = self
+            .run
+            .request_from(&self.run.config(None), "runs/compare-")?;
         request.force = true;
         if request.progress == Progress::Auto {
             request.progress = Progress::Lines;
