@@ -3,6 +3,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use losskit_examples::predict::{ExportFormat, Layout};
 use std::{io::Write, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
@@ -34,6 +35,40 @@ enum Command {
     Compare(commands::train_args::CompareArgs),
     /// Evaluate a trained model (a checkpoint) on its validation data (or --data).
     Evaluate(commands::train_args::EvaluateArgs),
+    /// Apply a trained model to new images: a CSV of class probabilities (classification) or
+    /// a full-resolution mask and an outlined preview per image (segmentation).
+    Predict {
+        /// A run folder (its last checkpoint), a checkpoint file such as RUN/best.lkc, or an
+        /// exported model (.safetensors or .bpk with its .json beside it).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// An image, or a folder of images (PNG, JPEG, TIFF).
+        #[arg(long)]
+        input: PathBuf,
+        /// The folder for the predictions (created; never the input folder).
+        #[arg(long)]
+        out: PathBuf,
+        /// Device: cpu (default), flex, ndarray, wgpu.
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Export a trained model's weights (safetensors or burnpack) with its description
+    /// (MODEL.json: model, classes, normalisation) beside them.
+    Export {
+        /// A run folder (its last checkpoint) or a checkpoint file such as RUN/best.lkc.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// safetensors or burnpack.
+        #[arg(long, value_enum)]
+        format: ExportFormatArg,
+        /// Tensor names and layouts: burn (default) or pytorch (safetensors only:
+        /// norm.weight/bias, linear weights [out, in]).
+        #[arg(long, value_enum, default_value = "burn")]
+        layout: LayoutArg,
+        /// The file to write (*.safetensors or *.bpk).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// List every registered loss.
     List {
         /// Only this category: classification, segmentation, regression or composite.
@@ -101,11 +136,48 @@ enum Command {
     },
 }
 
+/// `export --format`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ExportFormatArg {
+    Safetensors,
+    Burnpack,
+}
+
+/// `export --layout`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LayoutArg {
+    Burn,
+    Pytorch,
+}
+
 fn run(cli: Cli) -> anyhow::Result<String> {
     match cli.command {
         Command::Train(args) => args.run(),
         Command::Compare(args) => args.run(),
         Command::Evaluate(args) => args.run(),
+        Command::Predict {
+            checkpoint,
+            input,
+            out,
+            device,
+        } => commands::predict::run(&checkpoint, &input, &out, device.as_deref()),
+        Command::Export {
+            checkpoint,
+            format,
+            layout,
+            out,
+        } => commands::predict::export(
+            &checkpoint,
+            match format {
+                ExportFormatArg::Safetensors => ExportFormat::Safetensors,
+                ExportFormatArg::Burnpack => ExportFormat::Burnpack,
+            },
+            match layout {
+                LayoutArg::Burn => Layout::Burn,
+                LayoutArg::Pytorch => Layout::Pytorch,
+            },
+            &out,
+        ),
         Command::List { category, format } => commands::list::run(category.as_deref(), format),
         Command::Info { name } => commands::info::run(&name),
         Command::Devices { names } => commands::devices::run(&names),

@@ -26,6 +26,9 @@ nuclei_instances  Same images as nuclei; masks are 16-bit PNG instance labels
                   image (skimage.measure.label, 4-connectivity) and then tiled, so ids
                   are global (not renumbered per tile; a nucleus cut by a tile border
                   keeps its id in both tiles).
+faces             skimage.data.lfw_subset() (lfw_subset.npy, 200 gray 25x25 crops): an
+                  image folder for classification, faces/face/*.png (the first 100) and
+                  faces/non_face/*.png (the last 100).
 coins             skimage.data.coins() (303x384 gray), split at row 140 / column 170
                   into 4 quadrants of different sizes (140x170, 140x214, 163x170,
                   163x214) to exercise "sizes differ within a set". Masks are 0/1
@@ -144,6 +147,15 @@ def main(out):
         write(out, "coins", stem, coins[rs, cs], cm[rs, cs])
         print(f"coins {stem}: {coins[rs, cs].shape}, foreground {cm[rs, cs].mean():.1%}")
     preview(out / "coins_preview.png", coins, cm)
+
+    # Classification at a size other than 28x28: skimage.data.lfw_subset() holds 200 gray
+    # 25x25 crops, the first 100 faces (Labeled Faces in the Wild) and the last 100 not.
+    crops = data.lfw_subset()
+    for i, crop in enumerate(crops):
+        folder = out / "faces" / ("face" if i < 100 else "non_face")
+        folder.mkdir(parents=True, exist_ok=True)
+        iio.imwrite(folder / f"{i:03d}.png", np.round(crop * 255).astype(np.uint8))
+    print(f"faces: {len(crops)} crops of {crops.shape[1]}x{crops.shape[2]}")
 
     digest = hashlib.sha256()
     for p in sorted(out.rglob("*")):

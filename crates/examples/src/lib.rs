@@ -9,6 +9,7 @@
 
 pub mod data;
 pub mod models;
+pub mod predict;
 pub mod run;
 pub mod run_config;
 pub mod sliding_window;

@@ -5,14 +5,17 @@ use burn::{
     nn::{
         BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d,
         conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig},
-        pool::{MaxPool2d, MaxPool2dConfig},
+        pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig},
     },
     tensor::{Device, Tensor, activation::relu},
 };
 use serde::{Deserialize, Serialize};
 
-/// The size of the CNN's input images (square).
+/// The side of the generated classification images and the default classifier input.
 pub const CNN_SIZE: usize = 28;
+
+/// The smallest classifier input side (three 2×2 poolings must leave a pixel).
+pub const MIN_CNN_SIZE: usize = 8;
 
 /// Convolution, batch norm, ReLU.
 #[derive(Module, Debug)]
@@ -48,14 +51,20 @@ pub struct CnnConfig {
     pub width: usize,
 }
 
-/// A small CNN for `channels × 28 × 28` images: three conv blocks with max pooling, then a
-/// hidden linear layer.
+/// A small CNN for `channels × H × W` images of any size (at least 8×8): three conv blocks
+/// with max pooling, an adaptive average pooling to a 3×3 grid, then a hidden linear layer.
+///
+/// The adaptive pooling makes one model shape serve every input size. At 28×28 the feature
+/// map is already 3×3, so the model is exactly the fixed-size CNN of earlier runs (whose
+/// checkpoints load unchanged); unlike global average pooling it keeps a coarse layout
+/// (centre versus rim), which the cell images' classes depend on.
 #[derive(Module, Debug)]
 pub struct Cnn {
     block1: ConvBlock,
     block2: ConvBlock,
     block3: ConvBlock,
     pool: MaxPool2d,
+    grid: AdaptiveAvgPool2d,
     hidden: Linear,
     output: Linear,
 }
@@ -69,6 +78,7 @@ impl CnnConfig {
             block2: ConvBlock::new(w, 2 * w, device),
             block3: ConvBlock::new(2 * w, 4 * w, device),
             pool: MaxPool2dConfig::new([2, 2]).init(),
+            grid: AdaptiveAvgPool2dConfig::new([3, 3]).init(),
             hidden: LinearConfig::new(4 * w * 3 * 3, 64).init(device),
             output: LinearConfig::new(64, self.classes).init(device),
         }
@@ -76,11 +86,11 @@ impl CnnConfig {
 }
 
 impl Cnn {
-    /// Logits `[N, classes]` of images `[N, channels, 28, 28]`.
+    /// Logits `[N, classes]` of images `[N, channels, H, W]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = self.pool.forward(self.block1.forward(images)); // 14
+        let x = self.pool.forward(self.block1.forward(images)); // 28 -> 14
         let x = self.pool.forward(self.block2.forward(x)); // 7
-        let x = self.pool.forward(self.block3.forward(x)); // 3
+        let x = self.grid.forward(self.pool.forward(self.block3.forward(x))); // 3
         let [n, c, h, w] = x.dims();
         let x = relu(self.hidden.forward(x.reshape([n, c * h * w])));
         self.output.forward(x)

@@ -20,7 +20,7 @@ use crate::{
         DataSource, Dataset, FolderReading, MaskMode, Normalization, SEG_SIZE, SegmentationData,
         patches::{Augmentation, PatchSampling},
     },
-    models::{CnnConfig, UNetConfig},
+    models::{CnnConfig, MIN_CNN_SIZE, UNetConfig},
     sliding_window::SlidingWindow,
     tasks::{ClassificationTask, SegmentationSettings, SegmentationTask},
 };
@@ -70,8 +70,10 @@ pub struct TrainRequest {
     pub max_steps: Option<usize>,
     /// How progress is shown.
     pub progress: Progress,
-    /// The segmentation options.
+    /// The segmentation options (`augment` applies to classification folders too).
     pub segmentation: SegmentationRequest,
+    /// The classifier's input side for image folders (default: from the data).
+    pub size: Option<usize>,
     /// The metric deciding the best epoch (`val_loss` when `None`).
     pub monitor: Option<String>,
     /// Stop after this many epochs without improvement of the monitored metric.
@@ -147,6 +149,7 @@ impl TrainRequest {
             max_steps: None,
             progress: Progress::Auto,
             segmentation: SegmentationRequest::default(),
+            size: None,
             monitor: None,
             patience: None,
             init_from: None,
@@ -194,6 +197,10 @@ pub struct RunSpec {
     /// The checkpoint this run's weights started from (a warm start), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_from: Option<InitFrom>,
+    /// Random crops and flips of the classifier's training images (image folders; absent:
+    /// none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augment: Option<bool>,
 }
 
 /// Where a warm-started run's weights came from.
@@ -208,6 +215,48 @@ pub struct InitFrom {
 }
 
 impl RunSpec {
+    /// The classifier's shape.
+    pub fn cnn_config(&self) -> CnnConfig {
+        CnnConfig {
+            channels: self.channels,
+            classes: self.classes.len(),
+            width: self.width,
+        }
+    }
+
+    /// The segmenter's depth, patches, augmentation and window; runs written before these
+    /// were options trained whole 48×48 images of `train_images` each epoch.
+    pub fn segmentation_run(&self, train_images: usize) -> SegmentationRun {
+        self.segmentation
+            .clone()
+            .unwrap_or_else(|| SegmentationRun {
+                depth: GENERATED_DEPTH,
+                settings: SegmentationSettings::whole_images(
+                    [SEG_SIZE, SEG_SIZE],
+                    train_images,
+                    self.batch_size,
+                ),
+            })
+    }
+
+    /// The segmenter's shape.
+    pub fn unet_config(&self) -> UNetConfig {
+        UNetConfig {
+            channels: self.channels,
+            classes: self.classes.len(),
+            width: self.width,
+            depth: self.segmentation_run(0).depth,
+        }
+    }
+
+    /// How the run's images are normalised (folders: as chosen; generated data: `none`).
+    pub fn normalization(&self) -> Normalization {
+        match &self.data {
+            DataSource::MaskFolder { reading, .. } => reading.normalization,
+            _ => Normalization::None,
+        }
+    }
+
     /// The monitor of this run (`val_loss` unless it chose another).
     pub fn monitor(&self) -> Result<Monitor> {
         Ok(Monitor::new(
@@ -259,6 +308,13 @@ pub mod folder_defaults {
     /// The largest default patch side (smaller images give smaller patches).
     pub const MAX_PATCH: usize = 128;
 }
+
+/// The fewest optimizer steps a classification run on an image folder takes by default (more
+/// epochs for small folders).
+pub const MIN_FOLDER_STEPS: usize = 300;
+
+/// The most epochs a default gives.
+const MAX_DEFAULT_EPOCHS: usize = 100;
 
 /// The U-Net depth of runs written before it was an option, and of the generated data.
 const GENERATED_DEPTH: usize = 2;
@@ -364,6 +420,15 @@ pub fn prepare_with(
         }
         spec.channels = data.channels();
         spec.classes = data.classes().to_vec();
+        if request.epochs.is_none() && matches!(spec.data, DataSource::ImageFolder { .. }) {
+            // A small folder gives few steps an epoch; batch norm's running statistics (what
+            // validation uses) need a few hundred steps to settle.
+            let steps = train.div_ceil(spec.batch_size).max(1);
+            spec.epochs = spec
+                .epochs
+                .max(MIN_FOLDER_STEPS.div_ceil(steps))
+                .min(MAX_DEFAULT_EPOCHS);
+        }
         if let Dataset::Segmentation(segmentation) = &data {
             let source_depth = source
                 .as_ref()
@@ -513,8 +578,26 @@ fn new_spec(request: &TrainRequest, source: Option<&RunSpec>) -> Result<RunSpec>
         default_width = folder_defaults::WIDTH;
     }
     let given = request.segmentation.given();
-    if request.task != TaskKind::Segmentation && !given.is_empty() {
-        bail!("{} applies to --task segmentation only", given.join(", "));
+    let segmentation_only: Vec<&str> = given
+        .iter()
+        .copied()
+        .filter(|f| *f != "--augment")
+        .collect();
+    if request.task != TaskKind::Segmentation && !segmentation_only.is_empty() {
+        bail!(
+            "{} applies to --task segmentation only",
+            segmentation_only.join(", ")
+        );
+    }
+    if request.task != TaskKind::Classification && request.size.is_some() {
+        bail!(
+            "--size applies to classification (segmentation trains on --patch patches of images at their own size)"
+        );
+    }
+    if let Some(size) = request.size
+        && !(MIN_CNN_SIZE..=1024).contains(&size)
+    {
+        bail!("--size must be in {MIN_CNN_SIZE}..=1024 (the classifier's input side in pixels)");
     }
     if let Some(source) = source {
         default_width = source.width;
@@ -557,7 +640,25 @@ fn new_spec(request: &TrainRequest, source: Option<&RunSpec>) -> Result<RunSpec>
         request.imbalance,
         request.limit,
         reading,
+        request.size,
     )?;
+    if request.size.is_some()
+        && !matches!(
+            data,
+            DataSource::ImageFolder { .. } | DataSource::Idx { .. }
+        )
+    {
+        bail!("--size applies to image folders (--data), not to the generated 28x28 cells");
+    }
+    let folder_images = matches!(data, DataSource::ImageFolder { .. });
+    if request.task == TaskKind::Classification
+        && !folder_images
+        && request.segmentation.augment == Some(true)
+    {
+        bail!(
+            "--augment applies to image folders (--data DIR), not to idx files or the generated cells"
+        );
+    }
     if data.is_generated()
         && let Some(flag) = given
             .iter()
@@ -582,6 +683,8 @@ fn new_spec(request: &TrainRequest, source: Option<&RunSpec>) -> Result<RunSpec>
         monitor: Some(monitor),
         patience: request.patience,
         init_from: None,
+        augment: (request.task == TaskKind::Classification && folder_images)
+            .then(|| request.segmentation.augment.unwrap_or(true)),
     })
 }
 
@@ -695,33 +798,16 @@ pub fn with_task<R: TaskRun>(spec: &RunSpec, data: Dataset, run: R) -> Result<R:
     match data {
         Dataset::Classification(data) if spec.task == TaskKind::Classification => {
             run.run(&ClassificationTask {
-                model: CnnConfig {
-                    channels: spec.channels,
-                    classes: spec.classes.len(),
-                    width: spec.width,
-                },
+                model: spec.cnn_config(),
                 data,
+                augment: spec.augment.unwrap_or(false),
+                seed: spec.seed,
             })
         }
         Dataset::Segmentation(data) if spec.task == TaskKind::Segmentation => {
-            let segmentation = spec
-                .segmentation
-                .clone()
-                .unwrap_or_else(|| SegmentationRun {
-                    depth: GENERATED_DEPTH,
-                    settings: SegmentationSettings::whole_images(
-                        [SEG_SIZE, SEG_SIZE],
-                        data.train.len(),
-                        spec.batch_size,
-                    ),
-                });
+            let segmentation = spec.segmentation_run(data.train.len());
             run.run(&SegmentationTask {
-                model: UNetConfig {
-                    channels: spec.channels,
-                    classes: spec.classes.len(),
-                    width: spec.width,
-                    depth: segmentation.depth,
-                },
+                model: spec.unet_config(),
                 data,
                 settings: segmentation.settings,
                 seed: spec.seed,

@@ -70,6 +70,8 @@ pub struct RunConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_from: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub depth: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patch: Option<PatchSize>,
@@ -90,7 +92,7 @@ pub struct RunConfig {
 }
 
 /// The keys a config file may hold.
-pub const KEYS: [&str; 26] = [
+pub const KEYS: [&str; 27] = [
     "task",
     "data",
     "loss",
@@ -108,6 +110,7 @@ pub const KEYS: [&str; 26] = [
     "monitor",
     "patience",
     "init_from",
+    "size",
     "depth",
     "patch",
     "steps_per_epoch",
@@ -183,6 +186,7 @@ impl RunConfig {
             monitor,
             patience,
             init_from,
+            size,
             depth,
             patch,
             steps_per_epoch,
@@ -231,6 +235,7 @@ impl RunConfig {
         request.monitor = self.monitor.clone();
         request.patience = self.patience;
         request.init_from = self.init_from.clone();
+        request.size = self.size;
         request.segmentation = SegmentationRequest {
             depth: self.depth,
             patch: self.patch.map(|p| match p {
@@ -290,7 +295,11 @@ impl RunConfig {
                 config.limit = (*train < 400).then_some(*train);
                 generated_images = Some(*train);
             }
-            DataSource::ImageFolder { path, .. } => config.data = Some(path.clone()),
+            DataSource::ImageFolder { path, size, .. } => {
+                config.data = Some(path.clone());
+                config.size = *size;
+                config.augment = spec.augment;
+            }
             DataSource::Idx { path, limit } => {
                 config.data = Some(path.clone());
                 config.limit = *limit;

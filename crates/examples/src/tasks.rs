@@ -17,6 +17,11 @@ use crate::{
     sliding_window::SlidingWindow,
 };
 
+/// A classifier input value from a pixel in [0, 1].
+pub fn centred(pixel: f32) -> f32 {
+    pixel - 0.5
+}
+
 fn batch_tensors(
     set: &ImageSet,
     indices: &[usize],
@@ -27,7 +32,11 @@ fn batch_tensors(
     let mut pixels = Vec::with_capacity(indices.len() * per);
     let mut labels = Vec::with_capacity(indices.len() * labels_per_image);
     for &i in indices {
-        pixels.extend(set.images[i * per..(i + 1) * per].iter().map(|p| p - 0.5));
+        pixels.extend(
+            set.images[i * per..(i + 1) * per]
+                .iter()
+                .map(|&p| centred(p)),
+        );
         labels.extend_from_slice(&set.labels[i * labels_per_image..(i + 1) * labels_per_image]);
     }
     let images = Tensor::<4>::from_data(
@@ -51,6 +60,11 @@ pub struct ClassificationTask {
     pub data: ClassificationData,
     /// The model's shape.
     pub model: CnnConfig,
+    /// Random crops (after zero padding by an eighth of the side) and horizontal flips of
+    /// the training images, drawn from the seed, epoch and position.
+    pub augment: bool,
+    /// The run's seed.
+    pub seed: u64,
 }
 
 impl Task for ClassificationTask {
@@ -80,6 +94,53 @@ impl Task for ClassificationTask {
         device: &Device,
     ) -> Result<LossInput, TrainError> {
         let (images, labels) = batch_tensors(split_set(&self.data, split), indices, 1, device);
+        let target = Tensor::<1, Int>::from_data(TensorData::new(labels, [indices.len()]), device);
+        Ok(LossInput::with_indices(model.forward(images), target)
+            .map_err(losskit_core::Error::from)?)
+    }
+
+    fn train_input(
+        &self,
+        model: &Cnn,
+        indices: &[usize],
+        epoch: usize,
+        device: &Device,
+    ) -> Result<LossInput, TrainError> {
+        if !self.augment {
+            return self.input(model, Split::Train, indices, device);
+        }
+        let set = &self.data.train;
+        let (c, h, w) = (set.channels, set.height, set.width);
+        let per = set.image_len();
+        let pad = (h.min(w) / 8).max(1) as isize;
+        let mut pixels = Vec::with_capacity(indices.len() * per);
+        let mut labels = Vec::with_capacity(indices.len());
+        for &i in indices {
+            let mut rng = patch_rng(self.seed, epoch, i);
+            let flip = rng.uniform() < 0.5;
+            let dy = rng.below(2 * pad as usize + 1) as isize - pad;
+            let dx = rng.below(2 * pad as usize + 1) as isize - pad;
+            let image = &set.images[i * per..(i + 1) * per];
+            for channel in 0..c {
+                for y in 0..h as isize {
+                    for x in 0..w as isize {
+                        let sx = if flip { w as isize - 1 - x } else { x } + dx;
+                        let sy = y + dy;
+                        let inside = sy >= 0 && sx >= 0 && sy < h as isize && sx < w as isize;
+                        // Outside the image: 0.5, the mean gray, centred to 0.
+                        let value = if inside {
+                            image[channel * h * w + sy as usize * w + sx as usize]
+                        } else {
+                            0.5
+                        };
+                        pixels.push(centred(value));
+                    }
+                }
+            }
+            labels.push(set.labels[i]);
+        }
+        let images =
+            Tensor::<4>::from_data(TensorData::new(pixels, [indices.len(), c, h, w]), device);
         let target = Tensor::<1, Int>::from_data(TensorData::new(labels, [indices.len()]), device);
         Ok(LossInput::with_indices(model.forward(images), target)
             .map_err(losskit_core::Error::from)?)

@@ -97,7 +97,8 @@ pub fn run(path: &Path, data: Option<&Path>, device: Option<&str>) -> Result<Str
                 DataSource::MaskFolder { reading, .. } => *reading,
                 _ => FolderReading::default(),
             };
-            DataSource::from_flag(spec.task, Some(path), spec.seed, 1.0, None, reading)?
+            let size = Some(spec.data.input_size());
+            DataSource::from_flag(spec.task, Some(path), spec.seed, 1.0, None, reading, size)?
         }
         None => spec.data.clone(),
     };

@@ -7,6 +7,7 @@ pub mod evaluate;
 pub mod info;
 pub mod list;
 pub mod new_loss;
+pub mod predict;
 pub mod serve;
 pub mod train;
 pub mod train_args;

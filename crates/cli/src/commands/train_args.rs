@@ -54,7 +54,8 @@ pub struct RunArgs {
     /// segmentation).
     #[arg(long)]
     pub schedule: Option<String>,
-    /// Epochs (default: 6 for classification, 12 for segmentation).
+    /// Epochs (default: 6 for classification, at least 300 steps on image folders; 12 for
+    /// segmentation, 8 on mask folders).
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Samples per step (default: 32 for classification; 16 for segmentation on generated
@@ -81,6 +82,10 @@ pub struct RunArgs {
     /// Use at most this many training samples.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// The classifier's input side for image folders: each image's central square (its
+    /// shorter side) is resized to SIZE x SIZE (default: the median shorter side, in 8..=128).
+    #[arg(long)]
+    pub size: Option<usize>,
     /// The model's base width (channels of its first block).
     #[arg(long)]
     pub width: Option<usize>,
@@ -128,8 +133,10 @@ pub struct SegmentationArgs {
     /// folders; one pass over the images for generated data).
     #[arg(long)]
     pub steps_per_epoch: Option<usize>,
-    /// Augmentation of training patches: flips, 90° turns, small rotations and zooms,
-    /// brightness, contrast, noise (default: on for folders, off for generated data).
+    /// Augmentation: for segmentation, flips, 90° turns, small rotations and zooms,
+    /// brightness, contrast and noise of each patch; for classification, random crops (after
+    /// padding by an eighth) and horizontal flips (default: on for folders, off for idx files
+    /// and generated data).
     #[arg(long, value_parser = parse_on_off)]
     pub augment: Option<bool>,
     /// Per-image intensity normalisation of folder images: percentile (1 to 99.8, StarDist's),
@@ -231,6 +238,7 @@ impl RunArgs {
             monitor: self.monitor.clone(),
             patience: self.patience,
             init_from: self.init_from.clone(),
+            size: self.size,
             depth: seg.depth,
             patch: seg.patch.map(PatchSize::Sides),
             steps_per_epoch: seg.steps_per_epoch,
@@ -417,6 +425,7 @@ impl TrainArgs {
             ),
             ("--data", run.data.is_some(), false, String::new()),
             ("--imbalance", run.imbalance.is_some(), false, String::new()),
+            ("--size", run.size.is_some(), false, String::new()),
             ("--limit", run.limit.is_some(), false, String::new()),
         ];
         let segmentation = run.segmentation.request();

@@ -8,7 +8,8 @@ use anyhow::{Context, Result};
 /// The largest image side read from a folder (larger images are refused, not decoded).
 pub const MAX_IMAGE_SIDE: u32 = 8192;
 
-pub(super) fn is_image(path: &Path) -> bool {
+/// Whether `path` names an image losskit reads (PNG, JPEG, TIFF), by its extension.
+pub fn is_image(path: &Path) -> bool {
     path.extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .is_some_and(|e| matches!(e.as_str(), "png" | "jpg" | "jpeg" | "tif" | "tiff"))
@@ -59,8 +60,18 @@ pub(super) fn image_header(path: &Path) -> Result<(u32, u32, bool)> {
     Ok((width, height, decoder.color_type().has_color()))
 }
 
+/// The central square of `image` (its shorter side), resized to `size` × `size`: the aspect
+/// ratio is kept and the longer side's ends are cut, as torchvision's `Resize` then
+/// `CenterCrop` do.
 fn resized_pixels(image: &image::DynamicImage, channels: usize, size: usize) -> Vec<f32> {
     let filter = image::imageops::FilterType::Triangle;
+    let side = image.width().min(image.height());
+    let image = &image.crop_imm(
+        (image.width() - side) / 2,
+        (image.height() - side) / 2,
+        side,
+        side,
+    );
     let s = size as u32;
     let mut out = Vec::with_capacity(channels * size * size);
     if channels == 1 {
@@ -104,4 +115,13 @@ impl Small {
             _ => out.extend_from_slice(&self.gray),
         }
     }
+}
+
+/// An image file as the classifier reads it: decoded, resized to `size`×`size`, gray (1
+/// channel) or RGB (3), values in [0, 1].
+pub fn classifier_pixels(path: &Path, channels: usize, size: usize) -> Result<Vec<f32>> {
+    let image = open_image(path)?;
+    let mut out = Vec::with_capacity(channels * size * size);
+    Small::new(&image, size).extend_into(&mut out, channels);
+    Ok(out)
 }

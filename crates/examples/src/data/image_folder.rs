@@ -6,10 +6,10 @@ use anyhow::{Result, bail};
 
 use super::{
     ClassificationData, ImageSet,
-    image_file::{Small, is_image, open_image, sorted_entries},
+    image_file::{Small, image_header, is_image, open_image, sorted_entries},
     split_indices,
 };
-use crate::models::CNN_SIZE;
+use crate::models::{CNN_SIZE, MIN_CNN_SIZE};
 
 fn class_folders(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
     let mut classes = Vec::new();
@@ -29,9 +29,39 @@ fn class_folders(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
     Ok(classes)
 }
 
-/// `root/<class>/*.png|jpg`, or `root/train/<class>/...` with `root/val/<class>/...` (also
-/// `valid/`, `test/`), resized to 28×28; grayscale unless some image has colour.
-pub fn load_image_folder(root: &Path, seed: u64) -> Result<ClassificationData> {
+/// The classifier's input side for a folder: the median of its images' shorter sides, within
+/// [`MIN_CNN_SIZE`, 128] (from the headers; nothing is decoded).
+pub fn default_size(root: &Path) -> Result<usize> {
+    let mut sides = Vec::new();
+    let mut visit = |dir: &Path| -> Result<()> {
+        for (_, files) in class_folders(dir)? {
+            for file in files {
+                let (w, h, _) = image_header(&file)?;
+                sides.push(w.min(h) as usize);
+            }
+        }
+        Ok(())
+    };
+    if root.join("train").is_dir() {
+        visit(&root.join("train"))?;
+    } else {
+        visit(root)?;
+    }
+    sides.sort_unstable();
+    Ok(sides
+        .get(sides.len() / 2)
+        .copied()
+        .unwrap_or(CNN_SIZE)
+        .clamp(MIN_CNN_SIZE, MAX_DEFAULT_SIZE))
+}
+
+/// The largest default classifier input side (larger images are scaled down to it).
+const MAX_DEFAULT_SIZE: usize = 128;
+
+/// `root/<class>/*.png|jpg|tif`, or `root/train/<class>/...` with `root/val/<class>/...` (also
+/// `valid/`, `test/`): each image's central square (its shorter side) resized to
+/// `size`×`size`; grayscale unless some image has colour.
+pub fn load_image_folder(root: &Path, seed: u64, size: usize) -> Result<ClassificationData> {
     let val_dir = ["val", "valid", "validation", "test"]
         .iter()
         .map(|d| root.join(d))
@@ -93,7 +123,7 @@ pub fn load_image_folder(root: &Path, seed: u64) -> Result<ClassificationData> {
     let decode = |files: &[(PathBuf, i64)]| -> Result<Vec<(Small, i64)>> {
         files
             .iter()
-            .map(|(path, c)| Ok((Small::new(&open_image(path)?, CNN_SIZE), *c)))
+            .map(|(path, c)| Ok((Small::new(&open_image(path)?, size), *c)))
             .collect()
     };
     let train_images = decode(&train_files)?;
@@ -104,7 +134,7 @@ pub fn load_image_folder(root: &Path, seed: u64) -> Result<ClassificationData> {
         .any(|(image, _)| image.rgb.is_some());
     let channels = if colour { 3 } else { 1 };
     let to_set = |images: &[(Small, i64)]| {
-        let mut set = ImageSet::new(channels, CNN_SIZE, CNN_SIZE);
+        let mut set = ImageSet::new(channels, size, size);
         for (image, c) in images {
             image.extend_into(&mut set.images, channels);
             set.labels.push(*c);
@@ -113,7 +143,7 @@ pub fn load_image_folder(root: &Path, seed: u64) -> Result<ClassificationData> {
     };
     Ok(ClassificationData {
         description: format!(
-            "image folder {} ({} classes, {}x28x28), train: {}, validation: {}",
+            "image folder {} ({} classes, {}x{size}x{size}, central squares), train: {}, validation: {}",
             root.display(),
             classes.len(),
             channels,

@@ -19,13 +19,14 @@ use self::idx::idx_file;
 pub use self::{
     generated::{CELL_TYPES, SEG_CLASSES, generate_cells, generate_masks},
     idx::load_idx,
-    image_file::MAX_IMAGE_SIDE,
+    image_file::{MAX_IMAGE_SIDE, classifier_pixels, is_image},
     image_folder::load_image_folder,
     segmentation::{
         FolderReading, MaskMode, Normalization, SegImage, SegImages, SegmentationData,
-        load_segmentation_folder,
+        load_segmentation_folder, read_image,
     },
 };
+use crate::models::CNN_SIZE;
 
 /// The side of the generated segmentation images.
 pub const SEG_SIZE: usize = 48;
@@ -225,6 +226,9 @@ pub enum DataSource {
         path: PathBuf,
         /// The seed of the train/validation split.
         seed: u64,
+        /// The classifier's input side (28 in runs written before it was an option).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<usize>,
     },
     /// MNIST-format idx files (`train-images-idx3-ubyte[.gz]`, ..., `t10k-...`).
     Idx {
@@ -264,8 +268,8 @@ impl DataSource {
             DataSource::GeneratedMasks { train, valid, seed } => {
                 Dataset::Segmentation(generate_masks(*train, *valid, *seed))
             }
-            DataSource::ImageFolder { path, seed } => {
-                Dataset::Classification(load_image_folder(path, *seed)?)
+            DataSource::ImageFolder { path, seed, size } => {
+                Dataset::Classification(load_image_folder(path, *seed, size.unwrap_or(CNN_SIZE))?)
             }
             DataSource::Idx { path, limit } => Dataset::Classification(load_idx(path, *limit)?),
             DataSource::MaskFolder {
@@ -274,6 +278,16 @@ impl DataSource {
                 reading,
             } => Dataset::Segmentation(load_segmentation_folder(path, *seed, *reading)?),
         })
+    }
+
+    /// The side of the classifier's square input images.
+    pub fn input_size(&self) -> usize {
+        match self {
+            DataSource::ImageFolder {
+                size: Some(size), ..
+            } => *size,
+            _ => CNN_SIZE,
+        }
     }
 
     /// Whether the data is generated (not read from files).
@@ -292,6 +306,7 @@ impl DataSource {
         imbalance: f64,
         limit: Option<usize>,
         reading: FolderReading,
+        size: Option<usize>,
     ) -> Result<Self> {
         let Some(path) = path else {
             return Ok(match kind {
@@ -317,6 +332,9 @@ impl DataSource {
         }
         Ok(match kind {
             TaskKind::Classification if idx_file(path, "train-images-idx3-ubyte").is_some() => {
+                if size.is_some_and(|s| s != CNN_SIZE) {
+                    bail!("--size: idx files hold 28x28 images; --size applies to image folders");
+                }
                 DataSource::Idx {
                     path: path.to_path_buf(),
                     limit,
@@ -325,6 +343,10 @@ impl DataSource {
             TaskKind::Classification => DataSource::ImageFolder {
                 path: path.to_path_buf(),
                 seed,
+                size: Some(match size {
+                    Some(size) => size,
+                    None => image_folder::default_size(path)?,
+                }),
             },
             TaskKind::Segmentation => DataSource::MaskFolder {
                 path: path.to_path_buf(),

@@ -603,6 +603,19 @@ fn decode_pair(image_path: &Path, mask_path: &Path, decoding: &Decoding) -> Resu
     ))
 }
 
+/// An image file as the segmenter reads it: the decoded image (to draw on) and its
+/// normalised pixels `[channels, H, W]`.
+pub fn read_image(
+    path: &Path,
+    channels: usize,
+    normalization: Normalization,
+) -> Result<(image::DynamicImage, Vec<f32>)> {
+    let image = open_image(path)?;
+    let mut pixels = planar_pixels(&image, channels);
+    normalization.apply(&mut pixels);
+    Ok((image, pixels))
+}
+
 /// An image's values in [0, 1] as `[C, H, W]`: gray as one channel, colour as three (alpha
 /// dropped); 16-bit images keep their precision.
 fn planar_pixels(image: &image::DynamicImage, channels: usize) -> Vec<f32> {
