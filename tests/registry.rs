@@ -200,10 +200,7 @@ fn the_readme_loss_table_is_generated_from_the_registry() {
 
 /// Built-in losses without a reference case yet, each with the reason. The test below fails
 /// for any other built-in without a case, and for a listed one once it has a case.
-const WITHOUT_REFERENCE_CASE: &[(&str, &str)] = &[(
-    "dice_focal",
-    "its MONAI case is in ../shared/reference/vectors2, which is not copied into tests/reference",
-)];
+const WITHOUT_REFERENCE_CASE: &[(&str, &str)] = &[];
 
 /// The registered names of the losses that the in-repo reference vectors have a case for: the
 /// `loss` (a config object or a name) of each case in every `tests/reference/*/cases.json`.

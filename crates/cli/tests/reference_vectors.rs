@@ -15,16 +15,39 @@ fn repository_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The vectors copied into the repository (so a fresh clone tests on its own).
-fn vectors() -> PathBuf {
-    repository_root().join("tests/reference/vectors")
+/// The vector sets copied into the repository (so a fresh clone tests on its own).
+const SETS: [&str; 2] = ["vectors", "vectors2"];
+
+/// Losses that `vectors2` has cases for and losskit does not have yet (issue 23). Their cases
+/// must fail as unknown losses: once one exists, its case must pass and it leaves this list.
+const PENDING: [&str; 5] = [
+    "boundary",
+    "hausdorff_dt",
+    "soft_cldice",
+    "dice_cldice",
+    "topk_cross_entropy",
+];
+
+fn vectors(set: &str) -> PathBuf {
+    repository_root().join("tests/reference").join(set)
 }
 
-fn cases() -> Vec<Value> {
-    let text =
-        std::fs::read_to_string(vectors().join("cases.json")).expect("cases.json is readable");
-    let parsed: Value = serde_json::from_str(&text).expect("cases.json is JSON");
-    parsed["cases"].as_array().expect("cases is a list").clone()
+/// Every case of every set, with its folder.
+fn cases() -> Vec<(PathBuf, Value)> {
+    SETS.iter()
+        .flat_map(|set| {
+            let dir = vectors(set);
+            let text =
+                std::fs::read_to_string(dir.join("cases.json")).expect("cases.json is readable");
+            let parsed: Value = serde_json::from_str(&text).expect("cases.json is JSON");
+            parsed["cases"]
+                .as_array()
+                .expect("cases is a list")
+                .iter()
+                .map(|case| (dir.join(case["id"].as_str().unwrap()), case.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 fn floats(path: &Path) -> Vec<f64> {
@@ -38,9 +61,8 @@ fn close(actual: f64, expected: f64) -> bool {
     (actual - expected).abs() <= 2e-5 + 2e-4 * expected.abs()
 }
 
-fn run_case(case: &Value, device: Option<&str>, scratch: &Path) -> Result<(), String> {
+fn run_case(dir: &Path, case: &Value, device: Option<&str>, scratch: &Path) -> Result<(), String> {
     let id = case["id"].as_str().unwrap();
-    let dir = vectors().join(id);
     let grad_path = scratch.join(format!("{id}.grad.npy"));
     let mut command = Command::new(env!("CARGO_BIN_EXE_losskit"));
     command
@@ -119,13 +141,24 @@ fn run_all(device: Option<&str>) {
     std::fs::create_dir_all(&scratch).unwrap();
     let cases = cases();
     assert!(
-        cases.len() >= 38,
-        "expected the full reference set, got {}",
+        cases.len() >= 47,
+        "expected both reference sets, got {}",
         cases.len()
     );
     let failures: Vec<String> = cases
         .iter()
-        .filter_map(|case| run_case(case, device, &scratch).err())
+        .filter_map(|(dir, case)| {
+            let result = run_case(dir, case, device, &scratch);
+            let name = case["loss"]["name"].as_str().unwrap_or_default();
+            if !PENDING.contains(&name) {
+                return result.err();
+            }
+            match result {
+                Err(error) if error.contains(&format!("unknown loss `{name}`")) => None,
+                Err(error) => Some(format!("{error} (a pending loss should be unknown)")),
+                Ok(()) => Some(format!("{name} now passes: remove it from PENDING")),
+            }
+        })
         .collect();
     std::fs::remove_dir_all(&scratch).ok();
     assert!(
@@ -150,13 +183,15 @@ fn every_reference_case_passes_on_ndarray() {
 
 #[test]
 fn the_copied_vectors_match_shared_when_present() {
-    let shared = repository_root().join("../shared/reference/vectors/cases.json");
-    if let Ok(original) = std::fs::read(&shared) {
-        let copy = std::fs::read(vectors().join("cases.json")).unwrap();
-        assert_eq!(
-            original, copy,
-            "tests/reference is stale: copy ../shared/reference again"
-        );
+    for set in SETS {
+        let shared = repository_root().join(format!("../shared/reference/{set}/cases.json"));
+        if let Ok(original) = std::fs::read(&shared) {
+            let copy = std::fs::read(vectors(set).join("cases.json")).unwrap();
+            assert_eq!(
+                original, copy,
+                "tests/reference/{set} is stale: copy ../shared/reference/{set} again"
+            );
+        }
     }
 }
 

@@ -6,8 +6,8 @@ use losskit_core::{
 
 use crate::{
     dice::DiceLoss,
-    focal::focal_elements,
-    overlap::{Activation, check_non_negative, logits_activation, overlap_config},
+    focal::{FocalActivation, focal_elements},
+    overlap::{check_non_negative, logits_activation, overlap_config},
 };
 
 overlap_config! {
@@ -26,6 +26,10 @@ overlap_config! {
         /// Dice: soft IoU instead of Dice.
         #[config(default = false)]
         pub jaccard: bool,
+        /// The focal term's form: `sigmoid` per channel (MONAI 1.6.1's `DiceFocalLoss`,
+        /// whatever the Dice term's activation), `softmax` over the channels, or `auto`.
+        #[config(default = "FocalActivation::Sigmoid")]
+        pub focal_activation: FocalActivation,
     }
     + dice_options
 }
@@ -49,31 +53,33 @@ impl LossConfig for DiceFocalLossConfig {
             lambda_dice: self.lambda_dice as f64,
             lambda_focal: self.lambda_focal as f64,
             gamma: self.gamma as f64,
+            focal_activation: self.focal_activation,
         }))
     }
 }
 
 losskit_core::documented! {
     /// # What it does
-    /// Dice plus focal loss, each weighted (MONAI's `DiceFocalLoss(softmax=True,
-    /// use_softmax=True)`):
+    /// Dice plus focal loss, each weighted, as MONAI 1.6.1's `DiceFocalLoss(softmax=True,
+    /// to_onehot_y=True)` computes it:
     ///
     /// ```text
     /// loss  = λ_dice · dice(x, y) + λ_focal · focal(x, y)
     /// focal = 1/(M·K) · Σ_positions Σ_c w_c · l_c         (K counted classes, M positions)
-    /// softmax: l_c = -(1 - p_c)^γ · t_c · log p_c          sigmoid: l_c = (1 - p_t)^γ · BCE(x_c, t_c)
+    /// sigmoid: l_c = (1 - p_t)^γ · BCE(x_c, t_c)          softmax: l_c = -(1 - p_c)^γ · t_c · log p_c
     /// ```
     ///
-    /// The Dice term is the `dice` loss with the same options. The focal term follows the
-    /// activation: with `softmax` (the default here) it is the softmax focal loss of the whole
-    /// distribution, with `sigmoid` the sigmoid focal loss of each channel; MONAI's default is
-    /// the sigmoid form unless `use_softmax`, which this loss makes explicit through
-    /// `activation`. As in MONAI the focal mean is over every (position, counted class)
-    /// element, so it is the `focal` loss divided by K; without the background, channel 0 is
-    /// left out of the focal sum too (after the softmax over all channels, where MONAI would
-    /// renormalise over the remaining ones). `sum` and `none` add the focal values over
-    /// positions (over each sample's positions) divided by K; both terms, already weighted, are
-    /// reported as `dice` and `focal`.
+    /// The Dice term is the `dice` loss with the same options (softmax over the channels by
+    /// default). The focal term is, by default, the sigmoid focal loss of each channel over the
+    /// logits against the one-hot target: that is MONAI 1.6.1's `FocalLoss` default, which its
+    /// `DiceFocalLoss` uses even when the Dice term takes a softmax (MONAI 1.6.1 has no
+    /// `use_softmax` argument there). `focal_activation: "softmax"` gives the softmax focal
+    /// loss of the whole distribution instead (this loss's default before it matched MONAI).
+    /// As in MONAI the focal mean is over every (position, counted class) element, so it is
+    /// the `focal` loss divided by K; without the background, channel 0 is left out of the
+    /// focal sum too. `sum` and `none` add the focal values over positions (over each sample's
+    /// positions) divided by K; both terms, already weighted, are reported as `dice` and
+    /// `focal`.
     ///
     /// Edge cases: empty masks give a Dice term ≈ 0 through the smoothing (no 0/0), absent
     /// classes contribute as in MONAI, ignored positions count in neither term, and when every
@@ -87,7 +93,9 @@ losskit_core::documented! {
     /// # Options
     /// - `lambda_dice` (float >= 0, default 1), `lambda_focal` (float >= 0, default 1).
     /// - `gamma` (float in [0, 1000], default 2).
-    /// - `activation` (`softmax` | `sigmoid`, default `softmax`).
+    /// - `activation` (`softmax` | `sigmoid`, default `softmax`): the Dice term's.
+    /// - `focal_activation` (`sigmoid` | `softmax` | `auto`, default `sigmoid`, MONAI's): the
+    ///   focal term's; `auto` is softmax for several channels, sigmoid for one.
     /// - Dice: `include_background` (also for the focal term), `smooth_nr`, `smooth_dr`,
     ///   `squared_pred`, `batch`, `jaccard` (as in `dice`).
     /// - `weights` (list of floats, one per output channel): per-class weights of both terms.
@@ -108,6 +116,7 @@ losskit_core::documented! {
         lambda_dice: f64,
         lambda_focal: f64,
         gamma: f64,
+        focal_activation: FocalActivation,
     }
 }
 
@@ -115,7 +124,7 @@ losskit_core::register_loss!(DiceFocalLoss {
     name: "dice_focal",
     aliases: [],
     category: Segmentation,
-    summary: "Weighted sum of Dice and focal loss (MONAI DiceFocalLoss), softmax or sigmoid; reports both terms.",
+    summary: "Weighted sum of Dice and focal loss (MONAI DiceFocalLoss: softmax Dice, sigmoid focal); reports both terms.",
     config: DiceFocalLossConfig,
 });
 
@@ -126,7 +135,11 @@ impl DiceFocalLoss {
         let overlap = self.dice.overlap();
         let channels = input.channels();
         let (target, valid) = overlap.target(input)?;
-        let sigmoid = overlap.activation == Activation::Sigmoid;
+        let sigmoid = match self.focal_activation {
+            FocalActivation::Sigmoid => true,
+            FocalActivation::Softmax => false,
+            FocalActivation::Auto => channels == 1,
+        };
         let elements = overlap.counted_classes(focal_elements(
             input.output().clone(),
             target,
@@ -170,7 +183,7 @@ mod tests {
     #[test]
     fn is_dice_plus_the_focal_loss_over_the_classes() {
         let loss = build(
-            r#"{"name": "dice_focal", "lambda_dice": 0.5, "lambda_focal": 2.0, "gamma": 2.0}"#,
+            r#"{"name": "dice_focal", "lambda_dice": 0.5, "lambda_focal": 2.0, "gamma": 2.0, "focal_activation": "softmax"}"#,
         );
         let dice = value(
             build("dice").as_ref(),
@@ -203,7 +216,8 @@ mod tests {
     #[test]
     fn hand_computed_focal_term_and_gradient() {
         // One position of class 0 with p = [1/2, 1/2]: focal = -(1/2)^2·log(1/2) / 2 classes.
-        let loss = build(r#"{"name": "dice_focal", "lambda_dice": 0.0}"#);
+        let loss =
+            build(r#"{"name": "dice_focal", "lambda_dice": 0.0, "focal_activation": "softmax"}"#);
         let (value, grad) = value_and_grad(loss.as_ref(), floats(&[0.0, 0.0], [1, 2, 1]), |o| {
             LossInput::with_indices(o, ints(&[0], [1, 1])).unwrap()
         });
@@ -212,6 +226,21 @@ mod tests {
         let p: f64 = 0.5;
         let dz = (2.0 * (1.0 - p) * p.ln() - (1.0 - p).powi(2) / p) * p * (1.0 - p) / 2.0;
         assert_close(&grad, &[dz, -dz], 1e-5);
+    }
+
+    #[test]
+    fn the_default_focal_term_is_monais_sigmoid_per_channel() {
+        // Logits [0, 0], class 0: each channel's sigmoid is 1/2 and its BCE log 2, so each
+        // element is (1/2)^2 · log 2, and the mean over the two channels the same; the softmax
+        // form would halve it (one element of the two carries the target).
+        let loss = build(r#"{"name": "dice_focal", "lambda_dice": 0.0}"#);
+        let input =
+            LossInput::with_indices(floats(&[0.0, 0.0], [1, 2, 1]), ints(&[0], [1, 1])).unwrap();
+        assert_close(
+            &value(loss.as_ref(), input, Reduction::Mean),
+            &[0.25 * 2f64.ln()],
+            1e-6,
+        );
     }
 
     #[test]
