@@ -136,9 +136,14 @@ impl Activation {
         }
     }
 
-    /// What an overlap loss with this activation accepts.
+    /// What an overlap loss with this activation accepts: segmentation outputs, and
+    /// classification outputs `[N, C]`, read as MONAI reads their `[N, C, 1]` view (one
+    /// position per sample; `batch: true` pools the classes over the batch).
     pub(crate) fn capabilities(self) -> Capabilities {
-        let segmentation = Capabilities::segmentation();
+        let segmentation = Capabilities {
+            ranks: vec![2, 3, 4, 5],
+            ..Capabilities::segmentation()
+        };
         match self {
             Self::Softmax => segmentation,
             Self::Sigmoid => Capabilities {

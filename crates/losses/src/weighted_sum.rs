@@ -312,7 +312,11 @@ mod tests {
             r#"{"name": "weighted_sum", "terms": [{"weight": 2.0, "loss": "dice"}, {"weight": 1.0, "loss": "focal"}]}"#,
         );
         let capabilities = loss.capabilities();
-        assert_eq!(capabilities.ranks, [3, 4, 5]);
+        assert_eq!(capabilities.ranks, [2, 3, 4, 5]);
+        let with_lovasz = build(
+            r#"{"name": "weighted_sum", "terms": [{"loss": "dice"}, {"loss": "lovasz_softmax"}]}"#,
+        );
+        assert_eq!(with_lovasz.capabilities().ranks, [3, 4, 5]);
         assert_eq!(
             capabilities.targets,
             [TargetKind::ClassIndices, TargetKind::Probabilities]
