@@ -16,7 +16,7 @@ use losskit_optim::{Checkpoint, TaskKind, checkpoint::resolve, train::load_weigh
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    data::{classifier_pixels, read_image},
+    data::{classifier_pixels, is_image, read_image, sorted_entries},
     models::{Cnn, UNet},
     run::RunSpec,
     sliding_window::SlidingWindow,
@@ -64,6 +64,8 @@ pub struct Predictor {
     spec: RunSpec,
     model: Model,
     device: Device,
+    /// The epoch the weights are from.
+    epoch: usize,
 }
 
 enum Model {
@@ -129,6 +131,7 @@ impl Predictor {
             spec,
             model,
             device: device.clone(),
+            epoch: checkpoint.meta.epoch,
         })
     }
 
@@ -164,6 +167,7 @@ impl Predictor {
             spec,
             model,
             device: device.clone(),
+            epoch: exported.epoch,
         })
     }
 
@@ -220,13 +224,7 @@ impl Predictor {
 
     /// Writes the model's weights to `out` in `format` and layout, and its description
     /// (`out` with the extension `.json`) beside them.
-    pub fn export(
-        &self,
-        out: &Path,
-        format: ExportFormat,
-        layout: Layout,
-        epoch: usize,
-    ) -> Result<()> {
+    pub fn export(&self, out: &Path, format: ExportFormat, layout: Layout) -> Result<()> {
         if format == ExportFormat::Burnpack && layout == Layout::Pytorch {
             bail!("--layout pytorch applies to safetensors; burnpack keeps burn's layout");
         }
@@ -243,7 +241,7 @@ impl Predictor {
             }
             .into(),
             run: self.spec.clone(),
-            epoch,
+            epoch: self.epoch,
         };
         losskit_core::atomic_write::write_atomically(out, &bytes)?;
         losskit_core::atomic_write::write_atomically(
@@ -357,12 +355,10 @@ pub fn input_files(input: &Path) -> Result<Vec<PathBuf>> {
     if !input.is_dir() {
         bail!("--input {}: no such file or folder", input.display());
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(input)
-        .with_context(|| format!("cannot read folder {}", input.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && crate::data::is_image(p))
+    let files: Vec<PathBuf> = sorted_entries(input)?
+        .into_iter()
+        .filter(|p| p.is_file() && is_image(p))
         .collect();
-    files.sort();
     if files.is_empty() {
         bail!("--input {}: no .png, .jpg or .tif images", input.display());
     }

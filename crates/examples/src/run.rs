@@ -70,7 +70,9 @@ pub struct TrainRequest {
     pub max_steps: Option<usize>,
     /// How progress is shown.
     pub progress: Progress,
-    /// The segmentation options (`augment` applies to classification folders too).
+    /// Augmentation on or off (the task's and data's default when `None`).
+    pub augment: Option<bool>,
+    /// The segmentation options.
     pub segmentation: SegmentationRequest,
     /// The classifier's input side for image folders (default: from the data).
     pub size: Option<usize>,
@@ -91,8 +93,6 @@ pub struct SegmentationRequest {
     pub patch: Option<[usize; 2]>,
     /// Optimizer steps per epoch (patches per epoch = steps × batch size).
     pub steps_per_epoch: Option<usize>,
-    /// Augmentation on or off.
-    pub augment: Option<bool>,
     /// Per-image intensity normalisation of folder images.
     pub normalization: Option<Normalization>,
     /// How mask values are read.
@@ -112,7 +112,6 @@ impl SegmentationRequest {
             ("--depth", self.depth.is_some()),
             ("--patch", self.patch.is_some()),
             ("--steps-per-epoch", self.steps_per_epoch.is_some()),
-            ("--augment", self.augment.is_some()),
             ("--normalize", self.normalization.is_some()),
             ("--masks", self.masks.is_some()),
             ("--no-pad", self.no_pad),
@@ -148,6 +147,7 @@ impl TrainRequest {
             width: None,
             max_steps: None,
             progress: Progress::Auto,
+            augment: None,
             segmentation: SegmentationRequest::default(),
             size: None,
             monitor: None,
@@ -578,16 +578,8 @@ fn new_spec(request: &TrainRequest, source: Option<&RunSpec>) -> Result<RunSpec>
         default_width = folder_defaults::WIDTH;
     }
     let given = request.segmentation.given();
-    let segmentation_only: Vec<&str> = given
-        .iter()
-        .copied()
-        .filter(|f| *f != "--augment")
-        .collect();
-    if request.task != TaskKind::Segmentation && !segmentation_only.is_empty() {
-        bail!(
-            "{} applies to --task segmentation only",
-            segmentation_only.join(", ")
-        );
+    if request.task != TaskKind::Segmentation && !given.is_empty() {
+        bail!("{} applies to --task segmentation only", given.join(", "));
     }
     if request.task != TaskKind::Classification && request.size.is_some() {
         bail!(
@@ -651,10 +643,7 @@ fn new_spec(request: &TrainRequest, source: Option<&RunSpec>) -> Result<RunSpec>
         bail!("--size applies to image folders (--data), not to the generated 28x28 cells");
     }
     let folder_images = matches!(data, DataSource::ImageFolder { .. });
-    if request.task == TaskKind::Classification
-        && !folder_images
-        && request.segmentation.augment == Some(true)
-    {
+    if request.task == TaskKind::Classification && !folder_images && request.augment == Some(true) {
         bail!(
             "--augment applies to image folders (--data DIR), not to idx files or the generated cells"
         );
@@ -684,7 +673,7 @@ fn new_spec(request: &TrainRequest, source: Option<&RunSpec>) -> Result<RunSpec>
         patience: request.patience,
         init_from: None,
         augment: (request.task == TaskKind::Classification && folder_images)
-            .then(|| request.segmentation.augment.unwrap_or(true)),
+            .then(|| request.augment.unwrap_or(true)),
     })
 }
 
@@ -755,7 +744,7 @@ fn segmentation_run(
     if !(0.0..0.95).contains(&overlap) {
         bail!("--overlap must be in [0, 0.95)");
     }
-    let augmentation = if asked.augment.unwrap_or(!generated) {
+    let augmentation = if request.augment.unwrap_or(!generated) {
         Augmentation::default()
     } else {
         Augmentation::none()

@@ -236,6 +236,7 @@ impl RunConfig {
         request.patience = self.patience;
         request.init_from = self.init_from.clone();
         request.size = self.size;
+        request.augment = self.augment;
         request.segmentation = SegmentationRequest {
             depth: self.depth,
             patch: self.patch.map(|p| match p {
@@ -243,7 +244,6 @@ impl RunConfig {
                 PatchSize::Sides(sides) => sides,
             }),
             steps_per_epoch: self.steps_per_epoch,
-            augment: self.augment,
             normalization: self
                 .normalize
                 .as_deref()

@@ -9,7 +9,6 @@ use losskit_core::atomic_write::write_atomically;
 use losskit_examples::predict::{
     ExportFormat, Layout, Prediction, Predictor, input_files, overlay,
 };
-use losskit_optim::Checkpoint;
 
 use crate::commands::device_from_flag;
 
@@ -164,9 +163,8 @@ pub fn export(
         );
     }
     let device = device_from_flag(None)?;
-    let epoch = Checkpoint::read(checkpoint)?.meta.epoch;
     let predictor = Predictor::load(checkpoint, &device)?;
-    predictor.export(out, format, layout, epoch)?;
+    predictor.export(out, format, layout)?;
     Ok(format!(
         "wrote {} and {}",
         out.display(),

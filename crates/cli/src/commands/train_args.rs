@@ -1,7 +1,7 @@
 //! The command-line arguments of `train`, `compare` and `evaluate` (kept here so `main.rs`
 //! only lists the commands).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use losskit_optim::{Progress, TaskKind};
@@ -22,6 +22,15 @@ pub enum TaskArg {
     Classification,
     /// The U-Net on cell images with masks (or `--data`: images/ and masks/ folders).
     Segmentation,
+}
+
+impl From<TaskArg> for TaskKind {
+    fn from(task: TaskArg) -> Self {
+        match task {
+            TaskArg::Classification => TaskKind::Classification,
+            TaskArg::Segmentation => TaskKind::Segmentation,
+        }
+    }
 }
 
 /// `--progress`.
@@ -86,6 +95,12 @@ pub struct RunArgs {
     /// shorter side) is resized to SIZE x SIZE (default: the median shorter side, in 8..=128).
     #[arg(long)]
     pub size: Option<usize>,
+    /// Augmentation: for segmentation, flips, 90° turns, small rotations and zooms,
+    /// brightness, contrast and noise of each patch; for classification, random crops (after
+    /// padding by an eighth) and horizontal flips (default: on for folders, off for idx files
+    /// and generated data).
+    #[arg(long, value_parser = parse_on_off)]
+    pub augment: Option<bool>,
     /// The model's base width (channels of its first block).
     #[arg(long)]
     pub width: Option<usize>,
@@ -133,12 +148,6 @@ pub struct SegmentationArgs {
     /// folders; one pass over the images for generated data).
     #[arg(long)]
     pub steps_per_epoch: Option<usize>,
-    /// Augmentation: for segmentation, flips, 90° turns, small rotations and zooms,
-    /// brightness, contrast and noise of each patch; for classification, random crops (after
-    /// padding by an eighth) and horizontal flips (default: on for folders, off for idx files
-    /// and generated data).
-    #[arg(long, value_parser = parse_on_off)]
-    pub augment: Option<bool>,
     /// Per-image intensity normalisation of folder images: percentile (1 to 99.8, StarDist's),
     /// percentile:LOW,HIGH, zscore (nnU-Net's), or none (values in [0, 1], minus 0.5).
     #[arg(long, value_parser = parse_normalize)]
@@ -200,7 +209,6 @@ impl SegmentationArgs {
             depth: self.depth,
             patch: self.patch,
             steps_per_epoch: self.steps_per_epoch,
-            augment: self.augment,
             normalization: self
                 .normalize
                 .as_deref()
@@ -218,10 +226,7 @@ impl RunArgs {
     fn config(&self, loss: Option<&str>) -> RunConfig {
         let seg = &self.segmentation;
         RunConfig {
-            task: self.task.map(|t| match t {
-                TaskArg::Classification => TaskKind::Classification,
-                TaskArg::Segmentation => TaskKind::Segmentation,
-            }),
+            task: self.task.map(TaskKind::from),
             data: self.data.clone(),
             loss: loss.map(|l| l.into()),
             optimizer: self.optimizer.clone().map(Into::into),
@@ -242,7 +247,7 @@ impl RunArgs {
             depth: seg.depth,
             patch: seg.patch.map(PatchSize::Sides),
             steps_per_epoch: seg.steps_per_epoch,
-            augment: seg.augment,
+            augment: self.augment,
             normalize: seg.normalize.clone(),
             masks: seg.masks.clone(),
             pad: seg.no_pad.then_some(false),
@@ -320,9 +325,6 @@ pub struct EvaluateArgs {
 impl TrainArgs {
     /// Runs `train`.
     pub fn run(&self) -> Result<String> {
-        if self.resume {
-            self.check_resume()?;
-        }
         let flags = self.run.config(self.loss.as_deref());
         let config = match &self.config {
             Some(_) if self.resume => bail!(
@@ -332,6 +334,9 @@ impl TrainArgs {
             None => flags,
         };
         let mut request = self.run.request_from(&config, "runs/")?;
+        if self.resume {
+            self.check_resume(&request.out)?;
+        }
         request.resume = self.resume;
         train::run(&request)
     }
@@ -341,17 +346,8 @@ impl TrainArgs {
     /// `--resume` keeps the run's settings: a flag that would change one is refused, naming
     /// it and what the run has, with the way to change it (a warm start). A flag equal to the
     /// run's setting is accepted.
-    fn check_resume(&self) -> Result<()> {
+    fn check_resume(&self, out: &Path) -> Result<()> {
         let run = &self.run;
-        let out = run.out.clone().unwrap_or_else(|| {
-            PathBuf::from(format!(
-                "runs/{}",
-                match run.task.unwrap_or(TaskArg::Classification) {
-                    TaskArg::Classification => "classification",
-                    TaskArg::Segmentation => "segmentation",
-                }
-            ))
-        });
         let Ok(checkpoint) =
             losskit_optim::Checkpoint::read(&out.join(losskit_optim::CHECKPOINT_FILE))
         else {
@@ -364,10 +360,6 @@ impl TrainArgs {
         let same_loss = |given: &str| {
             losskit_core::spec::parse_spec(given)
                 .is_ok_and(|m| serde_json::Value::Object(m) == spec.loss)
-        };
-        let task = |t: TaskArg| match t {
-            TaskArg::Classification => TaskKind::Classification,
-            TaskArg::Segmentation => TaskKind::Segmentation,
         };
         // (flag, given, equal to the run's setting, the run's setting in words)
         let checks: Vec<(&str, bool, bool, String)> = vec![
@@ -414,7 +406,7 @@ impl TrainArgs {
             (
                 "--task",
                 run.task.is_some(),
-                run.task.map(task) == Some(spec.task),
+                run.task.map(TaskKind::from) == Some(spec.task),
                 spec.task.as_str().to_string(),
             ),
             (
@@ -426,6 +418,7 @@ impl TrainArgs {
             ("--data", run.data.is_some(), false, String::new()),
             ("--imbalance", run.imbalance.is_some(), false, String::new()),
             ("--size", run.size.is_some(), false, String::new()),
+            ("--augment", run.augment.is_some(), false, String::new()),
             ("--limit", run.limit.is_some(), false, String::new()),
         ];
         let segmentation = run.segmentation.request();

@@ -19,7 +19,7 @@ use self::idx::idx_file;
 pub use self::{
     generated::{CELL_TYPES, SEG_CLASSES, generate_cells, generate_masks},
     idx::load_idx,
-    image_file::{MAX_IMAGE_SIDE, classifier_pixels, is_image},
+    image_file::{MAX_IMAGE_SIDE, classifier_pixels, is_image, sorted_entries},
     image_folder::load_image_folder,
     segmentation::{
         FolderReading, MaskMode, Normalization, SegImage, SegImages, SegmentationData,
