@@ -362,7 +362,131 @@ fn every_fault_fails_with_one_line_and_writes_nothing() {
     let unwritable = PathBuf::from("/proc/losskit-cannot-write-here/run");
     let below_file = s.file("a-file", b"x").join("run");
 
+    // Tables (regression) and label tables (multi-label).
+    let text_cell = s.file(
+        "text_cell.csv",
+        b"a,b,y\n1,2,3\n4,five,6\n7,8,9\n1,1,1\n2,2,2\n",
+    );
+    let empty_table = s.file("empty.csv", b"");
+    let constant_target = s.file("constant.csv", b"a,y\n1,5\n2,5\n3,5\n4,5\n5,5\n");
+    let good_table = s.file(
+        "good.csv",
+        b"a,b,y\n1,2,3\n2,1,4\n3,5,1\n4,4,2\n5,3,7\n6,6,1\n",
+    );
+    let negative_table = s.file("negative.csv", b"a,y\n1,-2\n2,1\n3,5\n4,4\n5,3\n6,6\n");
+    let labels_dir = s.path("labelled");
+    for i in 0..6 {
+        write_png(&labels_dir.join(format!("{i}.png")), 40 * i as u8, 16, 16);
+    }
+    std::fs::write(
+        labels_dir.join("labels.csv"),
+        "file,labels\n0.png,a\n1.png,a;b\n2.png,b\n3.png,\nmissing.png,a\n5.png,b\n",
+    )
+    .unwrap();
+    let regression = |table: &Path, target: &str, extra: &[&str]| -> Vec<OsString> {
+        let mut args = train_args(&[
+            &"--task".into(),
+            &"regression".into(),
+            &"--data".into(),
+            &os(table),
+            &"--target".into(),
+            &target.into(),
+            &"--out".into(),
+            &os(&out),
+        ]);
+        args.extend(extra.iter().map(OsString::from));
+        args
+    };
     let faults = vec![
+        Fault {
+            name: "table with a text cell",
+            args: regression(&text_cell, "y", &[]),
+            expect: "text_cell.csv: line 3, column `b`: `five` is not a finite number",
+            not_written: vec![out.clone()],
+        },
+        Fault {
+            name: "empty table",
+            args: regression(&empty_table, "y", &[]),
+            expect: "empty.csv: the file is empty",
+            not_written: vec![out.clone()],
+        },
+        Fault {
+            name: "missing target column",
+            args: regression(&good_table, "z", &[]),
+            expect: "no column `z` for the target (--target); the columns are a, b, y",
+            not_written: vec![out.clone()],
+        },
+        Fault {
+            name: "constant target column",
+            args: regression(&constant_target, "y", &[]),
+            expect: "target column `y` is constant (5 in every row)",
+            not_written: vec![out.clone()],
+        },
+        Fault {
+            name: "regression table without --target",
+            args: {
+                let mut args = regression(&good_table, "y", &[]);
+                let at = args.iter().position(|a| a == "--target").unwrap();
+                args.drain(at..at + 2);
+                args
+            },
+            expect: "needs --target COLUMN",
+            not_written: vec![out.clone()],
+        },
+        Fault {
+            name: "label table naming an unknown image",
+            args: train_args(&[
+                &"--task".into(),
+                &"multilabel".into(),
+                &"--data".into(),
+                &os(&labels_dir),
+                &"--out".into(),
+                &os(&out),
+            ]),
+            expect: "labels.csv: line 6: image `missing.png` does not exist",
+            not_written: vec![out.clone()],
+        },
+        Fault {
+            name: "class-index loss for regression",
+            args: regression(&good_table, "y", &["--loss", "cross_entropy"]),
+            expect: "loss `cross_entropy` does not take real-valued targets",
+            not_written: vec![out.clone()],
+        },
+        Fault {
+            name: "rate loss the regression head cannot feed",
+            args: regression(
+                &good_table,
+                "y",
+                &["--loss", r#"{"name": "poisson_nll", "log_input": false}"#],
+            ),
+            expect: "expects outputs that are probabilities in [0, 1], which the regression model cannot give",
+            not_written: vec![out.clone()],
+        },
+        Fault {
+            name: "non-negative loss on negative targets",
+            args: regression(&negative_table, "y", &["--loss", "msle"]),
+            expect: "loss `msle` takes non-negative targets, but target `y` has -2",
+            not_written: vec![out.clone()],
+        },
+        Fault {
+            name: "single-label loss for multi-label",
+            args: train_args(&[
+                &"--task".into(),
+                &"multilabel".into(),
+                &"--loss".into(),
+                &"cross_entropy".into(),
+                &"--out".into(),
+                &os(&out),
+            ]),
+            expect: "loss `cross_entropy` does not take multi-label targets",
+            not_written: vec![out.clone()],
+        },
+        Fault {
+            name: "--target without a regression table",
+            args: train_args(&[&"--target".into(), &"y".into(), &"--out".into(), &os(&out)]),
+            expect: "--target names the column to predict",
+            not_written: vec![out.clone()],
+        },
         // Loss specs and config files.
         Fault {
             name: "unknown loss, with suggestions",

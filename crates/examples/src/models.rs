@@ -1,4 +1,5 @@
-//! The bundled models: a small CNN for classification and a small U-Net for segmentation.
+//! The bundled models: a small CNN for classification (and image regression and multi-label
+//! classification), a small U-Net for segmentation, and a small MLP for table rows.
 
 use burn::{
     module::Module,
@@ -7,8 +8,12 @@ use burn::{
         conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig},
         pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig},
     },
-    tensor::{Device, Tensor, activation::relu},
+    tensor::{
+        Device, Tensor,
+        activation::{self, relu},
+    },
 };
+use losskit_core::OutputDomain;
 use serde::{Deserialize, Serialize};
 
 /// The side of the generated classification images and the default classifier input.
@@ -207,5 +212,114 @@ impl UNet {
             x = decoder.forward(Tensor::cat(vec![up.forward(x), skip], 1));
         }
         self.head.forward(x)
+    }
+}
+
+/// The tabular model's shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MlpConfig {
+    /// Input features.
+    pub inputs: usize,
+    /// Outputs.
+    pub outputs: usize,
+    /// Units of each hidden layer.
+    pub width: usize,
+}
+
+/// A multi-layer perceptron for standardised table rows: two hidden layers of `width` units
+/// with ReLU and a linear output, plus a linear map of the inputs straight to the output (the
+/// "wide" part of wide-and-deep models), so that a target that is nearly linear in the
+/// features, as many small tables' are, is not left to the hidden layers to approximate.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    first: Linear,
+    second: Linear,
+    output: Linear,
+    linear: Linear,
+}
+
+impl MlpConfig {
+    /// The model, on `device`.
+    pub fn init(&self, device: &Device) -> Mlp {
+        Mlp {
+            first: LinearConfig::new(self.inputs, self.width).init(device),
+            second: LinearConfig::new(self.width, self.width).init(device),
+            output: LinearConfig::new(self.width, self.outputs).init(device),
+            linear: LinearConfig::new(self.inputs, self.outputs)
+                .with_bias(false)
+                .init(device),
+        }
+    }
+}
+
+impl Mlp {
+    /// Outputs `[N, outputs]` of rows `[N, inputs]`.
+    pub fn forward(&self, rows: Tensor<2>) -> Tensor<2> {
+        let wide = self.linear.forward(rows.clone());
+        let x = relu(self.first.forward(rows));
+        let x = relu(self.second.forward(x));
+        self.output.forward(x) + wide
+    }
+}
+
+/// A regression model: the CNN for images, the MLP for table rows.
+#[derive(Module, Debug)]
+pub enum Regressor {
+    /// Images.
+    Cnn(Cnn),
+    /// Table rows.
+    Mlp(Mlp),
+}
+
+/// What follows a model's last layer so that its output lies in the domain the loss declares
+/// (over the channels, dimension 1): softmax for probabilities, sigmoid for independent
+/// probabilities, softplus for values above −1, a clamp to ±80 for log-rates; logits and real
+/// values pass unchanged.
+pub fn output_head<const D: usize>(domain: OutputDomain, output: Tensor<D>) -> Tensor<D> {
+    match domain {
+        OutputDomain::Logits | OutputDomain::Real => output,
+        OutputDomain::Probabilities => activation::softmax(output, 1),
+        OutputDomain::UnitInterval => activation::sigmoid(output),
+        OutputDomain::AboveMinusOne => activation::softplus(output, 1.0),
+        OutputDomain::LogRate => output.clamp(-80.0, 80.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::TensorData;
+
+    use super::*;
+
+    fn values(tensor: Tensor<2>) -> Vec<f32> {
+        tensor.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn the_head_puts_outputs_in_the_loss_domain() {
+        let device = losskit_core::devices::default_device().unwrap();
+        let logits = || {
+            Tensor::<2>::from_data(
+                TensorData::new(vec![2.0f32, -1.0, 0.5, -3.0, 0.0, 4.0], [2, 3]),
+                &device,
+            )
+        };
+        // Probabilities (the quadratic cost's domain): each row sums to 1.
+        let p = values(output_head(OutputDomain::Probabilities, logits()));
+        for row in p.chunks(3) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6, "{row:?}");
+        }
+        let sigmoid = values(output_head(OutputDomain::UnitInterval, logits()));
+        assert!((sigmoid[0] - 1.0 / (1.0 + (-2.0f32).exp())).abs() < 1e-6);
+        let above = values(output_head(OutputDomain::AboveMinusOne, logits()));
+        assert!(above.iter().all(|&v| v > -1.0));
+        assert_eq!(
+            values(output_head(OutputDomain::Logits, logits())),
+            values(logits())
+        );
+        assert_eq!(
+            values(output_head(OutputDomain::Real, logits())),
+            values(logits())
+        );
     }
 }

@@ -96,6 +96,17 @@ pub enum Prediction {
     },
 }
 
+/// Prediction reads classification and segmentation runs.
+fn check_predictable(spec: &RunSpec) -> Result<()> {
+    if matches!(spec.task, TaskKind::Regression | TaskKind::MultiLabel) {
+        bail!(
+            "predict and export read classification and segmentation runs; this is a {} run: score it on other data with `losskit evaluate --checkpoint RUN --data ...`",
+            spec.task.as_str()
+        );
+    }
+    Ok(())
+}
+
 impl Predictor {
     /// The model of a run folder, a checkpoint file (`.lkc`), or an exported model
     /// (`.safetensors` / `.bpk` with its `.json` beside it), on `device`.
@@ -115,6 +126,7 @@ impl Predictor {
                 )
             })?;
         let source = resolve(path).display().to_string();
+        check_predictable(&spec)?;
         let model = match spec.task {
             TaskKind::Classification => {
                 let mut model = spec.cnn_config().init(device);
@@ -126,6 +138,7 @@ impl Predictor {
                 load_weights(&mut model, &checkpoint.model, &source)?;
                 Model::Segmenter(Box::new(model), spec.segmentation_run(0).settings.window)
             }
+            TaskKind::Regression | TaskKind::MultiLabel => unreachable!("checked above"),
         };
         Ok(Self {
             spec,
@@ -151,6 +164,7 @@ impl Predictor {
             )
         })?;
         let spec = exported.run.clone();
+        check_predictable(&spec)?;
         let model = match spec.task {
             TaskKind::Classification => {
                 let mut model = spec.cnn_config().init(device);
@@ -162,6 +176,7 @@ impl Predictor {
                 load_export_weights(&mut model, path, &exported)?;
                 Model::Segmenter(Box::new(model), spec.segmentation_run(0).settings.window)
             }
+            TaskKind::Regression | TaskKind::MultiLabel => unreachable!("checked above"),
         };
         Ok(Self {
             spec,
@@ -236,8 +251,8 @@ impl Predictor {
             format,
             layout,
             model: match self.spec.task {
-                TaskKind::Classification => "cnn",
                 TaskKind::Segmentation => "unet",
+                _ => "cnn",
             }
             .into(),
             run: self.spec.clone(),

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
-use losskit_core::{Loss, Reduction, Registry, TargetKind, spec::parse_spec};
+use losskit_core::{Loss, OutputDomain, Reduction, Registry, TargetKind, spec::parse_spec};
 use losskit_optim::{
     CHECKPOINT_FILE, Checkpoint, Monitor, OptimizerConfig, Progress, ScheduleConfig, Split, Task,
     TaskKind, train::MAX_EPOCHS,
@@ -19,10 +19,14 @@ use crate::{
     data::{
         DataSource, Dataset, FolderReading, MaskMode, Normalization, SEG_SIZE, SegmentationData,
         patches::{Augmentation, PatchSampling},
+        regression::least_squares_r2,
     },
     models::{CnnConfig, MIN_CNN_SIZE, UNetConfig},
     sliding_window::SlidingWindow,
-    tasks::{ClassificationTask, SegmentationSettings, SegmentationTask},
+    tasks::{
+        ClassificationTask, RegressionScaling, RegressionTask, SegmentationSettings,
+        SegmentationTask,
+    },
 };
 
 /// The device named by `--device`, or the default CPU device (never burn's
@@ -82,6 +86,8 @@ pub struct TrainRequest {
     pub patience: Option<usize>,
     /// Start from the weights of this run folder's last checkpoint, or of this checkpoint file.
     pub init_from: Option<PathBuf>,
+    /// The table column a regression run predicts (`--data` tables).
+    pub target: Option<String>,
 }
 
 /// What `train` was asked about segmentation (each `None`: the default for the data).
@@ -153,6 +159,7 @@ impl TrainRequest {
             monitor: None,
             patience: None,
             init_from: None,
+            target: None,
         }
     }
 }
@@ -201,6 +208,13 @@ pub struct RunSpec {
     /// none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub augment: Option<bool>,
+    /// Table regression: the validation R² of linear least squares on the same split, the
+    /// baseline the model is reported against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linear_r2: Option<f64>,
+    /// Regression: how inputs and targets are scaled (from the training split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regression: Option<RegressionScaling>,
 }
 
 /// Where a warm-started run's weights came from.
@@ -289,7 +303,21 @@ pub fn defaults(task: TaskKind) -> (usize, usize, usize) {
         // (epochs, batch size, width)
         TaskKind::Classification => (6, 32, 12),
         TaskKind::Segmentation => (12, 16, 8),
+        TaskKind::Regression => (10, 32, 12),
+        TaskKind::MultiLabel => (15, 32, 12),
     }
+}
+
+/// The defaults of regression on a table of numeric features: the MLP's hidden units and the
+/// fewest optimizer steps a run takes (more epochs for small tables, at most 200).
+pub mod table_defaults {
+    /// Units of each hidden layer of the MLP.
+    pub const WIDTH: usize = 16;
+    /// The fewest optimizer steps of a default run (30 epochs of scikit-learn's diabetes
+    /// table; longer runs of this small model overfit small tables).
+    pub const MIN_STEPS: usize = 360;
+    /// The most epochs a default gives.
+    pub const MAX_EPOCHS: usize = 200;
 }
 
 /// The defaults of segmentation on a mask folder (real images at their own size): epochs,
@@ -325,13 +353,15 @@ pub fn default_loss(task: TaskKind) -> &'static str {
     match task {
         TaskKind::Classification => "cross_entropy",
         TaskKind::Segmentation => "dice_ce",
+        TaskKind::Regression => "mse",
+        TaskKind::MultiLabel => "binary_cross_entropy",
     }
 }
 
 /// The task's default optimizer and schedule specs.
 pub fn default_optimizer(task: TaskKind) -> (&'static str, Option<&'static str>) {
     match task {
-        TaskKind::Classification => ("adam", None),
+        TaskKind::Classification | TaskKind::Regression | TaskKind::MultiLabel => ("adam", None),
         TaskKind::Segmentation => (
             r#"{"name": "adam", "lr": 0.003}"#,
             Some(r#"{"name": "cosine", "min_lr": 0.0001}"#),
@@ -339,29 +369,107 @@ pub fn default_optimizer(task: TaskKind) -> (&'static str, Option<&'static str>)
     }
 }
 
-/// Checks that a loss can train the task's model (class-index targets of the task's rank).
+/// Checks that a loss can train the task's model: it takes the task's targets (class indices;
+/// 0/1 per label; real values) at the task's output rank, and the model can give outputs in
+/// the domain it declares.
 pub fn check_loss(loss: &dyn Loss, spec: &Value, task: TaskKind) -> Result<()> {
     let capabilities = loss.capabilities();
     let name = spec.get("name").and_then(Value::as_str).unwrap_or("?");
-    if !capabilities.accepts(TargetKind::ClassIndices) {
+    let example = task.as_str();
+    match task {
+        TaskKind::Classification | TaskKind::Segmentation
+            if !capabilities.accepts(TargetKind::ClassIndices) =>
+        {
+            bail!(
+                "loss `{name}` does not take class-index targets, so it cannot train the {example} example; try cross_entropy, focal or weighted_cross_entropy{}",
+                if task == TaskKind::Segmentation {
+                    ", dice or dice_ce"
+                } else {
+                    ", or dice with batch: true"
+                }
+            );
+        }
+        TaskKind::MultiLabel if !capabilities.accepts(TargetKind::BinaryMask) => bail!(
+            "loss `{name}` does not take multi-label targets (0 or 1 per label), so it cannot train the multilabel example; try binary_cross_entropy, asymmetric, or dice, jaccard or tversky with \"activation\": \"sigmoid\""
+        ),
+        TaskKind::Regression
+            if !capabilities.accepts(TargetKind::Real)
+                && !capabilities.accepts(TargetKind::NonNegative) =>
+        {
+            bail!(
+                "loss `{name}` does not take real-valued targets, so it cannot train the regression example; try mse, mae, huber, smooth_l1, log_cosh or quantile"
+            );
+        }
+        _ => {}
+    }
+    let rank = match task {
+        TaskKind::Segmentation => 4,
+        _ => 2,
+    };
+    if !capabilities.ranks.contains(&rank) {
+        bail!("loss `{name}` does not take outputs of rank {rank} (the {example} example's)");
+    }
+    let domain = capabilities.output;
+    let fits = match task {
+        TaskKind::Classification | TaskKind::Segmentation => matches!(
+            domain,
+            OutputDomain::Logits | OutputDomain::Probabilities | OutputDomain::UnitInterval
+        ),
+        // Softmax across labels would make them compete; multi-label needs independent ones.
+        TaskKind::MultiLabel => matches!(domain, OutputDomain::Logits | OutputDomain::UnitInterval),
+        TaskKind::Regression => matches!(
+            domain,
+            OutputDomain::Real | OutputDomain::AboveMinusOne | OutputDomain::LogRate
+        ),
+    };
+    if !fits {
         bail!(
-            "loss `{name}` does not take class-index targets, so it cannot train the {} example; try cross_entropy, focal or weighted_cross_entropy{}",
-            task.as_str(),
-            if task == TaskKind::Segmentation {
-                ", dice or dice_ce"
-            } else {
-                ""
+            "loss `{name}` expects outputs that are {}, which the {example} model cannot give: {}",
+            domain_words(domain),
+            match task {
+                TaskKind::Regression =>
+                    "its output is a real value per sample (a rate for poisson_nll needs \"log_input\": true)",
+                TaskKind::MultiLabel =>
+                    "its labels are independent, not one distribution over the classes",
+                _ => "its output is one score per class",
             }
         );
     }
-    let rank = match task {
-        TaskKind::Classification => 2,
-        TaskKind::Segmentation => 4,
+    Ok(())
+}
+
+fn domain_words(domain: OutputDomain) -> &'static str {
+    match domain {
+        OutputDomain::Logits => "logits",
+        OutputDomain::Probabilities => "probabilities summing to 1 over the classes",
+        OutputDomain::UnitInterval => "probabilities in [0, 1]",
+        OutputDomain::Real => "real values",
+        OutputDomain::AboveMinusOne => "values above -1",
+        OutputDomain::LogRate => "log-rates",
+    }
+}
+
+/// Refuses regression targets the loss cannot take (negative ones for a loss of
+/// non-negative targets, such as msle or poisson_nll).
+fn check_targets(loss: &dyn Loss, spec: &RunSpec, data: &Dataset) -> Result<()> {
+    let Dataset::Regression(data) = data else {
+        return Ok(());
     };
-    if !capabilities.ranks.contains(&rank) {
+    let capabilities = loss.capabilities();
+    if capabilities.accepts(TargetKind::Real) {
+        return Ok(());
+    }
+    if let Some(negative) = data
+        .train
+        .targets
+        .iter()
+        .chain(&data.valid.targets)
+        .find(|t| **t < 0.0)
+    {
         bail!(
-            "loss `{name}` does not take outputs of rank {rank} (the {} example's)",
-            task.as_str()
+            "loss `{}` takes non-negative targets, but target `{}` has {negative}; use mse, mae or huber for targets of any sign",
+            spec.loss.get("name").and_then(Value::as_str).unwrap_or("?"),
+            data.target
         );
     }
     Ok(())
@@ -420,7 +528,37 @@ pub fn prepare_with(
         }
         spec.channels = data.channels();
         spec.classes = data.classes().to_vec();
-        if request.epochs.is_none() && matches!(spec.data, DataSource::ImageFolder { .. }) {
+        if let Some(side) = data.image_side() {
+            spec.data.set_image_side(side);
+        }
+        let loss = spec.build_loss()?;
+        check_targets(loss.as_ref(), &spec, &data)?;
+        if let Dataset::Regression(regression) = &data {
+            spec.regression = Some(RegressionScaling::of(
+                regression,
+                &loss.capabilities().targets,
+            ));
+        }
+        if let Dataset::Regression(regression) = &data
+            && spec.channels == 0
+        {
+            if request.width.is_none() && source.is_none() {
+                spec.width = table_defaults::WIDTH;
+            }
+            spec.linear_r2 = least_squares_r2(regression);
+            if request.epochs.is_none() {
+                let steps = train.div_ceil(spec.batch_size).max(1);
+                spec.epochs = table_defaults::MIN_STEPS
+                    .div_ceil(steps)
+                    .clamp(spec.epochs, table_defaults::MAX_EPOCHS);
+            }
+        }
+        if request.epochs.is_none()
+            && matches!(
+                spec.data,
+                DataSource::ImageFolder { .. } | DataSource::LabelTable { .. }
+            )
+        {
             // A small folder gives few steps an epoch; batch norm's running statistics (what
             // validation uses) need a few hundred steps to settle.
             let steps = train.div_ceil(spec.batch_size).max(1);
@@ -581,9 +719,9 @@ fn new_spec(request: &TrainRequest, source: Option<&RunSpec>) -> Result<RunSpec>
     if request.task != TaskKind::Segmentation && !given.is_empty() {
         bail!("{} applies to --task segmentation only", given.join(", "));
     }
-    if request.task != TaskKind::Classification && request.size.is_some() {
+    if request.task == TaskKind::Segmentation && request.size.is_some() {
         bail!(
-            "--size applies to classification (segmentation trains on --patch patches of images at their own size)"
+            "--size applies to the image classifier (segmentation trains on --patch patches of images at their own size)"
         );
     }
     if let Some(size) = request.size
@@ -633,19 +771,35 @@ fn new_spec(request: &TrainRequest, source: Option<&RunSpec>) -> Result<RunSpec>
         request.limit,
         reading,
         request.size,
+        request.target.as_deref(),
     )?;
     if request.size.is_some()
         && !matches!(
             data,
-            DataSource::ImageFolder { .. } | DataSource::Idx { .. }
+            DataSource::ImageFolder { .. }
+                | DataSource::Idx { .. }
+                | DataSource::Table { .. }
+                | DataSource::LabelTable { .. }
         )
     {
-        bail!("--size applies to image folders (--data), not to the generated 28x28 cells");
+        bail!("--size applies to images read from --data, not to the generated images");
     }
-    let folder_images = matches!(data, DataSource::ImageFolder { .. });
-    if request.task == TaskKind::Classification && !folder_images && request.augment == Some(true) {
+    let folder_images = matches!(
+        data,
+        DataSource::ImageFolder { .. } | DataSource::LabelTable { .. }
+    );
+    let classifies = matches!(
+        request.task,
+        TaskKind::Classification | TaskKind::MultiLabel
+    );
+    if classifies && !folder_images && request.augment == Some(true) {
         bail!(
-            "--augment applies to image folders (--data DIR), not to idx files or the generated cells"
+            "--augment applies to image folders and label tables (--data), not to idx files or the generated images"
+        );
+    }
+    if request.task == TaskKind::Regression && request.augment.is_some() {
+        bail!(
+            "--augment applies to classification and segmentation: crops and flips can change a regression target (a count, an area)"
         );
     }
     if data.is_generated()
@@ -672,8 +826,9 @@ fn new_spec(request: &TrainRequest, source: Option<&RunSpec>) -> Result<RunSpec>
         monitor: Some(monitor),
         patience: request.patience,
         init_from: None,
-        augment: (request.task == TaskKind::Classification && folder_images)
-            .then(|| request.augment.unwrap_or(true)),
+        augment: (classifies && folder_images).then(|| request.augment.unwrap_or(true)),
+        linear_r2: None,
+        regression: None,
     })
 }
 
@@ -784,11 +939,24 @@ pub trait TaskRun {
 
 /// Builds the task (model shape and data) that `spec` describes and hands it to `run`.
 pub fn with_task<R: TaskRun>(spec: &RunSpec, data: Dataset, run: R) -> Result<R::Output> {
+    let capabilities = spec.build_loss()?.capabilities();
     match data {
         Dataset::Classification(data) if spec.task == TaskKind::Classification => {
             run.run(&ClassificationTask {
                 model: spec.cnn_config(),
                 data,
+                multilabel: false,
+                output: capabilities.output,
+                augment: spec.augment.unwrap_or(false),
+                seed: spec.seed,
+            })
+        }
+        Dataset::MultiLabel(data) if spec.task == TaskKind::MultiLabel => {
+            run.run(&ClassificationTask {
+                model: spec.cnn_config(),
+                data,
+                multilabel: true,
+                output: capabilities.output,
                 augment: spec.augment.unwrap_or(false),
                 seed: spec.seed,
             })
@@ -800,6 +968,19 @@ pub fn with_task<R: TaskRun>(spec: &RunSpec, data: Dataset, run: R) -> Result<R:
                 data,
                 settings: segmentation.settings,
                 seed: spec.seed,
+                output: capabilities.output,
+            })
+        }
+        Dataset::Regression(data) if spec.task == TaskKind::Regression => {
+            let scaling = match &spec.regression {
+                Some(scaling) => scaling.clone(),
+                None => RegressionScaling::of(&data, &capabilities.targets),
+            };
+            run.run(&RegressionTask {
+                data,
+                width: spec.width,
+                output: capabilities.output,
+                scaling,
             })
         }
         data => bail!(

@@ -89,10 +89,12 @@ pub struct RunConfig {
     pub foreground: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlap: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 /// The keys a config file may hold.
-pub const KEYS: [&str; 27] = [
+pub const KEYS: [&str; 28] = [
     "task",
     "data",
     "loss",
@@ -118,6 +120,7 @@ pub const KEYS: [&str; 27] = [
     "normalize",
     "masks",
     "pad",
+    "target",
     "foreground",
     "overlap",
 ];
@@ -195,7 +198,8 @@ impl RunConfig {
             masks,
             pad,
             foreground,
-            overlap
+            overlap,
+            target
         )
     }
 
@@ -236,6 +240,7 @@ impl RunConfig {
         request.patience = self.patience;
         request.init_from = self.init_from.clone();
         request.size = self.size;
+        request.target = self.target.clone();
         request.augment = self.augment;
         request.segmentation = SegmentationRequest {
             depth: self.depth,
@@ -303,6 +308,22 @@ impl RunConfig {
             DataSource::Idx { path, limit } => {
                 config.data = Some(path.clone());
                 config.limit = *limit;
+            }
+            DataSource::GeneratedCounts { train, .. }
+            | DataSource::GeneratedLabels { train, .. } => {
+                config.limit = (*train < 1000).then_some(*train);
+            }
+            DataSource::Table {
+                path, target, size, ..
+            } => {
+                config.data = Some(path.clone());
+                config.target = Some(target.clone());
+                config.size = *size;
+            }
+            DataSource::LabelTable { path, size, .. } => {
+                config.data = Some(path.clone());
+                config.size = *size;
+                config.augment = spec.augment;
             }
             DataSource::MaskFolder { path, reading, .. } => {
                 config.data = Some(path.clone());

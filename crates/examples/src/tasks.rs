@@ -1,19 +1,23 @@
-//! The bundled tasks: classification of images with the CNN, segmentation with the U-Net; each
-//! hands the training loop a model and its batches. Segmentation trains on random patches and
-//! validates on whole images with a sliding window.
+//! The bundled tasks: classification (single- or multi-label) of images with the CNN,
+//! segmentation with the U-Net, regression of images with the CNN or of table rows with the
+//! MLP; each hands the training loop a model and its batches, the model's output passed
+//! through the head that puts it in the loss's domain (softmax for a loss that takes
+//! probabilities, ...). Segmentation trains on random patches and validates on whole images
+//! with a sliding window.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use losskit_core::LossInput;
-use losskit_optim::{Split, Task, TaskKind, TrainError};
+use losskit_core::{LossInput, OutputDomain, TargetKind};
+use losskit_optim::{OutputReading, Split, Task, TaskKind, TrainError};
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
     data::{
-        ClassificationData, ImageSet, SegmentationData,
+        ClassificationData, ImageSet, Inputs, RegressionData, SegmentationData,
         patches::{Augmentation, PatchSampling, patch_rng, sample_patch},
+        regression::column_statistics,
     },
-    models::{Cnn, CnnConfig, UNet, UNetConfig},
+    models::{Cnn, CnnConfig, MlpConfig, Regressor, UNet, UNetConfig, output_head},
     sliding_window::SlidingWindow,
 };
 
@@ -53,11 +57,17 @@ fn split_set(data: &ClassificationData, split: Split) -> &ImageSet {
     }
 }
 
-/// Classification of images with the bundled CNN.
+/// Classification of images with the bundled CNN: one class per image, or with `multilabel`
+/// any number of labels (the data's `labels` then hold a 0/1 per label and image, given to
+/// the loss as a dense `[N, labels]` target).
 #[derive(Debug)]
 pub struct ClassificationTask {
     /// The data.
     pub data: ClassificationData,
+    /// Multi-label classification.
+    pub multilabel: bool,
+    /// What the loss takes (the model's head follows it).
+    pub output: OutputDomain,
     /// The model's shape.
     pub model: CnnConfig,
     /// Random crops (after zero padding by an eighth of the side) and horizontal flips of
@@ -67,11 +77,56 @@ pub struct ClassificationTask {
     pub seed: u64,
 }
 
+impl ClassificationTask {
+    fn labels_per_image(&self) -> usize {
+        if self.multilabel {
+            self.data.classes.len()
+        } else {
+            1
+        }
+    }
+
+    /// The loss input of a batch: the model's output through the head, and the targets.
+    fn loss_input(
+        &self,
+        model: &Cnn,
+        images: Tensor<4>,
+        labels: Vec<i64>,
+        device: &Device,
+    ) -> Result<LossInput, TrainError> {
+        let n = images.dims()[0];
+        let output = output_head(self.output, model.forward(images));
+        let input = if self.multilabel {
+            let marks = labels.into_iter().map(|l| l as f32).collect::<Vec<_>>();
+            let target = Tensor::<2>::from_data(
+                TensorData::new(marks, [n, self.data.classes.len()]),
+                device,
+            );
+            LossInput::with_dense(output, target)
+        } else {
+            let target = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), device);
+            LossInput::with_indices(output, target)
+        };
+        Ok(input.map_err(losskit_core::Error::from)?)
+    }
+}
+
 impl Task for ClassificationTask {
     type Model = Cnn;
 
     fn kind(&self) -> TaskKind {
-        TaskKind::Classification
+        if self.multilabel {
+            TaskKind::MultiLabel
+        } else {
+            TaskKind::Classification
+        }
+    }
+
+    fn reading(&self) -> OutputReading {
+        OutputReading {
+            domain: self.output,
+            ..OutputReading::default()
+        }
     }
 
     fn classes(&self) -> Vec<String> {
@@ -93,10 +148,13 @@ impl Task for ClassificationTask {
         indices: &[usize],
         device: &Device,
     ) -> Result<LossInput, TrainError> {
-        let (images, labels) = batch_tensors(split_set(&self.data, split), indices, 1, device);
-        let target = Tensor::<1, Int>::from_data(TensorData::new(labels, [indices.len()]), device);
-        Ok(LossInput::with_indices(model.forward(images), target)
-            .map_err(losskit_core::Error::from)?)
+        let (images, labels) = batch_tensors(
+            split_set(&self.data, split),
+            indices,
+            self.labels_per_image(),
+            device,
+        );
+        self.loss_input(model, images, labels, device)
     }
 
     fn train_input(
@@ -114,7 +172,8 @@ impl Task for ClassificationTask {
         let per = set.image_len();
         let pad = (h.min(w) / 8).max(1) as isize;
         let mut pixels = Vec::with_capacity(indices.len() * per);
-        let mut labels = Vec::with_capacity(indices.len());
+        let per_image = self.labels_per_image();
+        let mut labels = Vec::with_capacity(indices.len() * per_image);
         for &i in indices {
             let mut rng = patch_rng(self.seed, epoch, i);
             let flip = rng.uniform() < 0.5;
@@ -137,13 +196,11 @@ impl Task for ClassificationTask {
                     }
                 }
             }
-            labels.push(set.labels[i]);
+            labels.extend_from_slice(&set.labels[i * per_image..(i + 1) * per_image]);
         }
         let images =
             Tensor::<4>::from_data(TensorData::new(pixels, [indices.len(), c, h, w]), device);
-        let target = Tensor::<1, Int>::from_data(TensorData::new(labels, [indices.len()]), device);
-        Ok(LossInput::with_indices(model.forward(images), target)
-            .map_err(losskit_core::Error::from)?)
+        self.loss_input(model, images, labels, device)
     }
 }
 
@@ -187,6 +244,8 @@ pub struct SegmentationTask {
     pub settings: SegmentationSettings,
     /// The run's seed (patches and augmentation draw from it).
     pub seed: u64,
+    /// What the loss takes (the model's head follows it).
+    pub output: OutputDomain,
 }
 
 impl SegmentationTask {
@@ -253,8 +312,8 @@ impl SegmentationTask {
         }
         let target =
             Tensor::<3, Int>::from_data(TensorData::new(labels, [images.len(), h, w]), device);
-        Ok(LossInput::with_indices(Tensor::cat(outputs, 0), target)
-            .map_err(losskit_core::Error::from)?)
+        let output = output_head(self.output, Tensor::cat(outputs, 0));
+        Ok(LossInput::with_indices(output, target).map_err(losskit_core::Error::from)?)
     }
 }
 
@@ -326,8 +385,8 @@ impl Task for SegmentationTask {
         );
         let target =
             Tensor::<3, Int>::from_data(TensorData::new(labels, [indices.len(), ph, pw]), device);
-        Ok(LossInput::with_indices(model.forward(images), target)
-            .map_err(losskit_core::Error::from)?)
+        let output = output_head(self.output, model.forward(images));
+        Ok(LossInput::with_indices(output, target).map_err(losskit_core::Error::from)?)
     }
 
     fn prefetch(&self, split: Split, indices: &[usize]) {
@@ -343,5 +402,189 @@ impl Task for SegmentationTask {
             Split::Valid if !self.valid_is_windows() => 1,
             _ => batch_size,
         }
+    }
+}
+
+/// How regression targets are scaled for training: `trained = (value − shift) / scale`. A loss
+/// that takes any real target trains on standardised targets (the training split's mean and
+/// standard deviation), so one learning rate suits any unit; a loss that needs non-negative
+/// targets (counts, rates: `msle`, `poisson_nll`) trains on targets divided by their training
+/// mean, which keeps them non-negative. Metrics are reported in the target's own units.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TargetScaling {
+    /// Subtracted first.
+    pub shift: f64,
+    /// Divided by next.
+    pub scale: f64,
+}
+
+impl TargetScaling {
+    /// The scaling of `targets` (the training split) for a loss that accepts `kinds`.
+    pub fn for_loss(targets: &[f64], kinds: &[TargetKind]) -> Self {
+        let n = targets.len().max(1) as f64;
+        let mean = targets.iter().sum::<f64>() / n;
+        if kinds.contains(&TargetKind::Real) {
+            let var = targets.iter().map(|t| (t - mean).powi(2)).sum::<f64>() / n;
+            Self {
+                shift: mean,
+                scale: if var > 0.0 { var.sqrt() } else { 1.0 },
+            }
+        } else {
+            Self {
+                shift: 0.0,
+                scale: if mean > 0.0 { mean } else { 1.0 },
+            }
+        }
+    }
+}
+
+/// How a regression run scales what its model reads and predicts, fixed from its training
+/// split when the run starts (and kept in the run, so that scoring other data later scales it
+/// the same way).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegressionScaling {
+    /// The targets.
+    pub target: TargetScaling,
+    /// Table rows: each feature column's training mean.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feature_mean: Vec<f64>,
+    /// Table rows: each feature column's training standard deviation (1 for a constant one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feature_std: Vec<f64>,
+}
+
+impl RegressionScaling {
+    /// The scaling of `data`'s training split for a loss that accepts targets of `kinds`.
+    pub fn of(data: &RegressionData, kinds: &[TargetKind]) -> Self {
+        let (feature_mean, feature_std) = match &data.train.inputs {
+            Inputs::Rows { columns, values } => column_statistics(*columns, values),
+            Inputs::Images(_) => (Vec::new(), Vec::new()),
+        };
+        Self {
+            target: TargetScaling::for_loss(&data.train.targets, kinds),
+            feature_mean,
+            feature_std,
+        }
+    }
+}
+
+/// Regression with one real target per sample: images with the CNN (one output), table rows
+/// (standardised with the training split's statistics) with the MLP.
+#[derive(Debug)]
+pub struct RegressionTask {
+    /// The data.
+    pub data: RegressionData,
+    /// The CNN's base width or the MLP's hidden units.
+    pub width: usize,
+    /// What the loss takes (the model's head follows it).
+    pub output: OutputDomain,
+    /// How inputs and targets are scaled.
+    pub scaling: RegressionScaling,
+}
+
+impl RegressionTask {
+    fn set(&self, split: Split) -> &crate::data::RegressionSet {
+        match split {
+            Split::Train => &self.data.train,
+            Split::Valid => &self.data.valid,
+        }
+    }
+}
+
+impl Task for RegressionTask {
+    type Model = Regressor;
+
+    fn kind(&self) -> TaskKind {
+        TaskKind::Regression
+    }
+
+    fn classes(&self) -> Vec<String> {
+        vec![self.data.target.clone()]
+    }
+
+    fn init_model(&self, device: &Device) -> Regressor {
+        match &self.data.train.inputs {
+            Inputs::Images(set) => Regressor::Cnn(
+                CnnConfig {
+                    channels: set.channels,
+                    classes: 1,
+                    width: self.width,
+                }
+                .init(device),
+            ),
+            Inputs::Rows { columns, .. } => Regressor::Mlp(
+                MlpConfig {
+                    inputs: *columns,
+                    outputs: 1,
+                    width: self.width,
+                }
+                .init(device),
+            ),
+        }
+    }
+
+    fn len(&self, split: Split) -> usize {
+        self.set(split).len()
+    }
+
+    fn reading(&self) -> OutputReading {
+        OutputReading {
+            domain: self.output,
+            scale: self.scaling.target.scale,
+            shift: self.scaling.target.shift,
+        }
+    }
+
+    fn input(
+        &self,
+        model: &Regressor,
+        split: Split,
+        indices: &[usize],
+        device: &Device,
+    ) -> Result<LossInput, TrainError> {
+        let set = self.set(split);
+        let n = indices.len();
+        let output = match (&set.inputs, model) {
+            (Inputs::Images(images), Regressor::Cnn(cnn)) => {
+                let (images, _) = batch_tensors(images, indices, 0, device);
+                cnn.forward(images)
+            }
+            (Inputs::Rows { columns, values }, Regressor::Mlp(mlp)) => {
+                let (mean, std) = (&self.scaling.feature_mean, &self.scaling.feature_std);
+                if mean.len() != *columns || std.len() != *columns {
+                    return Err(TrainError::Task(format!(
+                        "the table has {columns} feature columns; the run was trained on {}",
+                        mean.len()
+                    )));
+                }
+                let rows: Vec<f32> = indices
+                    .iter()
+                    .flat_map(|&i| {
+                        (0..*columns)
+                            .map(move |c| ((values[i * columns + c] - mean[c]) / std[c]) as f32)
+                    })
+                    .collect();
+                mlp.forward(Tensor::<2>::from_data(
+                    TensorData::new(rows, [n, *columns]),
+                    device,
+                ))
+            }
+            _ => {
+                return Err(TrainError::Task(
+                    "the regression model does not fit its inputs (images need the CNN, table rows the MLP)"
+                        .into(),
+                ));
+            }
+        };
+        let TargetScaling { shift, scale } = self.scaling.target;
+        let targets: Vec<f32> = indices
+            .iter()
+            .map(|&i| ((set.targets[i] - shift) / scale) as f32)
+            .collect();
+        let target = Tensor::<2>::from_data(TensorData::new(targets, [n, 1]), device);
+        Ok(
+            LossInput::with_dense(output_head(self.output, output), target)
+                .map_err(losskit_core::Error::from)?,
+        )
     }
 }

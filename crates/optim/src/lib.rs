@@ -22,7 +22,7 @@ pub use checkpoint::{CHECKPOINT_FILE, Checkpoint, CheckpointMeta};
 pub use error::{OptimConfigError, TrainError};
 pub use init::seeded_init;
 pub use losskit_core::Rng;
-pub use metrics::{Confusion, Metrics, TaskKind};
+pub use metrics::{Confusion, Metrics, OutputReading, Tally, TaskKind};
 pub use monitor::{BEST_FILE, Best, Monitor};
 pub use optimizer::OptimizerConfig;
 pub use options::{parse_named_spec, split_named};

@@ -54,6 +54,23 @@ impl Monitor {
                 "train_loss",
                 "train_accuracy",
             ],
+            TaskKind::Regression => &[
+                "val_loss",
+                "val_mae",
+                "val_rmse",
+                "val_r2",
+                "train_loss",
+                "train_mae",
+                "train_r2",
+            ],
+            TaskKind::MultiLabel => &[
+                "val_loss",
+                "val_f1",
+                "val_map",
+                "val_accuracy",
+                "train_loss",
+                "train_accuracy",
+            ],
         }
     }
 
@@ -82,9 +99,11 @@ impl Monitor {
         &self.metric
     }
 
-    /// Whether larger is better.
+    /// Whether larger is better (losses and errors are minimised).
     pub fn maximize(&self) -> bool {
-        !self.metric.ends_with("loss")
+        !["loss", "mae", "rmse"]
+            .iter()
+            .any(|suffix| self.metric.ends_with(suffix))
     }
 
     /// The metric's value in an epoch (NaN when the epoch lacks it).
@@ -96,6 +115,13 @@ impl Monitor {
             "train_accuracy" => epoch.train_metrics.accuracy,
             "val_dice" => epoch.val_metrics.dice.unwrap_or(f64::NAN),
             "val_iou" => epoch.val_metrics.iou.unwrap_or(f64::NAN),
+            "val_mae" => epoch.val_metrics.mae.unwrap_or(f64::NAN),
+            "train_mae" => epoch.train_metrics.mae.unwrap_or(f64::NAN),
+            "val_rmse" => epoch.val_metrics.rmse.unwrap_or(f64::NAN),
+            "val_r2" => epoch.val_metrics.r2.unwrap_or(f64::NAN),
+            "train_r2" => epoch.train_metrics.r2.unwrap_or(f64::NAN),
+            "val_f1" => epoch.val_metrics.f1.unwrap_or(f64::NAN),
+            "val_map" => epoch.val_metrics.map.unwrap_or(f64::NAN),
             _ => f64::NAN,
         }
     }
@@ -131,11 +157,7 @@ mod tests {
     fn epoch(n: usize, val_loss: f64, accuracy: f64) -> EpochStats {
         let metrics = Metrics {
             accuracy,
-            recall: Vec::new(),
-            dice: None,
-            iou: None,
-            class_dice: Vec::new(),
-            class_iou: Vec::new(),
+            ..Metrics::default()
         };
         EpochStats {
             epoch: n,

@@ -29,8 +29,8 @@ use losskit_core::{Loss, Reduction};
 
 use crate::{
     error::TrainError,
-    metrics::Confusion,
-    train::{Task, add_confusion, scalar},
+    metrics::Tally,
+    train::{Task, scalar, tally_of},
 };
 
 /// What one forward and backward pass gives the loop.
@@ -42,7 +42,7 @@ pub(crate) struct StepResult {
     /// Each term of a composite loss, weighted like `value`.
     pub terms: Vec<(String, f64)>,
     /// The training predictions against their targets.
-    pub confusion: Confusion,
+    pub tally: Tally,
 }
 
 /// Forward and backward of `loss × weight` on the training samples `indices` of `epoch`, with
@@ -56,11 +56,10 @@ pub(crate) fn shard_step<T: Task>(
     epoch: usize,
     device: &Device,
     weight: f64,
-    classes: usize,
 ) -> Result<StepResult, TrainError> {
     let input = task.train_input(model, indices, epoch, device)?;
-    let mut confusion = Confusion::new(classes);
-    add_confusion(&mut confusion, &input);
+    let mut tally = tally_of(task);
+    tally.add(&input);
     let value = loss.forward(input, Reduction::Mean)?;
     let current = scalar(value.value.clone().detach());
     let terms = value
@@ -83,7 +82,7 @@ pub(crate) fn shard_step<T: Task>(
         grads,
         value: current * weight,
         terms,
-        confusion,
+        tally,
     })
 }
 
@@ -99,6 +98,8 @@ pub(crate) struct Workers<M> {
     jobs: Vec<Sender<Job<M>>>,
     results: Vec<Receiver<Result<StepResult, TrainError>>>,
     devices: Vec<Device>,
+    /// An empty tally of the task's metrics.
+    empty: Tally,
 }
 
 impl<M: Module> Workers<M> {
@@ -108,7 +109,6 @@ impl<M: Module> Workers<M> {
         task: &'env T,
         loss: &'env dyn Loss,
         devices: &[Device],
-        classes: usize,
     ) -> Self
     where
         M: 'scope,
@@ -130,7 +130,6 @@ impl<M: Module> Workers<M> {
                         job.epoch,
                         &device,
                         job.weight,
-                        classes,
                     );
                     if result_sender.send(result).is_err() {
                         break;
@@ -144,6 +143,7 @@ impl<M: Module> Workers<M> {
             jobs,
             results,
             devices: devices.to_vec(),
+            empty: tally_of(task),
         }
     }
 
@@ -154,7 +154,6 @@ impl<M: Module> Workers<M> {
         batch: &[usize],
         epoch: usize,
         main: &Device,
-        classes: usize,
     ) -> Result<StepResult, TrainError> {
         let per_shard = batch.len().div_ceil(self.devices.len());
         let total = batch.len() as f64;
@@ -174,7 +173,7 @@ impl<M: Module> Workers<M> {
             grads: GradientsParams::new(),
             value: 0.0,
             terms: Vec::new(),
-            confusion: Confusion::new(classes),
+            tally: self.empty.clone(),
         };
         // Every started shard is collected, even after an error, so no result is left queued.
         let mut first_error = None;
@@ -188,7 +187,7 @@ impl<M: Module> Workers<M> {
                             None => combined.terms.push((name, value)),
                         }
                     }
-                    combined.confusion.merge(&shard.confusion);
+                    combined.tally.merge(&shard.tally);
                     accumulator.accumulate(model, shard.grads.to_device(main, model));
                 }
                 Err(error) => {

@@ -83,24 +83,96 @@ impl RunStats {
             self.avg_loss_all_epochs(),
             e.val_loss
         );
-        match self.task {
-            TaskKind::Classification => {
-                let _ = write!(line, "  val_accuracy {:.4}", e.val_metrics.accuracy);
-            }
-            TaskKind::Segmentation => {
-                let _ = write!(
-                    line,
-                    "  val_dice {:.4}  val_iou {:.4}",
-                    e.val_metrics.dice.unwrap_or(f64::NAN),
-                    e.val_metrics.iou.unwrap_or(f64::NAN)
-                );
-            }
+        for (name, value) in e.val_metrics.headline(self.task) {
+            let _ = write!(line, "  {name} {value:.4}");
         }
         for (name, value) in &e.train_terms {
             let _ = write!(line, "  {name} {value:.4}");
         }
         let _ = write!(line, "  lr {:.2e}  {:.1}s", e.lr, e.seconds);
         line
+    }
+
+    /// The task's metric columns of `metrics.csv` after the losses: a name and how to read
+    /// it from an epoch.
+    fn metric_columns(&self) -> Vec<MetricColumn> {
+        fn column(name: String, read: impl Fn(&EpochStats) -> f64 + 'static) -> MetricColumn {
+            (name, Box::new(read))
+        }
+        let option = |v: Option<f64>| v.unwrap_or(f64::NAN);
+        let at = |values: &[f64], c: usize| values.get(c).copied().unwrap_or(f64::NAN);
+        let names: Vec<String> = self.classes.iter().map(|c| csv_name(c)).collect();
+        let mut columns = Vec::new();
+        match self.task {
+            TaskKind::Classification | TaskKind::Segmentation | TaskKind::MultiLabel => {
+                columns.push(column("train_accuracy".into(), |e| {
+                    e.train_metrics.accuracy
+                }));
+                columns.push(column("val_accuracy".into(), |e| e.val_metrics.accuracy));
+            }
+            TaskKind::Regression => {}
+        }
+        match self.task {
+            TaskKind::Classification => {}
+            TaskKind::Segmentation => {
+                columns.push(column("val_dice".into(), move |e| {
+                    option(e.val_metrics.dice)
+                }));
+                columns.push(column("val_iou".into(), move |e| option(e.val_metrics.iou)));
+            }
+            TaskKind::Regression => {
+                columns.push(column("train_mae".into(), move |e| {
+                    option(e.train_metrics.mae)
+                }));
+                columns.push(column("val_mae".into(), move |e| option(e.val_metrics.mae)));
+                columns.push(column("val_rmse".into(), move |e| {
+                    option(e.val_metrics.rmse)
+                }));
+                columns.push(column("train_r2".into(), move |e| {
+                    option(e.train_metrics.r2)
+                }));
+                columns.push(column("val_r2".into(), move |e| option(e.val_metrics.r2)));
+                columns.push(column("val_coverage".into(), move |e| {
+                    option(e.val_metrics.coverage)
+                }));
+            }
+            TaskKind::MultiLabel => {
+                columns.push(column("val_f1".into(), move |e| option(e.val_metrics.f1)));
+                columns.push(column("val_map".into(), move |e| option(e.val_metrics.map)));
+            }
+        }
+        if self.task != TaskKind::Regression {
+            for (c, name) in names.iter().enumerate() {
+                columns.push(column(format!("val_recall_{name}"), move |e| {
+                    at(&e.val_metrics.recall, c)
+                }));
+            }
+        }
+        if self.task == TaskKind::Segmentation {
+            for (c, name) in names.iter().enumerate() {
+                columns.push(column(format!("val_dice_{name}"), move |e| {
+                    at(&e.val_metrics.class_dice, c)
+                }));
+            }
+            for (c, name) in names.iter().enumerate() {
+                columns.push(column(format!("val_iou_{name}"), move |e| {
+                    at(&e.val_metrics.class_iou, c)
+                }));
+            }
+        }
+        if self.task == TaskKind::MultiLabel {
+            for (c, name) in names.iter().enumerate() {
+                columns.push(column(format!("val_f1_{name}"), move |e| {
+                    at(&e.val_metrics.label_f1, c)
+                }));
+            }
+            for (c, name) in names.iter().enumerate() {
+                columns.push(column(format!("val_ap_{name}"), move |e| {
+                    at(&e.val_metrics.label_ap, c)
+                }));
+            }
+        }
+        columns
     }
 
     /// `metrics.csv`: one row per epoch.
@@ -110,22 +182,10 @@ impl RunStats {
             .first()
             .map(|e| e.train_terms.iter().map(|(n, _)| n.clone()).collect())
             .unwrap_or_default();
-        let mut out = String::from(
-            "epoch,train_loss,avg_loss_all_epochs,val_loss,train_accuracy,val_accuracy",
-        );
-        if self.task == TaskKind::Segmentation {
-            out.push_str(",val_dice,val_iou");
-        }
-        for class in &self.classes {
-            let _ = write!(out, ",val_recall_{}", csv_name(class));
-        }
-        if self.task == TaskKind::Segmentation {
-            for class in &self.classes {
-                let _ = write!(out, ",val_dice_{}", csv_name(class));
-            }
-            for class in &self.classes {
-                let _ = write!(out, ",val_iou_{}", csv_name(class));
-            }
+        let columns = self.metric_columns();
+        let mut out = String::from("epoch,train_loss,avg_loss_all_epochs,val_loss");
+        for (name, _) in &columns {
+            let _ = write!(out, ",{name}");
         }
         for name in &term_names {
             let _ = write!(out, ",train_term_{0},val_term_{0}", csv_name(name));
@@ -136,35 +196,14 @@ impl RunStats {
             running += e.train_loss;
             let _ = write!(
                 out,
-                "{},{},{},{},{},{}",
+                "{},{},{},{}",
                 e.epoch,
                 e.train_loss,
                 running / (i + 1) as f64,
                 e.val_loss,
-                e.train_metrics.accuracy,
-                e.val_metrics.accuracy
             );
-            if self.task == TaskKind::Segmentation {
-                let _ = write!(
-                    out,
-                    ",{},{}",
-                    e.val_metrics.dice.unwrap_or(f64::NAN),
-                    e.val_metrics.iou.unwrap_or(f64::NAN)
-                );
-            }
-            for c in 0..self.classes.len() {
-                let _ = write!(
-                    out,
-                    ",{}",
-                    e.val_metrics.recall.get(c).copied().unwrap_or(f64::NAN)
-                );
-            }
-            if self.task == TaskKind::Segmentation {
-                for per_class in [&e.val_metrics.class_dice, &e.val_metrics.class_iou] {
-                    for c in 0..self.classes.len() {
-                        let _ = write!(out, ",{}", per_class.get(c).copied().unwrap_or(f64::NAN));
-                    }
-                }
+            for (_, read) in &columns {
+                let _ = write!(out, ",{}", read(e));
             }
             for name in &term_names {
                 let find = |terms: &[(String, f64)]| {
@@ -229,8 +268,6 @@ impl RunStats {
             "train_loss": number(last.map(|e| e.train_loss)),
             "avg_loss_all_epochs": number(Some(self.avg_loss_all_epochs())),
             "val_loss": number(last.map(|e| e.val_loss)),
-            "val_accuracy": number(last.map(|e| e.val_metrics.accuracy)),
-            "val_recall": recall,
             "train_terms": terms(|e| &e.train_terms),
             "val_terms": terms(|e| &e.val_terms),
             "seconds": self.epochs.iter().map(|e| e.seconds).sum::<f64>(),
@@ -244,21 +281,40 @@ impl RunStats {
             });
         }
         summary["stopped_early"] = json!(self.stopped_early);
+        if self.task != TaskKind::Regression {
+            summary["val_accuracy"] = number(last.map(|e| e.val_metrics.accuracy));
+            summary["val_recall"] = Value::Object(recall);
+        }
+        let per_class = |select: fn(&Metrics) -> &Vec<f64>| -> Value {
+            Value::Object(
+                self.classes
+                    .iter()
+                    .enumerate()
+                    .map(|(c, name)| {
+                        let value = last.and_then(|e| select(&e.val_metrics).get(c).copied());
+                        (name.clone(), number(value))
+                    })
+                    .collect(),
+            )
+        };
+        let metric =
+            |select: fn(&Metrics) -> Option<f64>| number(last.and_then(|e| select(&e.val_metrics)));
+        if self.task == TaskKind::Regression {
+            summary["val_mae"] = metric(|m| m.mae);
+            summary["val_rmse"] = metric(|m| m.rmse);
+            summary["val_r2"] = metric(|m| m.r2);
+            summary["val_coverage"] = metric(|m| m.coverage);
+            summary["target"] = json!(self.classes.first());
+        }
+        if self.task == TaskKind::MultiLabel {
+            summary["val_f1"] = metric(|m| m.f1);
+            summary["val_map"] = metric(|m| m.map);
+            summary["val_label_f1"] = per_class(|m| &m.label_f1);
+            summary["val_label_ap"] = per_class(|m| &m.label_ap);
+        }
         if self.task == TaskKind::Segmentation {
             summary["val_dice"] = number(last.and_then(|e| e.val_metrics.dice));
             summary["val_iou"] = number(last.and_then(|e| e.val_metrics.iou));
-            let per_class = |select: fn(&Metrics) -> &Vec<f64>| -> Value {
-                Value::Object(
-                    self.classes
-                        .iter()
-                        .enumerate()
-                        .map(|(c, name)| {
-                            let value = last.and_then(|e| select(&e.val_metrics).get(c).copied());
-                            (name.clone(), number(value))
-                        })
-                        .collect(),
-                )
-            };
             summary["val_class_dice"] = per_class(|m| &m.class_dice);
             summary["val_class_iou"] = per_class(|m| &m.class_iou);
         }
@@ -291,6 +347,7 @@ impl RunStats {
                 color: "#9ecae1".into(),
                 points: step_points,
                 dots: false,
+                line: true,
                 width: 1.0,
             },
             Series {
@@ -298,6 +355,7 @@ impl RunStats {
                 color: "#08519c".into(),
                 points: train,
                 dots: true,
+                line: true,
                 width: 2.0,
             },
             Series {
@@ -305,12 +363,16 @@ impl RunStats {
                 color: "#d94801".into(),
                 points: val,
                 dots: true,
+                line: true,
                 width: 2.0,
             },
         ];
         svg_plot(title, "step", "loss", &series)
     }
 }
+
+/// A column of `metrics.csv`: its name and how an epoch gives its value.
+type MetricColumn = (String, Box<dyn Fn(&EpochStats) -> f64>);
 
 fn csv_name(name: &str) -> String {
     name.chars()
@@ -335,6 +397,8 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
     /// Draw a dot on each point.
     pub dots: bool,
+    /// Join the points with a line (off: a scatter plot).
+    pub line: bool,
     /// The stroke width.
     pub width: f64,
 }
@@ -412,7 +476,7 @@ pub fn svg_plot(title: &str, x_label: &str, y_label: &str, series: &[Series]) ->
             .filter(|(x, y)| x.is_finite() && y.is_finite())
             .map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y)))
             .collect();
-        if !points.is_empty() {
+        if !points.is_empty() && s.line {
             let _ = writeln!(
                 out,
                 "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"{}\" points=\"{}\"/>",
@@ -420,12 +484,15 @@ pub fn svg_plot(title: &str, x_label: &str, y_label: &str, series: &[Series]) ->
                 s.width,
                 points.join(" ")
             );
+        }
+        if !points.is_empty() {
             if s.dots {
                 for p in &points {
                     let (cx, cy) = p.split_once(',').unwrap_or(("0", "0"));
                     let _ = writeln!(
                         out,
-                        "<circle cx=\"{cx}\" cy=\"{cy}\" r=\"3\" fill=\"{}\"/>",
+                        "<circle cx=\"{cx}\" cy=\"{cy}\" r=\"{}\" fill=\"{}\"/>",
+                        if s.line { 3.0 } else { 2.5 },
                         s.color
                     );
                 }
@@ -466,6 +533,61 @@ fn escape(text: &str) -> String {
 
 /// The report files of a run folder besides the checkpoint, as [`write_reports`] writes them.
 pub const REPORT_FILES: [&str; 4] = ["metrics.csv", "steps.csv", "summary.json", "loss.svg"];
+
+/// The files of a regression run's last validation predictions, as [`write_predictions`]
+/// writes them.
+pub const PREDICTION_FILES: [&str; 2] = ["val_predictions.csv", "pred_vs_true.svg"];
+
+/// A regression run's validation predictions: `val_predictions.csv` (target, prediction per
+/// sample) and `pred_vs_true.svg` (each sample against the diagonal of perfect predictions),
+/// each written atomically.
+pub fn write_predictions(
+    dir: &Path,
+    pairs: &[(f64, f64)],
+    title: &str,
+    epoch: usize,
+) -> Result<(), TrainError> {
+    let mut csv = String::from("target,prediction\n");
+    for (target, prediction) in pairs {
+        let _ = writeln!(csv, "{target},{prediction}");
+    }
+    write_atomically(&dir.join(PREDICTION_FILES[0]), csv.as_bytes())?;
+    let (low, high) = pairs
+        .iter()
+        .flat_map(|&(t, p)| [t, p])
+        .filter(|v| v.is_finite())
+        .fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
+    let series = [
+        Series {
+            label: "prediction = target".into(),
+            color: "#999999".into(),
+            points: if low <= high {
+                vec![(low, low), (high, high)]
+            } else {
+                Vec::new()
+            },
+            dots: false,
+            line: true,
+            width: 1.0,
+        },
+        Series {
+            label: format!("validation (epoch {epoch})"),
+            color: "#08519c".into(),
+            points: pairs.to_vec(),
+            dots: true,
+            line: false,
+            width: 1.0,
+        },
+    ];
+    let svg = svg_plot(
+        &format!("{title}: predicted vs true"),
+        "target",
+        "prediction",
+        &series,
+    );
+    write_atomically(&dir.join(PREDICTION_FILES[1]), svg.as_bytes())?;
+    Ok(())
+}
 
 /// Writes `metrics.csv`, `steps.csv`, `summary.json` and `loss.svg` into `dir`, each atomically.
 pub fn write_reports(

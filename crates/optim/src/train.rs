@@ -22,7 +22,7 @@ use burn::{
     tensor::{Bytes, Device},
 };
 use losskit_core::{
-    Loss, LossInput, Reduction, Rng, Target, atomic_write::write_atomically, input::to_f64_vec,
+    Loss, LossInput, Reduction, Rng, atomic_write::write_atomically, input::to_f64_vec,
 };
 use serde_json::Value;
 
@@ -30,12 +30,12 @@ use crate::{
     checkpoint::{CHECKPOINT_FILE, Checkpoint, CheckpointMeta},
     error::TrainError,
     init::seeded_init,
-    metrics::{Confusion, Metrics, TaskKind},
+    metrics::{Metrics, OutputReading, Tally, TaskKind},
     monitor::{BEST_FILE, Monitor},
     optimizer::OptimizerConfig,
     parallel::{StepResult, Workers, shard_step},
     schedule::ScheduleConfig,
-    stats::{EpochStats, RunStats, write_reports},
+    stats::{EpochStats, RunStats, write_predictions, write_reports},
 };
 
 /// Which part of the data.
@@ -52,8 +52,14 @@ pub trait Task: Sync {
     /// The model.
     type Model: Module;
 
-    /// Classification or segmentation.
+    /// Classification, segmentation, regression or multi-label classification.
     fn kind(&self) -> TaskKind;
+
+    /// How the outputs the task gives the loss read as predictions, for the metrics. By
+    /// default: logits, targets in their own units.
+    fn reading(&self) -> OutputReading {
+        OutputReading::default()
+    }
 
     /// The class names, index order.
     fn classes(&self) -> Vec<String>;
@@ -315,6 +321,13 @@ pub struct SplitEvaluation {
     pub terms: Vec<(String, f64)>,
     /// The task's metrics.
     pub metrics: Metrics,
+    /// Regression: each sample's (target, prediction), in the target's units.
+    pub predictions: Vec<(f64, f64)>,
+}
+
+/// An empty tally of `task`'s metrics.
+pub(crate) fn tally_of<T: Task>(task: &T) -> Tally {
+    Tally::new(task.kind(), task.classes().len(), task.reading())
 }
 
 /// The mean loss, terms and metrics of a model over a whole split (no gradients).
@@ -326,8 +339,7 @@ pub fn evaluate_split<T: Task>(
     batch_size: usize,
     device: &Device,
 ) -> Result<SplitEvaluation, TrainError> {
-    let classes = task.classes().len();
-    let mut confusion = Confusion::new(classes);
+    let mut tally = tally_of(task);
     let mut total = 0.0;
     let mut terms: Vec<(String, f64)> = Vec::new();
     let mut count = 0usize;
@@ -341,7 +353,7 @@ pub fn evaluate_split<T: Task>(
             task.prefetch(split, next);
         }
         let input = task.input(model, split, batch, device)?;
-        add_confusion(&mut confusion, &input);
+        tally.add(&input);
         let value = loss.forward(input, Reduction::Mean)?;
         let weight = batch.len() as f64;
         let values: Vec<(String, f64)> = value
@@ -369,14 +381,9 @@ pub fn evaluate_split<T: Task>(
     Ok(SplitEvaluation {
         loss: total / n,
         terms,
-        metrics: confusion.metrics(task.kind()),
+        metrics: tally.metrics(task.kind()),
+        predictions: tally.pairs().to_vec(),
     })
-}
-
-pub(crate) fn add_confusion(confusion: &mut Confusion, input: &LossInput) {
-    if let Target::Indices(indices) = input.target() {
-        confusion.add_batch(input.output().clone().detach(), indices.clone());
-    }
 }
 
 /// Trains `task`'s model with `loss`, `optimizer` and `schedule` on `device`.
@@ -397,14 +404,13 @@ pub fn train<T: Task>(
     if config.data_parallel.len() < 2 {
         return run_training(task, loss, optimizer, schedule, device, config, None);
     }
-    let classes = task.classes().len();
     let devices: Vec<Device> = config
         .data_parallel
         .iter()
         .map(|d| d.clone().autodiff())
         .collect();
     std::thread::scope(|scope| {
-        let workers = Workers::start(scope, task, loss, &devices, classes);
+        let workers = Workers::start(scope, task, loss, &devices);
         run_training(
             task,
             loss,
@@ -447,10 +453,11 @@ fn run_training<T: Task>(
         (state, trained) = run
             .train_epoch(state, epoch, optimizer.lr(), &mut display)
             .map_err(|stop| stop.into_error(epoch, saved.then_some(&run.checkpoint_path)))?;
-        let epoch_stats = run
+        let (epoch_stats, predictions) = run
             .validate(&state.model, trained, epoch, started)
             .map_err(|stop| stop.into_error(epoch, saved.then_some(&run.checkpoint_path)))?;
         state.stats.epochs.push(epoch_stats);
+        state.val_predictions = predictions;
         state.epoch = epoch;
         let best = config.monitor.best(&state.stats);
         let improved = best.as_ref().is_some_and(|b| b.epoch == epoch);
@@ -500,7 +507,6 @@ struct Run<'a, T: Task> {
     checkpoint_path: PathBuf,
     train_len: usize,
     steps_per_epoch: usize,
-    classes: usize,
 }
 
 /// What changes from step to step, and what a checkpoint holds.
@@ -512,6 +518,9 @@ struct State<M> {
     global_step: usize,
     /// The last epoch completed.
     epoch: usize,
+    /// Regression: the last validation pass's (target, prediction) pairs (not checkpointed:
+    /// each epoch recomputes them).
+    val_predictions: Vec<(f64, f64)>,
 }
 
 /// An epoch's training part, before validation.
@@ -522,7 +531,7 @@ struct Trained {
     seen: usize,
     /// Σ term × samples per term.
     term_sums: Vec<(String, f64)>,
-    confusion: Confusion,
+    tally: Tally,
     lr: f64,
 }
 
@@ -593,7 +602,6 @@ impl<'a, T: Task> Run<'a, T> {
                 .max_steps_per_epoch
                 .map_or(batches, |m| m.min(batches))
                 .max(1),
-            classes: task.classes().len(),
         })
     }
 
@@ -624,6 +632,7 @@ impl<'a, T: Task> Run<'a, T> {
             },
             global_step: 0,
             epoch: 0,
+            val_predictions: Vec::new(),
         })
     }
 
@@ -663,6 +672,7 @@ impl<'a, T: Task> Run<'a, T> {
             stats: checkpoint.meta.stats,
             global_step: checkpoint.meta.global_step,
             epoch: checkpoint.meta.epoch,
+            val_predictions: Vec::new(),
         })
     }
 
@@ -684,7 +694,7 @@ impl<'a, T: Task> Run<'a, T> {
             weighted: 0.0,
             seen: 0,
             term_sums: Vec::new(),
-            confusion: Confusion::new(self.classes),
+            tally: tally_of(self.task),
             lr,
         };
         let batches: Vec<&[usize]> = order
@@ -702,11 +712,9 @@ impl<'a, T: Task> Run<'a, T> {
                 grads,
                 value,
                 terms,
-                confusion,
+                tally,
             } = match self.workers {
-                Some(workers) => {
-                    workers.step(&state.model, batch, epoch, &self.autodiff, self.classes)?
-                }
+                Some(workers) => workers.step(&state.model, batch, epoch, &self.autodiff)?,
                 None => shard_step(
                     self.task,
                     self.loss,
@@ -715,10 +723,9 @@ impl<'a, T: Task> Run<'a, T> {
                     epoch,
                     &self.autodiff,
                     1.0,
-                    self.classes,
                 )?,
             };
-            trained.confusion.merge(&confusion);
+            trained.tally.merge(&tally);
             if !value.is_finite() {
                 return Err(Stop::NonFinite {
                     value,
@@ -776,12 +783,13 @@ impl<'a, T: Task> Run<'a, T> {
         trained: Trained,
         epoch: usize,
         started: Instant,
-    ) -> Result<EpochStats, Stop> {
+    ) -> Result<(EpochStats, Vec<(f64, f64)>), Stop> {
         let valid = model.valid();
         let SplitEvaluation {
             loss: val_loss,
             terms: val_terms,
             metrics: val_metrics,
+            predictions,
         } = evaluate_split(
             self.task,
             &valid,
@@ -800,7 +808,7 @@ impl<'a, T: Task> Run<'a, T> {
                 });
             }
         }
-        Ok(EpochStats {
+        let stats = EpochStats {
             epoch,
             step_losses: trained.step_losses,
             train_loss,
@@ -809,13 +817,14 @@ impl<'a, T: Task> Run<'a, T> {
                 .into_iter()
                 .map(|(n, s)| (n, s / seen))
                 .collect(),
-            train_metrics: trained.confusion.metrics(self.task.kind()),
+            train_metrics: trained.tally.metrics(self.task.kind()),
             val_loss,
             val_terms,
             val_metrics,
             lr: trained.lr,
             seconds: started.elapsed().as_secs_f64(),
-        })
+        };
+        Ok((stats, predictions))
     }
 
     /// The checkpoint (also as the best one when `best`) and the reports, each written
@@ -842,7 +851,16 @@ impl<'a, T: Task> Run<'a, T> {
             &state.stats,
             &self.config.run,
             &self.config.title,
-        )
+        )?;
+        if !state.val_predictions.is_empty() {
+            write_predictions(
+                &self.config.out_dir,
+                &state.val_predictions,
+                &self.config.title,
+                state.epoch,
+            )?;
+        }
+        Ok(())
     }
 }
 

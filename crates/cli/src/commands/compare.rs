@@ -5,7 +5,7 @@ use anyhow::{Result, bail};
 use burn::tensor::Device;
 use losskit_core::atomic_write::write_atomically;
 use losskit_optim::{
-    RunStats, TaskKind,
+    Metrics, RunStats, TaskKind,
     stats::{Series, svg_plot},
 };
 use serde_json::{Value, json};
@@ -150,11 +150,17 @@ fn table(results: &[(String, RunStats)]) -> String {
         .unwrap_or(4)
         .max(4);
     let mut table = format!("{:label_width$}  {:>8}", "LOSS", "VAL_LOSS");
-    match task {
-        TaskKind::Classification => table.push_str(&format!("  {:>8}", "ACCURACY")),
-        TaskKind::Segmentation => table.push_str(&format!("  {:>8}  {:>8}", "DICE", "IOU")),
+    let headline = Metrics::default().headline(task);
+    for (name, _) in &headline {
+        let name = name.trim_start_matches("val_").to_uppercase();
+        table.push_str(&format!("  {name:>8}"));
     }
-    let headers: Vec<String> = short.iter().map(|name| format!("R:{name}")).collect();
+    let per_class = task != TaskKind::Regression;
+    let headers: Vec<String> = if per_class {
+        short.iter().map(|name| format!("R:{name}")).collect()
+    } else {
+        Vec::new()
+    };
     let widths: Vec<usize> = headers.iter().map(|h| h.chars().count().max(6)).collect();
     for (header, width) in headers.iter().zip(&widths) {
         table.push_str(&format!("  {header:>width$}"));
@@ -163,22 +169,19 @@ fn table(results: &[(String, RunStats)]) -> String {
     for (label, stats) in results {
         let Some(last) = stats.last() else { continue };
         table.push_str(&format!("{label:label_width$}  {:>8.4}", last.val_loss));
-        match task {
-            TaskKind::Classification => {
-                table.push_str(&format!("  {:>8.4}", last.val_metrics.accuracy))
-            }
-            TaskKind::Segmentation => table.push_str(&format!(
-                "  {:>8.4}  {:>8.4}",
-                last.val_metrics.dice.unwrap_or(f64::NAN),
-                last.val_metrics.iou.unwrap_or(f64::NAN)
-            )),
+        for (_, value) in last.val_metrics.headline(task) {
+            table.push_str(&format!("  {value:>8.4}"));
         }
         for (recall, width) in last.val_metrics.recall.iter().zip(&widths) {
             table.push_str(&format!("  {recall:>width$.3}"));
         }
         table.push('\n');
     }
-    table.push_str("(R: validation recall per class; each loss's val_loss is on its own scale)\n");
+    table.push_str(if per_class {
+        "(R: validation recall per class; each loss's val_loss is on its own scale)\n"
+    } else {
+        "(MAE, RMSE in the target's units; each loss's val_loss is on its own scale)\n"
+    });
     table
 }
 
@@ -194,19 +197,31 @@ fn summary(results: &[(String, RunStats)]) -> Value {
                 .zip(&last.val_metrics.recall)
                 .map(|(c, r)| (c.clone(), json!(r)))
                 .collect();
-            Some(json!({
+            let mut row = json!({
                 "loss": label,
                 "val_loss": last.val_loss,
                 "avg_loss_all_epochs": stats.avg_loss_all_epochs(),
-                "val_accuracy": last.val_metrics.accuracy,
+                "val_accuracy": finite(last.val_metrics.accuracy),
                 "val_dice": last.val_metrics.dice,
                 "val_iou": last.val_metrics.iou,
                 "val_recall": recall,
                 "epochs": stats.epochs.iter().map(|e| json!({"epoch": e.epoch, "train_loss": e.train_loss, "val_loss": e.val_loss})).collect::<Vec<_>>(),
-            }))
+            });
+            for (name, value) in last.val_metrics.headline(stats.task) {
+                row[name] = finite(value);
+            }
+            Some(row)
         })
         .collect();
     json!({"task": results[0].1.task.as_str(), "classes": classes, "runs": rows})
+}
+
+fn finite(value: f64) -> Value {
+    if value.is_finite() {
+        json!(value)
+    } else {
+        Value::Null
+    }
 }
 
 /// The plot's lines: each run's training (thin) and validation (dotted, thick) loss per epoch.
@@ -229,6 +244,7 @@ fn series(results: &[(String, RunStats)]) -> Vec<Series> {
                     color: color.clone(),
                     points: curve(|e| e.train_loss),
                     dots: false,
+                    line: true,
                     width: 1.0,
                 },
                 Series {
@@ -236,6 +252,7 @@ fn series(results: &[(String, RunStats)]) -> Vec<Series> {
                     color,
                     points: curve(|e| e.val_loss),
                     dots: true,
+                    line: true,
                     width: 2.5,
                 },
             ]

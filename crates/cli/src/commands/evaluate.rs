@@ -57,9 +57,21 @@ fn evaluate_task<T: Task>(
         "epoch": checkpoint.meta.epoch,
         "samples": task.len(Split::Valid),
         "val_loss": val_loss,
-        "val_accuracy": metrics.accuracy,
-        "val_recall": recall,
     });
+    if task.kind() != TaskKind::Regression {
+        out["val_accuracy"] = json!(metrics.accuracy);
+        out["val_recall"] = Value::Object(recall);
+    }
+    for (name, value) in metrics.headline(task.kind()) {
+        out[name] = if value.is_finite() {
+            json!(value)
+        } else {
+            Value::Null
+        };
+    }
+    if task.kind() == TaskKind::Regression {
+        out["val_coverage"] = json!(metrics.coverage);
+    }
     if !terms.is_empty() {
         out["val_terms"] = Value::Object(terms.into_iter().map(|(n, v)| (n, json!(v))).collect());
     }
@@ -97,8 +109,20 @@ pub fn run(path: &Path, data: Option<&Path>, device: Option<&str>) -> Result<Str
                 DataSource::MaskFolder { reading, .. } => *reading,
                 _ => FolderReading::default(),
             };
-            let size = Some(spec.data.input_size());
-            DataSource::from_flag(spec.task, Some(path), spec.seed, 1.0, None, reading, size)?
+            let (size, target) = match &spec.data {
+                DataSource::Table { target, size, .. } => (*size, Some(target.as_str())),
+                _ => (Some(spec.data.input_size()), None),
+            };
+            DataSource::from_flag(
+                spec.task,
+                Some(path),
+                spec.seed,
+                1.0,
+                None,
+                reading,
+                size,
+                target,
+            )?
         }
         None => spec.data.clone(),
     };

@@ -11,7 +11,7 @@ use losskit_examples::{
 };
 use losskit_optim::{
     BEST_FILE, CHECKPOINT_FILE, Progress, RunStats, Task, TaskKind, TrainConfig, TrainError,
-    stats::REPORT_FILES,
+    stats::{PREDICTION_FILES, REPORT_FILES},
 };
 use serde_json::Value;
 
@@ -178,7 +178,7 @@ pub fn run_prepared(prepared: Prepared, request: &TrainRequest, title: &str) -> 
 }
 
 /// The closing report of a run.
-pub fn report(stats: &RunStats, out: &Path) -> String {
+pub fn report(stats: &RunStats, out: &Path, linear_r2: Option<f64>) -> String {
     let Some(last) = stats.last() else {
         return "no epoch finished".into();
     };
@@ -188,20 +188,30 @@ pub fn report(stats: &RunStats, out: &Path) -> String {
         last.val_loss,
         stats.avg_loss_all_epochs()
     );
-    match stats.task {
-        TaskKind::Classification => {
-            text.push_str(&format!("  val_accuracy {:.4}", last.val_metrics.accuracy))
-        }
-        TaskKind::Segmentation => text.push_str(&format!(
-            "  val_dice {:.4}  val_iou {:.4}",
-            last.val_metrics.dice.unwrap_or(f64::NAN),
-            last.val_metrics.iou.unwrap_or(f64::NAN)
-        )),
+    for (name, value) in last.val_metrics.headline(stats.task) {
+        text.push_str(&format!("  {name} {value:.4}"));
     }
     let seconds: f64 = stats.epochs.iter().map(|e| e.seconds).sum();
-    text.push_str(&format!("  time {seconds:.1}s\nrecall:"));
-    for (name, recall) in stats.classes.iter().zip(&last.val_metrics.recall) {
-        text.push_str(&format!(" {name} {recall:.3}"));
+    text.push_str(&format!("  time {seconds:.1}s"));
+    if stats.task != TaskKind::Regression {
+        text.push_str("\nrecall:");
+        for (name, recall) in stats.classes.iter().zip(&last.val_metrics.recall) {
+            text.push_str(&format!(" {name} {recall:.3}"));
+        }
+    }
+    if stats.task == TaskKind::Regression {
+        text.push_str("\n(val_coverage: the fraction of targets at or below the prediction)");
+        if let Some(r2) = linear_r2 {
+            text.push_str(&format!(
+                "\nlinear least squares on the same split: val_r2 {r2:.4}"
+            ));
+        }
+    }
+    if !last.val_metrics.label_f1.is_empty() {
+        text.push_str("\nf1:");
+        for (name, f1) in stats.classes.iter().zip(&last.val_metrics.label_f1) {
+            text.push_str(&format!(" {name} {f1:.3}"));
+        }
     }
     if !last.val_metrics.class_dice.is_empty() {
         text.push_str(
@@ -226,10 +236,16 @@ dice:",
         ));
     }
     let best_file = stats.best.is_some().then_some(BEST_FILE);
+    let prediction_files: &[&str] = if stats.task == TaskKind::Regression {
+        &PREDICTION_FILES
+    } else {
+        &[]
+    };
     let files: Vec<String> = std::iter::once(CHECKPOINT_FILE)
         .chain(best_file)
         .chain([CONFIG_FILE])
         .chain(REPORT_FILES)
+        .chain(prediction_files.iter().copied())
         .map(|file| format!("{}/{file}", out.display()))
         .collect();
     text.push_str(&format!("\nwrote {}", files.join(", ")));
@@ -250,6 +266,7 @@ pub fn run(request: &TrainRequest) -> Result<String> {
             .unwrap_or("?"),
         prepared.spec.optimizer.name()
     );
+    let linear_r2 = prepared.spec.linear_r2;
     let stats = run_prepared(prepared, request, &title)?;
-    Ok(report(&stats, &request.out))
+    Ok(report(&stats, &request.out, linear_r2))
 }

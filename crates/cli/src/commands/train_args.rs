@@ -22,6 +22,13 @@ pub enum TaskArg {
     Classification,
     /// The U-Net on cell images with masks (or `--data`: images/ and masks/ folders).
     Segmentation,
+    /// A real value per sample: the CNN counting cells in generated fields, or `--data` a
+    /// table with `--target COLUMN` (numeric features for an MLP, or a `file` column naming
+    /// images for the CNN).
+    Regression,
+    /// Any number of labels per image: the CNN on generated fields labelled with the cell
+    /// types they show, or `--data` a label table (`file` and `labels` columns).
+    Multilabel,
 }
 
 impl From<TaskArg> for TaskKind {
@@ -29,6 +36,8 @@ impl From<TaskArg> for TaskKind {
         match task {
             TaskArg::Classification => TaskKind::Classification,
             TaskArg::Segmentation => TaskKind::Segmentation,
+            TaskArg::Regression => TaskKind::Regression,
+            TaskArg::Multilabel => TaskKind::MultiLabel,
         }
     }
 }
@@ -47,13 +56,17 @@ pub enum ProgressArg {
 /// Options shared by `train` and `compare`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// classification (default) or segmentation.
+    /// classification (default), segmentation, regression or multilabel.
     #[arg(long, value_enum)]
     pub task: Option<TaskArg>,
-    /// Data folder: `<class>/*.png|jpg`, MNIST-format idx files, or `images/` + `masks/`
-    /// (default: generated blood-cell images).
+    /// The data: a folder of `<class>/*.png|jpg`, MNIST-format idx files, or `images/` +
+    /// `masks/` (segmentation); a CSV table (regression, with --target; multilabel: `file`
+    /// and `labels` columns, or a folder holding labels.csv) (default: generated cell images).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// The table column a regression run predicts (with --data TABLE.csv).
+    #[arg(long)]
+    pub target: Option<String>,
     /// The optimizer: a name (sgd, adam, adamw, rmsprop, adagrad) or a JSON object such as
     /// {"name": "sgd", "lr": 0.05, "momentum": 0.9} (default: adam; lr 0.003 for segmentation).
     #[arg(long)]
@@ -64,7 +77,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub schedule: Option<String>,
     /// Epochs (default: 6 for classification, at least 300 steps on image folders; 12 for
-    /// segmentation, 8 on mask folders).
+    /// segmentation, 8 on mask folders; 10 for regression, at least 360 steps on tables; 15
+    /// for multilabel).
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Samples per step (default: 32 for classification; 16 for segmentation on generated
@@ -109,7 +123,7 @@ pub struct RunArgs {
     pub max_steps: Option<usize>,
     /// The metric that decides the best epoch (kept as best.lkc) and early stopping:
     /// val_loss (default), val_accuracy, train_loss, train_accuracy; val_dice, val_iou for
-    /// segmentation.
+    /// segmentation; val_mae, val_rmse, val_r2 for regression; val_f1, val_map for multilabel.
     #[arg(long)]
     pub monitor: Option<String>,
     /// Stop when the monitored metric has not improved for this many epochs.
@@ -253,6 +267,7 @@ impl RunArgs {
             pad: seg.no_pad.then_some(false),
             foreground: seg.foreground,
             overlap: seg.overlap,
+            target: self.target.clone(),
         }
     }
 

@@ -6,6 +6,7 @@ use losskit_optim::Rng;
 
 use super::{
     ClassificationData, ImageSet, SEG_SIZE,
+    regression::{Inputs, RegressionData, RegressionSet},
     segmentation::{SegImage, SegImages, SegmentationData},
 };
 use crate::models::CNN_SIZE;
@@ -260,10 +261,13 @@ pub fn generate_cells(
     }
 }
 
-fn render_field(rng: &mut Rng) -> (Vec<f32>, Vec<i64>) {
+/// A field of one to three cells of random types: its pixels, per-pixel labels and the cell
+/// types it shows.
+fn render_field(rng: &mut Rng) -> (Vec<f32>, Vec<i64>, Vec<usize>) {
     let size = SEG_SIZE;
     let mut canvas = Canvas::new(size, rng.range(0.8, 0.9) as f32);
     let cells = 1 + rng.below(3);
+    let mut kinds = Vec::with_capacity(cells);
     let mut centres: Vec<(f64, f64)> = Vec::new();
     for _ in 0..cells {
         // A centre away from the others (a few tries), so cells touch at most.
@@ -280,6 +284,7 @@ fn render_field(rng: &mut Rng) -> (Vec<f32>, Vec<i64>) {
         }
         centres.push(best);
         let kind = rng.below(CELL_TYPES.len());
+        kinds.push(kind);
         let scale = rng.range(0.75, 0.95);
         paint_cell(
             &mut canvas,
@@ -292,7 +297,8 @@ fn render_field(rng: &mut Rng) -> (Vec<f32>, Vec<i64>) {
             Some(2),
         );
     }
-    canvas.finish(rng, 0.05)
+    let (pixels, labels) = canvas.finish(rng, 0.05);
+    (pixels, labels, kinds)
 }
 
 /// Generated microscope fields `1 × 48 × 48` with one to three cells and per-pixel masks:
@@ -303,7 +309,7 @@ pub fn generate_masks(train: usize, valid: usize, seed: u64) -> SegmentationData
     let make = |n: usize, rng: &mut Rng| -> Vec<SegImage> {
         (0..n)
             .map(|_| {
-                let (pixels, labels) = render_field(rng);
+                let (pixels, labels, _) = render_field(rng);
                 // The generated data's normalisation (`none`): [0, 1] shifted by -0.5.
                 let pixels = pixels.into_iter().map(|p| p - 0.5).collect();
                 let labels = labels.into_iter().map(|l| l as u8).collect();
@@ -320,6 +326,93 @@ pub fn generate_masks(train: usize, valid: usize, seed: u64) -> SegmentationData
         valid: all.skip(train),
         description: format!(
             "generated cell fields 1x48x48 with masks, train: {train}, validation: {valid}"
+        ),
+    }
+}
+
+/// Generated microscope fields `1 × 48 × 48` for multi-label classification: one to three
+/// cells of random types; the labels are the types the field shows (each present in about a
+/// third of the fields).
+pub fn generate_labels(train: usize, valid: usize, seed: u64) -> ClassificationData {
+    let mut rng = Rng::new(seed ^ 0x1ABE1);
+    let labels = CELL_TYPES.len();
+    let make = |n: usize, rng: &mut Rng| {
+        let mut set = ImageSet::new(1, SEG_SIZE, SEG_SIZE);
+        for _ in 0..n {
+            let (pixels, _, kinds) = render_field(rng);
+            set.images.extend(pixels);
+            set.labels
+                .extend((0..labels).map(|l| i64::from(kinds.contains(&l))));
+        }
+        set
+    };
+    let train_set = make(train, &mut rng);
+    let valid_set = make(valid, &mut rng);
+    ClassificationData {
+        classes: CELL_TYPES.iter().map(|s| s.to_string()).collect(),
+        train: train_set,
+        valid: valid_set,
+        description: format!(
+            "generated cell fields 1x48x48 labelled with the cell types they show, train: {train}, validation: {valid}"
+        ),
+    }
+}
+
+/// The most cells a generated counting field holds.
+pub const MAX_CELLS: usize = 9;
+
+/// A field of 0 to [`MAX_CELLS`] small cells of random types, apart from each other: its pixels
+/// and the number of cells.
+fn render_count_field(rng: &mut Rng) -> (Vec<f32>, usize) {
+    let size = SEG_SIZE;
+    let mut canvas = Canvas::new(size, rng.range(0.8, 0.9) as f32);
+    let cells = rng.below(MAX_CELLS + 1);
+    let mut centres: Vec<(f64, f64)> = Vec::new();
+    for _ in 0..cells {
+        let mut best = (24.0, 24.0);
+        for _ in 0..60 {
+            best = (rng.range(6.0, 42.0), rng.range(6.0, 42.0));
+            if centres
+                .iter()
+                .all(|(x, y)| ((x - best.0).powi(2) + (y - best.1).powi(2)).sqrt() > 12.0)
+            {
+                break;
+            }
+        }
+        centres.push(best);
+        let kind = rng.below(CELL_TYPES.len());
+        let scale = rng.range(0.42, 0.5);
+        paint_cell(&mut canvas, rng, kind, best.0, best.1, scale, None, None);
+    }
+    (canvas.finish(rng, 0.05).0, cells)
+}
+
+/// Generated microscope fields `1 × 48 × 48` for regression: the target is the number of
+/// cells in the field (0 to 9, uniform), as a cell counter estimates it.
+pub fn generate_counts(train: usize, valid: usize, seed: u64) -> RegressionData {
+    let mut rng = Rng::new(seed ^ 0xC0C0);
+    let make = |n: usize, rng: &mut Rng| {
+        let mut images = ImageSet::new(1, SEG_SIZE, SEG_SIZE);
+        let mut targets = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (pixels, count) = render_count_field(rng);
+            images.images.extend(pixels);
+            targets.push(count as f64);
+        }
+        RegressionSet {
+            inputs: Inputs::Images(images),
+            targets,
+        }
+    };
+    let train_set = make(train, &mut rng);
+    let valid_set = make(valid, &mut rng);
+    RegressionData {
+        target: "cells".into(),
+        features: Vec::new(),
+        train: train_set,
+        valid: valid_set,
+        description: format!(
+            "generated cell fields 1x48x48, target: the number of cells (0-{MAX_CELLS}), train: {train}, validation: {valid}"
         ),
     }
 }

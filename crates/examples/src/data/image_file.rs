@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use crate::models::{CNN_SIZE, MIN_CNN_SIZE};
+
 /// The largest image side read from a folder (larger images are refused, not decoded).
 pub const MAX_IMAGE_SIDE: u32 = 8192;
 
@@ -125,4 +127,75 @@ pub fn classifier_pixels(path: &Path, channels: usize, size: usize) -> Result<Ve
     let mut out = Vec::with_capacity(channels * size * size);
     Small::new(&image, size).extend_into(&mut out, channels);
     Ok(out)
+}
+
+/// The classifier's default input side for a set of image files: the median of their shorter
+/// sides, within [`MIN_CNN_SIZE`, 128] (from the headers; nothing is decoded).
+pub(super) fn median_side(files: &[PathBuf]) -> Result<usize> {
+    let mut sides = files
+        .iter()
+        .map(|file| {
+            let (w, h, _) = image_header(file)?;
+            Ok(w.min(h) as usize)
+        })
+        .collect::<Result<Vec<usize>>>()?;
+    sides.sort_unstable();
+    Ok(sides
+        .get(sides.len() / 2)
+        .copied()
+        .unwrap_or(CNN_SIZE)
+        .clamp(MIN_CNN_SIZE, MAX_DEFAULT_SIZE))
+}
+
+/// The largest default classifier input side (larger images are scaled down to it).
+pub(super) const MAX_DEFAULT_SIZE: usize = 128;
+
+/// Decodes image files as the classifier reads them (central square, `size`×`size`), all of
+/// them first so a corrupt file fails before training: gray unless some image has colour.
+/// Returns the channels and each image's pixels.
+pub(super) fn decode_all(files: &[&Path], size: usize) -> Result<(usize, Vec<Vec<f32>>)> {
+    let small = files
+        .iter()
+        .map(|path| Ok(Small::new(&open_image(path)?, size)))
+        .collect::<Result<Vec<Small>>>()?;
+    let channels = if small.iter().any(|s| s.rgb.is_some()) {
+        3
+    } else {
+        1
+    };
+    let pixels = small
+        .iter()
+        .map(|s| {
+            let mut out = Vec::with_capacity(channels * size * size);
+            s.extend_into(&mut out, channels);
+            out
+        })
+        .collect();
+    Ok((channels, pixels))
+}
+
+/// The image file a table cell names, relative to the table's folder; it must exist.
+pub(super) fn listed_file(base: &Path, cell: &str, table: &Path, line: u64) -> Result<PathBuf> {
+    let path = base.join(cell);
+    if cell.is_empty() {
+        anyhow::bail!(
+            "{}: line {line}: the file cell is empty; it must name an image relative to {}",
+            table.display(),
+            base.display()
+        );
+    }
+    if !path.is_file() {
+        anyhow::bail!(
+            "{}: line {line}: image `{cell}` does not exist in {}",
+            table.display(),
+            base.display()
+        );
+    }
+    if !is_image(&path) {
+        anyhow::bail!(
+            "{}: line {line}: `{cell}` is not a .png, .jpg or .tif image",
+            table.display()
+        );
+    }
+    Ok(path)
 }

@@ -6,10 +6,9 @@ use anyhow::{Result, bail};
 
 use super::{
     ClassificationData, ImageSet,
-    image_file::{Small, image_header, is_image, open_image, sorted_entries},
+    image_file::{Small, is_image, median_side, open_image, sorted_entries},
     split_indices,
 };
-use crate::models::{CNN_SIZE, MIN_CNN_SIZE};
 
 fn class_folders(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
     let mut classes = Vec::new();
@@ -30,33 +29,19 @@ fn class_folders(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
 }
 
 /// The classifier's input side for a folder: the median of its images' shorter sides, within
-/// [`MIN_CNN_SIZE`, 128] (from the headers; nothing is decoded).
+/// 8..=128 (read from the headers; nothing is decoded).
 pub fn default_size(root: &Path) -> Result<usize> {
-    let mut sides = Vec::new();
-    let mut visit = |dir: &Path| -> Result<()> {
-        for (_, files) in class_folders(dir)? {
-            for file in files {
-                let (w, h, _) = image_header(&file)?;
-                sides.push(w.min(h) as usize);
-            }
-        }
-        Ok(())
-    };
-    if root.join("train").is_dir() {
-        visit(&root.join("train"))?;
+    let dir = if root.join("train").is_dir() {
+        root.join("train")
     } else {
-        visit(root)?;
-    }
-    sides.sort_unstable();
-    Ok(sides
-        .get(sides.len() / 2)
-        .copied()
-        .unwrap_or(CNN_SIZE)
-        .clamp(MIN_CNN_SIZE, MAX_DEFAULT_SIZE))
+        root.to_path_buf()
+    };
+    let files: Vec<PathBuf> = class_folders(&dir)?
+        .into_iter()
+        .flat_map(|(_, files)| files)
+        .collect();
+    median_side(&files)
 }
-
-/// The largest default classifier input side (larger images are scaled down to it).
-const MAX_DEFAULT_SIZE: usize = 128;
 
 /// `root/<class>/*.png|jpg|tif`, or `root/train/<class>/...` with `root/val/<class>/...` (also
 /// `valid/`, `test/`): each image's central square (its shorter side) resized to

@@ -6,8 +6,11 @@ mod generated;
 mod idx;
 mod image_file;
 mod image_folder;
+pub mod multilabel;
 pub mod patches;
+pub mod regression;
 pub mod segmentation;
+pub mod table;
 
 use std::path::{Path, PathBuf};
 
@@ -17,10 +20,15 @@ use serde::{Deserialize, Serialize};
 
 use self::idx::idx_file;
 pub use self::{
-    generated::{CELL_TYPES, SEG_CLASSES, generate_cells, generate_masks},
+    generated::{
+        CELL_TYPES, MAX_CELLS, SEG_CLASSES, generate_cells, generate_counts, generate_labels,
+        generate_masks,
+    },
     idx::load_idx,
     image_file::{MAX_IMAGE_SIDE, classifier_pixels, is_image, sorted_entries},
     image_folder::load_image_folder,
+    multilabel::{LABEL_FILES, load_label_table},
+    regression::{Inputs, RegressionData, RegressionSet, load_table_regression, table_path},
     segmentation::{
         FolderReading, MaskMode, Normalization, SegImage, SegImages, SegmentationData,
         load_segmentation_folder, read_image,
@@ -98,6 +106,10 @@ pub enum Dataset {
     Classification(ClassificationData),
     /// Images with a class per pixel, each at its own size.
     Segmentation(SegmentationData),
+    /// Images or table rows with a real target each.
+    Regression(RegressionData),
+    /// Images with any number of labels each (`labels` holds one 0/1 per label and image).
+    MultiLabel(ClassificationData),
 }
 
 impl Dataset {
@@ -106,51 +118,92 @@ impl Dataset {
         match self {
             Self::Classification(_) => TaskKind::Classification,
             Self::Segmentation(_) => TaskKind::Segmentation,
+            Self::Regression(_) => TaskKind::Regression,
+            Self::MultiLabel(_) => TaskKind::MultiLabel,
         }
     }
 
-    /// Class names, index order.
-    pub fn classes(&self) -> &[String] {
+    /// Class (label) names, index order; for regression, the target's name (one output).
+    pub fn classes(&self) -> Vec<String> {
         match self {
-            Self::Classification(data) => &data.classes,
-            Self::Segmentation(data) => &data.classes,
+            Self::Classification(data) | Self::MultiLabel(data) => data.classes.clone(),
+            Self::Segmentation(data) => data.classes.clone(),
+            Self::Regression(data) => vec![data.target.clone()],
         }
     }
 
-    /// Channels per image.
+    /// Channels per image (0 for table rows).
     pub fn channels(&self) -> usize {
         match self {
-            Self::Classification(data) => data.train.channels,
+            Self::Classification(data) | Self::MultiLabel(data) => data.train.channels,
             Self::Segmentation(data) => data.channels(),
+            Self::Regression(data) => data.channels(),
+        }
+    }
+
+    /// The side of the classifier's square input images, when the inputs are such images.
+    pub fn image_side(&self) -> Option<usize> {
+        match self {
+            Self::Classification(data) | Self::MultiLabel(data) => Some(data.train.height),
+            Self::Regression(RegressionData {
+                train:
+                    RegressionSet {
+                        inputs: Inputs::Images(set),
+                        ..
+                    },
+                ..
+            }) => Some(set.height),
+            _ => None,
         }
     }
 
     /// Where the data came from, in words.
     pub fn description(&self) -> &str {
         match self {
-            Self::Classification(data) => &data.description,
+            Self::Classification(data) | Self::MultiLabel(data) => &data.description,
             Self::Segmentation(data) => &data.description,
+            Self::Regression(data) => &data.description,
         }
     }
 
-    /// The number of (training, validation) images.
+    /// The number of (training, validation) samples.
     pub fn sizes(&self) -> (usize, usize) {
         match self {
-            Self::Classification(data) => (data.train.len(), data.valid.len()),
+            Self::Classification(data) | Self::MultiLabel(data) => {
+                (data.train.len(), data.valid.len())
+            }
             Self::Segmentation(data) => (data.train.len(), data.valid.len()),
+            Self::Regression(data) => (data.train.len(), data.valid.len()),
         }
     }
 
     /// The same data with every image in the validation split (to score other data whole).
     pub fn all_for_validation(self) -> Self {
+        let join_images = |mut data: ClassificationData| {
+            let mut all = std::mem::take(&mut data.train);
+            all.images.append(&mut data.valid.images);
+            all.labels.append(&mut data.valid.labels);
+            data.valid = all;
+            data.train = data.valid.clone_empty();
+            data
+        };
         match self {
-            Self::Classification(mut data) => {
-                let mut all = std::mem::take(&mut data.train);
-                all.images.append(&mut data.valid.images);
-                all.labels.append(&mut data.valid.labels);
+            Self::Classification(data) => Self::Classification(join_images(data)),
+            Self::MultiLabel(data) => Self::MultiLabel(join_images(data)),
+            Self::Regression(mut data) => {
+                let (train, valid) = (data.train, data.valid);
+                let indices: Vec<usize> = (0..train.len()).collect();
+                let empty = RegressionSet::select(&train.inputs, &train.targets, &[]);
+                let mut all = RegressionSet::select(&train.inputs, &train.targets, &indices);
+                all.targets.extend(valid.targets);
+                match (&mut all.inputs, valid.inputs) {
+                    (Inputs::Images(a), Inputs::Images(b)) => a.images.extend(b.images),
+                    (Inputs::Rows { values: a, .. }, Inputs::Rows { values: b, .. }) => a.extend(b),
+                    _ => {}
+                }
+                data.train = empty;
                 data.valid = all;
-                data.train = data.valid.clone_empty();
-                Self::Classification(data)
+                Self::Regression(data)
             }
             Self::Segmentation(mut data) => {
                 data.valid = data.train.joined(&data.valid);
@@ -164,6 +217,21 @@ impl Dataset {
     /// forward pass that checks a loss needs.
     pub fn first_training_image(&self) -> Self {
         match self {
+            Self::Regression(data) => Self::Regression(RegressionData {
+                target: data.target.clone(),
+                features: data.features.clone(),
+                train: RegressionSet::select(&data.train.inputs, &data.train.targets, &[0]),
+                valid: RegressionSet::select(&data.valid.inputs, &data.valid.targets, &[]),
+                description: String::new(),
+            }),
+            Self::MultiLabel(data) => {
+                let Self::Classification(first) =
+                    Self::Classification(data.clone()).first_training_image()
+                else {
+                    unreachable!()
+                };
+                Self::MultiLabel(first)
+            }
             Self::Classification(data) => {
                 let mut train = data.train.clone_empty();
                 let per = data.train.image_len();
@@ -248,12 +316,68 @@ pub enum DataSource {
         #[serde(default)]
         reading: FolderReading,
     },
+    /// Generated cell fields whose target is the number of cells (regression).
+    GeneratedCounts {
+        /// Training images.
+        train: usize,
+        /// Validation images.
+        valid: usize,
+        /// The generator's seed.
+        seed: u64,
+    },
+    /// Generated cell fields labelled with the cell types they show (multi-label).
+    GeneratedLabels {
+        /// Training images.
+        train: usize,
+        /// Validation images.
+        valid: usize,
+        /// The generator's seed.
+        seed: u64,
+    },
+    /// A table with a target column: numeric feature columns, or a `file` column naming images
+    /// (regression).
+    Table {
+        /// The table file.
+        path: PathBuf,
+        /// The target column.
+        target: String,
+        /// The seed of the train/validation split.
+        seed: u64,
+        /// The side images are resized to (recorded once loaded; `None`: none, or not yet).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<usize>,
+    },
+    /// A label table: a `file` column naming images and their labels (multi-label).
+    LabelTable {
+        /// The table file.
+        path: PathBuf,
+        /// The seed of the train/validation split.
+        seed: u64,
+        /// The side images are resized to (recorded once loaded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<usize>,
+    },
 }
 
 impl DataSource {
     /// Loads or generates the data.
     pub fn load(&self) -> Result<Dataset> {
         Ok(match self {
+            DataSource::GeneratedCounts { train, valid, seed } => {
+                Dataset::Regression(generate_counts(*train, *valid, *seed))
+            }
+            DataSource::GeneratedLabels { train, valid, seed } => {
+                Dataset::MultiLabel(generate_labels(*train, *valid, *seed))
+            }
+            DataSource::Table {
+                path,
+                target,
+                seed,
+                size,
+            } => Dataset::Regression(load_table_regression(path, target, *seed, *size)?.0),
+            DataSource::LabelTable { path, seed, size } => {
+                Dataset::MultiLabel(load_label_table(path, *seed, *size)?.0)
+            }
             DataSource::GeneratedCells {
                 train_per_class,
                 valid_per_class,
@@ -285,8 +409,23 @@ impl DataSource {
         match self {
             DataSource::ImageFolder {
                 size: Some(size), ..
+            }
+            | DataSource::Table {
+                size: Some(size), ..
+            }
+            | DataSource::LabelTable {
+                size: Some(size), ..
             } => *size,
+            DataSource::GeneratedCounts { .. } | DataSource::GeneratedLabels { .. } => SEG_SIZE,
             _ => CNN_SIZE,
+        }
+    }
+
+    /// Records the image side the data was read at (label and target tables decide it from
+    /// their images when loaded).
+    pub fn set_image_side(&mut self, side: usize) {
+        if let DataSource::Table { size, .. } | DataSource::LabelTable { size, .. } = self {
+            *size = Some(side);
         }
     }
 
@@ -294,11 +433,15 @@ impl DataSource {
     pub fn is_generated(&self) -> bool {
         matches!(
             self,
-            DataSource::GeneratedCells { .. } | DataSource::GeneratedMasks { .. }
+            DataSource::GeneratedCells { .. }
+                | DataSource::GeneratedMasks { .. }
+                | DataSource::GeneratedCounts { .. }
+                | DataSource::GeneratedLabels { .. }
         )
     }
 
     /// The data source for `--data PATH` (or the generated default) of a task.
+    #[allow(clippy::too_many_arguments)]
     pub fn from_flag(
         kind: TaskKind,
         path: Option<&Path>,
@@ -307,9 +450,23 @@ impl DataSource {
         limit: Option<usize>,
         reading: FolderReading,
         size: Option<usize>,
+        target: Option<&str>,
     ) -> Result<Self> {
+        if target.is_some() && !(kind == TaskKind::Regression && path.is_some()) {
+            bail!("--target names the column to predict in a --data table of --task regression");
+        }
         let Some(path) = path else {
             return Ok(match kind {
+                TaskKind::Regression => DataSource::GeneratedCounts {
+                    train: limit.map_or(1000, |l| l.min(1000)),
+                    valid: 250,
+                    seed,
+                },
+                TaskKind::MultiLabel => DataSource::GeneratedLabels {
+                    train: limit.map_or(1000, |l| l.min(1000)),
+                    valid: 250,
+                    seed,
+                },
                 TaskKind::Classification => DataSource::GeneratedCells {
                     // --limit caps the default size; it never raises it.
                     train_per_class: limit.map_or(500, |l| l.div_ceil(CELL_TYPES.len()).min(500)),
@@ -326,6 +483,30 @@ impl DataSource {
         };
         if imbalance != 1.0 {
             bail!("--imbalance applies to the generated data only, not to --data");
+        }
+        match kind {
+            TaskKind::Regression => {
+                let Some(target) = target else {
+                    bail!(
+                        "--task regression --data {} needs --target COLUMN: the table column to predict",
+                        path.display()
+                    );
+                };
+                return Ok(DataSource::Table {
+                    path: table_path(path, &["targets.csv", "targets.tsv"])?,
+                    target: target.to_string(),
+                    seed,
+                    size,
+                });
+            }
+            TaskKind::MultiLabel => {
+                return Ok(DataSource::LabelTable {
+                    path: table_path(path, &LABEL_FILES)?,
+                    seed,
+                    size,
+                });
+            }
+            _ => {}
         }
         if !path.is_dir() {
             bail!("--data {}: not a folder", path.display());
@@ -353,6 +534,7 @@ impl DataSource {
                 seed,
                 reading,
             },
+            TaskKind::Regression | TaskKind::MultiLabel => unreachable!("returned above"),
         })
     }
 }

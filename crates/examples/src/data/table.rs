@@ -1,0 +1,262 @@
+//! Tables from text files: the numeric columns of tabular regression, and the file and label
+//! columns of label files. Comma-, semicolon- or tab-separated (the header decides; a header
+//! with none of them is split on whitespace), quoted as spreadsheets write it. Every cell is
+//! checked where it is used: a bad one fails with its line and column.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+/// A table as text: the header and the cells of each row.
+#[derive(Debug, Clone)]
+pub struct Table {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Column names, in file order.
+    pub columns: Vec<String>,
+    /// The cells of each row, one per column.
+    pub rows: Vec<Vec<String>>,
+    /// The line in the file of each row (the header is line 1).
+    lines: Vec<u64>,
+}
+
+/// Reads a table: a header naming the columns, then one row per sample.
+pub fn read_table(path: &Path) -> Result<Table> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", path.display()))?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let Some(header) = text.lines().find(|l| !l.trim().is_empty()) else {
+        bail!(
+            "{}: the file is empty; expected a header line naming the columns, then one row per sample",
+            path.display()
+        );
+    };
+    let delimiter = [b',', b';', b'\t']
+        .into_iter()
+        .max_by_key(|d| header.bytes().filter(|b| b == d).count())
+        .filter(|d| header.as_bytes().contains(d));
+    let mut columns: Vec<String> = Vec::new();
+    let mut rows = Vec::new();
+    let mut lines = Vec::new();
+    match delimiter {
+        Some(delimiter) => {
+            // Records split here (a newline inside quotes belongs to its cell), so each keeps
+            // the line it starts on; csv parses each one's cells and quotes.
+            for (line, record) in logical_lines(text) {
+                let mut reader = csv::ReaderBuilder::new()
+                    .delimiter(delimiter)
+                    .has_headers(false)
+                    .flexible(true)
+                    .from_reader(record.as_bytes());
+                let Some(parsed) = reader.records().next() else {
+                    continue;
+                };
+                let parsed =
+                    parsed.map_err(|e| anyhow::anyhow!("{}: line {line}: {e}", path.display()))?;
+                let cells: Vec<String> = parsed.iter().map(|c| c.trim().to_string()).collect();
+                if cells.iter().all(String::is_empty) {
+                    continue;
+                }
+                if columns.is_empty() {
+                    columns = cells;
+                } else {
+                    rows.push(cells);
+                    lines.push(line);
+                }
+            }
+        }
+        None => {
+            for (i, line) in text.lines().enumerate() {
+                let cells: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+                if cells.is_empty() {
+                    continue;
+                }
+                if columns.is_empty() {
+                    columns = cells;
+                } else {
+                    rows.push(cells);
+                    lines.push(i as u64 + 1);
+                }
+            }
+        }
+    }
+    if let Some(i) = columns.iter().position(String::is_empty) {
+        bail!(
+            "{}: column {} of the header has no name; every column needs one",
+            path.display(),
+            i + 1
+        );
+    }
+    for (i, name) in columns.iter().enumerate() {
+        if columns[..i].contains(name) {
+            bail!("{}: the header names column `{name}` twice", path.display());
+        }
+    }
+    if rows.is_empty() {
+        bail!(
+            "{}: the header names {} columns but no row follows; expected one row per sample",
+            path.display(),
+            columns.len()
+        );
+    }
+    for (cells, line) in rows.iter().zip(&lines) {
+        if cells.len() != columns.len() {
+            bail!(
+                "{}: line {line} has {} cells, the header names {} columns",
+                path.display(),
+                cells.len(),
+                columns.len()
+            );
+        }
+    }
+    Ok(Table {
+        path: path.to_path_buf(),
+        columns,
+        rows,
+        lines,
+    })
+}
+
+/// The records of CSV text with the line each starts on: split at newlines outside double
+/// quotes, line endings (`\n` or `\r\n`) dropped.
+fn logical_lines(text: &str) -> Vec<(u64, &str)> {
+    let mut records = Vec::new();
+    let (mut start, mut line, mut start_line, mut quoted) = (0, 1u64, 1u64, false);
+    for (i, byte) in text.bytes().enumerate() {
+        match byte {
+            b'"' => quoted = !quoted,
+            b'\n' => {
+                if !quoted {
+                    records.push((start_line, text[start..i].trim_end_matches('\r')));
+                    start = i + 1;
+                    start_line = line + 1;
+                }
+                line += 1;
+            }
+            _ => {}
+        }
+    }
+    if start < text.len() {
+        records.push((start_line, &text[start..]));
+    }
+    records
+}
+
+impl Table {
+    /// The index of column `name`, or an error listing the columns.
+    pub fn column(&self, name: &str, role: &str) -> Result<usize> {
+        if let Some(i) = self.columns.iter().position(|c| c == name) {
+            return Ok(i);
+        }
+        let close = losskit_core::error::closest(name, self.columns.iter().map(String::as_str));
+        let hint = close
+            .first()
+            .map(|c| format!(" (did you mean `{c}`?)"))
+            .unwrap_or_default();
+        bail!(
+            "{}: no column `{name}` for {role}; the columns are {}{hint}",
+            self.path.display(),
+            self.columns.join(", ")
+        )
+    }
+
+    /// The values of a numeric column, every cell a finite number.
+    pub fn numbers(&self, column: usize) -> Result<Vec<f64>> {
+        let name = &self.columns[column];
+        self.rows
+            .iter()
+            .zip(&self.lines)
+            .map(|(cells, line)| {
+                let cell = &cells[column];
+                if cell.is_empty() {
+                    bail!(
+                        "{}: line {line}, column `{name}`: the cell is empty; missing values are not supported (fill or drop the row)",
+                        self.path.display()
+                    );
+                }
+                match cell.parse::<f64>() {
+                    Ok(value) if value.is_finite() => Ok(value),
+                    _ => bail!(
+                        "{}: line {line}, column `{name}`: `{cell}` is not a finite number (every feature and target cell must be numeric)",
+                        self.path.display()
+                    ),
+                }
+            })
+            .collect()
+    }
+
+    /// The line in the file of row `row`.
+    pub fn line(&self, row: usize) -> u64 {
+        self.lines[row]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> Result<Table> {
+        let dir = std::env::temp_dir().join(format!(
+            "losskit-table-{}-{}",
+            std::process::id(),
+            text.len()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.csv");
+        std::fs::write(&path, text).unwrap();
+        let table = read_table(&path);
+        std::fs::remove_dir_all(&dir).unwrap();
+        table
+    }
+
+    #[test]
+    fn reads_delimiters_quotes_and_whitespace() {
+        let t = table("\u{feff}a,b\r\n1,\"2\"\r\n\r\n3,4\r\n").unwrap();
+        assert_eq!(t.columns, ["a", "b"]);
+        assert_eq!(t.numbers(1).unwrap(), [2.0, 4.0]);
+        assert_eq!((t.line(0), t.line(1)), (2, 4), "{:?}", t.rows);
+        let t = table("a,b\n\"x\ny\",2\n3,4\n").unwrap();
+        assert_eq!(t.rows[0][0], "x\ny");
+        assert_eq!(t.line(1), 4, "a quoted newline is part of its cell");
+        let t = table("a;b\n1;2\n").unwrap();
+        assert_eq!(t.numbers(0).unwrap(), [1.0]);
+        // scikit-learn's linnerud files: whitespace-separated.
+        let t = table("Chins Situps Jumps\n5 162 60\n2 110 60\n").unwrap();
+        assert_eq!(t.columns, ["Chins", "Situps", "Jumps"]);
+        assert_eq!(t.numbers(2).unwrap(), [60.0, 60.0]);
+    }
+
+    #[test]
+    fn bad_tables_name_line_and_column() {
+        let e = table("").unwrap_err().to_string();
+        assert!(e.contains("the file is empty"), "{e}");
+        let e = table("a,b\n").unwrap_err().to_string();
+        assert!(e.contains("no row follows"), "{e}");
+        let e = table("a,b\n1,2\n3\n").unwrap_err().to_string();
+        assert!(e.contains("line 3 has 1 cells"), "{e}");
+        let t = table("a,b\n1,2\n3,x7\n").unwrap();
+        let e = t.numbers(1).unwrap_err().to_string();
+        assert!(
+            e.contains("line 3, column `b`: `x7` is not a finite number"),
+            "{e}"
+        );
+        let e = table("a,b\n1,\n")
+            .unwrap()
+            .numbers(1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2, column `b`: the cell is empty"), "{e}");
+        let e = table("a,a\n1,2\n").unwrap_err().to_string();
+        assert!(e.contains("names column `a` twice"), "{e}");
+        let t = table("age,progression\n1,2\n").unwrap();
+        let e = t
+            .column("progresion", "the target")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no column `progresion`") && e.contains("did you mean `progression`"),
+            "{e}"
+        );
+    }
+}
