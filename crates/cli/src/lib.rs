@@ -7,6 +7,7 @@
 extern crate losskit_losses;
 
 pub mod commands;
+pub mod diagnostics;
 pub mod npy;
 pub mod panics;
 pub mod plugins;

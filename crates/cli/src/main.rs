@@ -21,6 +21,11 @@ use losskit_core::Reduction;
     about = "Swappable, verifiable loss functions for burn"
 )]
 struct Cli {
+    /// Show more diagnostics on stderr: -v for debug (the loss built, the device chosen, each
+    /// epoch's events), -vv for trace (every step). RUST_LOG sets them finer when -v is not
+    /// given (e.g. RUST_LOG=losskit::registry=debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -235,6 +240,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    losskit_cli::diagnostics::install(cli.verbose);
     match run(cli) {
         Ok(text) => {
             // A closed pipe (`losskit list | head`) is not an error worth a message.

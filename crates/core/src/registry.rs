@@ -237,6 +237,12 @@ impl Registry {
         let registration = self.get(name)?;
         let mut options = config.clone();
         options.remove("name");
+        tracing::debug!(
+            target: "losskit::registry",
+            "building loss `{}` (asked as `{name}`) with options {}",
+            registration.name,
+            serde_json::Value::Object(options.clone())
+        );
         (registration.build)(registration.name, &options)
     }
 

@@ -32,7 +32,14 @@ use crate::{
 /// The device named by `--device`, or the default CPU device (never burn's
 /// `Device::default()`, which prefers any GPU it finds).
 pub fn device_from_flag(name: Option<&str>) -> Result<Device> {
-    Ok(losskit_core::devices::parse_device(name.unwrap_or("cpu"))?)
+    let asked = name.unwrap_or("cpu");
+    let device = losskit_core::devices::parse_device(asked)?;
+    tracing::debug!(
+        target: "losskit::device",
+        "device `{asked}`{}: {device:?}",
+        if name.is_none() { " (the default)" } else { "" }
+    );
+    Ok(device)
 }
 
 /// What `train` (and each run of `compare`) was asked to do.

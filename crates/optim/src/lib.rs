@@ -8,6 +8,7 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod events;
 pub mod init;
 pub mod metrics;
 pub mod monitor;
@@ -20,6 +21,7 @@ pub mod train;
 
 pub use checkpoint::{CHECKPOINT_FILE, Checkpoint, CheckpointMeta};
 pub use error::{OptimConfigError, TrainError};
+pub use events::{EVENTS_FILE, EventLog};
 pub use init::seeded_init;
 pub use losskit_core::Rng;
 pub use metrics::{Confusion, Metrics, OutputReading, Tally, TaskKind};

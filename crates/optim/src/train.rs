@@ -24,11 +24,12 @@ use burn::{
 use losskit_core::{
     Loss, LossInput, Reduction, Rng, atomic_write::write_atomically, input::to_f64_vec,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::{
     checkpoint::{CHECKPOINT_FILE, Checkpoint, CheckpointMeta},
     error::TrainError,
+    events::{EventLog, named, number},
     init::seeded_init,
     metrics::{Metrics, OutputReading, Tally, TaskKind},
     monitor::{BEST_FILE, Monitor},
@@ -447,15 +448,37 @@ fn run_training<T: Task>(
     // save overwrites it).
     let mut saved = config.resume && run.checkpoint_path.exists();
     let mut display = Display::new(config.progress);
+    let mut events = EventLog::open(&config.out_dir, config.resume);
+    events.record(
+        "run_start",
+        json!({
+            "resume": config.resume,
+            "from_epoch": state.epoch,
+            "epochs": config.epochs,
+            "batch_size": config.batch_size,
+            "steps_per_epoch": run.steps_per_epoch,
+            "train_samples": run.train_len,
+            "seed": config.seed,
+            "task": task.kind().as_str(),
+            "classes": task.classes(),
+            "run": config.run,
+        }),
+    );
+    let failed = |events: &mut EventLog, error: TrainError| {
+        events.record("error", json!({ "message": error.to_string() }));
+        error
+    };
     for epoch in state.epoch + 1..=config.epochs {
         let started = Instant::now();
         let trained;
         (state, trained) = run
-            .train_epoch(state, epoch, optimizer.lr(), &mut display)
-            .map_err(|stop| stop.into_error(epoch, saved.then_some(&run.checkpoint_path)))?;
+            .train_epoch(state, epoch, optimizer.lr(), &mut display, &mut events)
+            .map_err(|stop| stop.into_error(epoch, saved.then_some(&run.checkpoint_path)))
+            .map_err(|error| failed(&mut events, error))?;
         let (epoch_stats, predictions) = run
             .validate(&state.model, trained, epoch, started)
-            .map_err(|stop| stop.into_error(epoch, saved.then_some(&run.checkpoint_path)))?;
+            .map_err(|stop| stop.into_error(epoch, saved.then_some(&run.checkpoint_path)))
+            .map_err(|error| failed(&mut events, error))?;
         state.stats.epochs.push(epoch_stats);
         state.val_predictions = predictions;
         state.epoch = epoch;
@@ -467,14 +490,46 @@ fn run_training<T: Task>(
             since >= patience && epoch < config.epochs
         });
         state.stats.stopped_early = stop;
-        run.save(&state, improved)?;
+        if let Some(e) = state.stats.last() {
+            events.record(
+                "epoch",
+                json!({
+                    "epoch": e.epoch,
+                    "steps": e.step_losses.len(),
+                    "train_loss": number(e.train_loss),
+                    "avg_loss_all_epochs": number(state.stats.avg_loss_all_epochs()),
+                    "val_loss": number(e.val_loss),
+                    "train_terms": named(&e.train_terms),
+                    "val_terms": named(&e.val_terms),
+                    "train_metrics": e.train_metrics,
+                    "val_metrics": e.val_metrics,
+                    "lr": e.lr,
+                    "seconds": e.seconds,
+                    "best": improved,
+                }),
+            );
+        }
+        run.save(&state, improved)
+            .map_err(|error| failed(&mut events, error))?;
         saved = true;
+        events.record(
+            "checkpoint",
+            json!({
+                "epoch": epoch,
+                "path": run.checkpoint_path,
+                "best": improved.then(|| config.out_dir.join(BEST_FILE)),
+            }),
+        );
         let mut line = state.stats.epoch_line(config.epochs);
         if improved {
             line.push_str("  (best)");
         }
         display.epoch(&line);
         if stop {
+            events.record(
+                "stopped_early",
+                json!({"epoch": epoch, "best": state.stats.best}),
+            );
             if let Some(best) = &state.stats.best {
                 display.epoch(&format!(
                     "stopped early: {} has not improved for {} epochs (best {:.4} at epoch {}, kept in {BEST_FILE})",
@@ -487,6 +542,10 @@ fn run_training<T: Task>(
             break;
         }
     }
+    events.record(
+        "run_end",
+        json!({"epochs": state.epoch, "stopped_early": state.stats.stopped_early, "best": state.stats.best}),
+    );
     Ok(TrainOutcome {
         model: state.model,
         stats: state.stats,
@@ -683,6 +742,7 @@ impl<'a, T: Task> Run<'a, T> {
         epoch: usize,
         lr: f64,
         display: &mut Display,
+        events: &mut EventLog,
     ) -> Result<(State<T::Model>, Trained), Stop> {
         let config = self.config;
         // Only for layers that draw in their forward pass (dropout): burn gives them nothing but
@@ -738,6 +798,17 @@ impl<'a, T: Task> Run<'a, T> {
             state.model = state.optim.step(rates, state.model, grads);
             state.global_step += 1;
             trained.step_losses.push(value);
+            events.record(
+                "step",
+                json!({
+                    "epoch": epoch,
+                    "step": step + 1,
+                    "global_step": state.global_step,
+                    "loss": number(value),
+                    "lr": trained.lr,
+                    "terms": named(&terms),
+                }),
+            );
             trained.weighted += value * batch.len() as f64;
             trained.seen += batch.len();
             display.step(|| self.progress_text(epoch, step + 1, value, &trained, &state.stats));

@@ -49,7 +49,7 @@ pub fn run(base: &TrainRequest, losses: &[String]) -> Result<String> {
         label,
     } in pending
     {
-        eprintln!("losskit: compare: training with loss {label}");
+        tracing::info!("compare: training with loss {label}");
         let title = format!("{} - loss {label}", spec.task.as_str());
         // Each run gets its own copy only while it trains.
         let data = match &shared {

@@ -87,8 +87,8 @@ pub fn run(checkpoint: &Path, input: &Path, out: &Path, device: Option<&str>) ->
             Ok(()) => written += 1,
             Err(error) => {
                 failed += 1;
-                eprintln!(
-                    "losskit: predict: {}: {}",
+                tracing::warn!(
+                    "predict: {}: {}",
                     file.display(),
                     format!("{error:#}").replace('\n', " ")
                 );

@@ -19,8 +19,8 @@ pub fn run(bind: &str, port: u16, device: Option<&str>) -> Result<String> {
         let address = listener
             .local_addr()
             .context("cannot read the listening address")?;
-        eprintln!(
-            "losskit: serving {} at ws://{address}; train with --device remote:ws://{address} (Ctrl-C stops)",
+        tracing::info!(
+            "serving {} at ws://{address}; train with --device remote:ws://{address} (Ctrl-C stops)",
             losskit_core::devices::describe(name)?
         );
         burn::server::RemoteServer::new([local])

@@ -10,7 +10,8 @@ use losskit_examples::{
     run_config::{CONFIG_FILE, RunConfig},
 };
 use losskit_optim::{
-    BEST_FILE, CHECKPOINT_FILE, Progress, RunStats, Task, TaskKind, TrainConfig, TrainError,
+    BEST_FILE, CHECKPOINT_FILE, EVENTS_FILE, Progress, RunStats, Task, TaskKind, TrainConfig,
+    TrainError,
     stats::{PREDICTION_FILES, REPORT_FILES},
 };
 use serde_json::Value;
@@ -118,10 +119,10 @@ pub fn run_prepared(prepared: Prepared, request: &TrainRequest, title: &str) -> 
         )],
     };
     if request.progress != Progress::Quiet {
-        eprintln!("losskit: {}", data.description());
+        tracing::info!("{}", data.description());
         if let Some(source) = &spec.init_from {
-            eprintln!(
-                "losskit: starting from the weights of {} (epoch {}, loss {})",
+            tracing::info!(
+                "starting from the weights of {} (epoch {}, loss {})",
                 source.checkpoint.display(),
                 source.epoch,
                 source.loss
@@ -130,8 +131,8 @@ pub fn run_prepared(prepared: Prepared, request: &TrainRequest, title: &str) -> 
         if let Some(segmentation) = &spec.segmentation {
             let settings = &segmentation.settings;
             let [ph, pw] = settings.patches.size;
-            eprintln!(
-                "losskit: U-Net depth {} width {}; {} patches of {ph}x{pw} per epoch ({:.0} % around foreground), augmentation {}; validation on whole images, {ph}x{pw} windows overlapping {:.0} %",
+            tracing::info!(
+                "U-Net depth {} width {}; {} patches of {ph}x{pw} per epoch ({:.0} % around foreground), augmentation {}; validation on whole images, {ph}x{pw} windows overlapping {:.0} %",
                 segmentation.depth,
                 spec.width,
                 settings.patches.per_epoch,
@@ -246,6 +247,7 @@ dice:",
         .chain([CONFIG_FILE])
         .chain(REPORT_FILES)
         .chain(prediction_files.iter().copied())
+        .chain([EVENTS_FILE])
         .map(|file| format!("{}/{file}", out.display()))
         .collect();
     text.push_str(&format!("\nwrote {}", files.join(", ")));
