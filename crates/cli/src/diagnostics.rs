@@ -48,12 +48,14 @@ where
 }
 
 /// Installs the stderr subscriber: `RUST_LOG` when set (and no `-v`), else info for losskit's
-/// own targets (debug with `-v`, trace with `-vv`) and warnings from the libraries.
+/// own targets (debug with `-v`, trace with `-vv`) and nothing from the libraries.
 pub fn install(verbose: u8) {
+    // Libraries' own events (burn's remote client warns of a dropped connection that the
+    // error line already reports) show only when RUST_LOG asks for them.
     let default = match verbose {
-        0 => "warn,losskit=info",
-        1 => "warn,losskit=debug",
-        _ => "warn,losskit=trace",
+        0 => "losskit=info",
+        1 => "losskit=debug",
+        _ => "losskit=trace",
     };
     let fallback = || {
         default

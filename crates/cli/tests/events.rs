@@ -185,6 +185,9 @@ fn a_run_killed_with_sigkill_leaves_whole_lines() {
         "a killed run has no end"
     );
     assert!(!of_kind(&log, "epoch").is_empty());
+    // The report is whole (written atomically, like every report).
+    let report = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(report.starts_with("<!DOCTYPE html>") && report.trim_end().ends_with("</html>"));
     // The checkpoint it points to loads.
     let checkpoint = of_kind(&log, "checkpoint")[0]["path"]
         .as_str()

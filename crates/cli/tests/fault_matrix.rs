@@ -1144,7 +1144,35 @@ fn a_full_disk_fails_cleanly_and_keeps_the_last_checkpoint() {
         after.len(),
         "a temporary file was left behind"
     );
-    assert!(before == after, "the run's files changed");
+    // Every file is as it was, but the event log, which tells the failed attempt after
+    // what it held.
+    let events = |files: &[(PathBuf, Vec<u8>)]| -> Vec<u8> {
+        files
+            .iter()
+            .find(|(path, _)| path.ends_with("events.jsonl"))
+            .map(|(_, bytes)| bytes.clone())
+            .expect("an event log")
+    };
+    let others = |files: &[(PathBuf, Vec<u8>)]| -> Vec<(PathBuf, Vec<u8>)> {
+        files
+            .iter()
+            .filter(|(path, _)| !path.ends_with("events.jsonl"))
+            .cloned()
+            .collect()
+    };
+    assert!(others(&before) == others(&after), "the run's files changed");
+    let (old, new) = (events(&before), events(&after));
+    assert!(
+        new.starts_with(&old),
+        "the event log was rewritten, not appended"
+    );
+    let appended = String::from_utf8(new[old.len()..].to_vec()).unwrap();
+    let last: Value = serde_json::from_str(appended.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "error", "{appended}");
+    assert!(
+        last["message"].as_str().unwrap().contains("checkpoint.lkc"),
+        "{appended}"
+    );
     // The old checkpoint still loads, and with room again the run goes on.
     let output = losskit(["evaluate".into(), "--checkpoint".into(), os(&run)]);
     assert!(output.status.success(), "{}", text(&output));

@@ -15,6 +15,7 @@ pub mod monitor;
 pub mod optimizer;
 mod options;
 mod parallel;
+pub mod report;
 pub mod schedule;
 pub mod stats;
 pub mod train;

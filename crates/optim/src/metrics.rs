@@ -183,6 +183,11 @@ impl Confusion {
                 Vec::new()
             },
             class_iou: if segmentation { self.iou() } else { Vec::new() },
+            confusion: if kind == TaskKind::Classification {
+                self.counts.clone()
+            } else {
+                Vec::new()
+            },
             ..Metrics::default()
         }
     }
@@ -256,6 +261,10 @@ pub struct Metrics {
         deserialize_with = "nans_from_nulls"
     )]
     pub label_ap: Vec<f64>,
+    /// Classification: the confusion matrix, `confusion[truth * classes + predicted]` (empty
+    /// otherwise, and in checkpoints written before it was kept).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub confusion: Vec<u64>,
 }
 
 impl Default for Metrics {
@@ -275,6 +284,7 @@ impl Default for Metrics {
             map: None,
             label_f1: Vec::new(),
             label_ap: Vec::new(),
+            confusion: Vec::new(),
         }
     }
 }

@@ -95,7 +95,7 @@ impl RunStats {
 
     /// The task's metric columns of `metrics.csv` after the losses: a name and how to read
     /// it from an epoch.
-    fn metric_columns(&self) -> Vec<MetricColumn> {
+    pub(crate) fn metric_columns(&self) -> Vec<MetricColumn> {
         fn column(name: String, read: impl Fn(&EpochStats) -> f64 + 'static) -> MetricColumn {
             (name, Box::new(read))
         }
@@ -372,7 +372,7 @@ impl RunStats {
 }
 
 /// A column of `metrics.csv`: its name and how an epoch gives its value.
-type MetricColumn = (String, Box<dyn Fn(&EpochStats) -> f64>);
+pub(crate) type MetricColumn = (String, Box<dyn Fn(&EpochStats) -> f64>);
 
 fn csv_name(name: &str) -> String {
     name.chars()
@@ -428,7 +428,10 @@ pub fn svg_plot(title: &str, x_label: &str, y_label: &str, series: &[Series]) ->
     if y1 <= y0 {
         y1 = y0 + 1.0;
     }
-    y1 += (y1 - y0) * 0.05;
+    let (y_ticks, y_decimals) = nice_ticks(y0, y1);
+    let (x_ticks, x_decimals) = nice_ticks(x0, x1);
+    (y0, y1) = (y_ticks[0], y_ticks[y_ticks.len() - 1]);
+    (x0, x1) = (x_ticks[0], x_ticks[x_ticks.len() - 1]);
     let px = |x: f64| left + (x - x0) / (x1 - x0) * (w - left - right);
     let py = |y: f64| h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom);
     let mut out = format!(
@@ -436,9 +439,7 @@ pub fn svg_plot(title: &str, x_label: &str, y_label: &str, series: &[Series]) ->
         (left + w - right) / 2.0,
         escape(title)
     );
-    for i in 0..=5 {
-        let fy = y0 + (y1 - y0) * i as f64 / 5.0;
-        let fx = x0 + (x1 - x0) * i as f64 / 5.0;
+    for &fy in &y_ticks {
         let _ = writeln!(
             out,
             "<line x1=\"{left}\" x2=\"{}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#e0e0e0\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
@@ -447,14 +448,16 @@ pub fn svg_plot(title: &str, x_label: &str, y_label: &str, series: &[Series]) ->
             py(fy),
             left - 6.0,
             py(fy) + 4.0,
-            tick(fy)
+            format!("{fy:.y_decimals$}")
         );
+    }
+    for &fx in &x_ticks {
         let _ = writeln!(
             out,
             "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
             px(fx),
             h - bottom + 18.0,
-            tick(fx)
+            format!("{fx:.x_decimals$}")
         );
     }
     let _ = writeln!(
@@ -514,14 +517,24 @@ pub fn svg_plot(title: &str, x_label: &str, y_label: &str, series: &[Series]) ->
     out
 }
 
-fn tick(value: f64) -> String {
-    if value.abs() >= 1000.0 || value == value.trunc() {
-        format!("{value:.0}")
-    } else if value.abs() >= 1.0 {
-        format!("{value:.2}")
-    } else {
-        format!("{value:.3}")
-    }
+/// Round tick values covering `[low, high]`: steps of 1, 2 or 5 times a power of ten, about
+/// five of them, and the decimals that show the step exactly.
+pub fn nice_ticks(low: f64, high: f64) -> (Vec<f64>, usize) {
+    let range = (high - low).max(f64::MIN_POSITIVE);
+    let rough = range / 5.0;
+    let power = 10f64.powf(rough.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * power)
+        .find(|&step| step >= rough)
+        .unwrap_or(10.0 * power);
+    let first = (low / step).floor();
+    let last = (high / step).ceil().max(first + 1.0);
+    let ticks = (0..=(last - first) as usize)
+        .map(|i| (first + i as f64) * step)
+        .collect();
+    let decimals = (-step.log10().floor()).max(0.0) as usize;
+    (ticks, decimals)
 }
 
 fn escape(text: &str) -> String {
@@ -532,7 +545,13 @@ fn escape(text: &str) -> String {
 }
 
 /// The report files of a run folder besides the checkpoint, as [`write_reports`] writes them.
-pub const REPORT_FILES: [&str; 4] = ["metrics.csv", "steps.csv", "summary.json", "loss.svg"];
+pub const REPORT_FILES: [&str; 5] = [
+    "metrics.csv",
+    "steps.csv",
+    "summary.json",
+    "loss.svg",
+    "report.html",
+];
 
 /// The files of a regression run's last validation predictions, as [`write_predictions`]
 /// writes them.
@@ -595,11 +614,33 @@ pub fn write_reports(
     stats: &RunStats,
     run: &Value,
     title: &str,
+    predictions: &[(f64, f64)],
 ) -> Result<(), TrainError> {
     write_atomically(&dir.join("metrics.csv"), stats.metrics_csv().as_bytes())?;
     write_atomically(&dir.join("steps.csv"), stats.steps_csv().as_bytes())?;
     let summary = serde_json::to_string_pretty(&stats.summary(run)).unwrap_or_default();
     write_atomically(&dir.join("summary.json"), summary.as_bytes())?;
     write_atomically(&dir.join("loss.svg"), stats.loss_svg(title).as_bytes())?;
+    let report = crate::report::report_html(stats, run, title, predictions);
+    write_atomically(&dir.join("report.html"), report.as_bytes())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tick_tests {
+    use super::nice_ticks;
+
+    #[test]
+    fn ticks_are_round_and_cover_the_range() {
+        assert_eq!(
+            nice_ticks(0.0, 95.6),
+            (vec![0.0, 20.0, 40.0, 60.0, 80.0, 100.0], 0)
+        );
+        let (ticks, decimals) = nice_ticks(0.0, 0.683);
+        assert_eq!(decimals, 1);
+        assert_eq!(ticks.len(), 5);
+        assert!((ticks[4] - 0.8).abs() < 1e-12);
+        let (ticks, _) = nice_ticks(1.0, 240.0);
+        assert_eq!(ticks, [0.0, 50.0, 100.0, 150.0, 200.0, 250.0]);
+    }
 }

@@ -922,6 +922,7 @@ impl<'a, T: Task> Run<'a, T> {
             &state.stats,
             &self.config.run,
             &self.config.title,
+            &state.val_predictions,
         )?;
         if !state.val_predictions.is_empty() {
             write_predictions(

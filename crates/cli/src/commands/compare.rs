@@ -78,8 +78,13 @@ pub fn run(base: &TrainRequest, losses: &[String]) -> Result<String> {
         &base.out.join("compare.json"),
         serde_json::to_string_pretty(&summary(&results))?.as_bytes(),
     )?;
+    let report = losskit_optim::report::compare_html(
+        &format!("{} - loss comparison", results[0].1.task.as_str()),
+        &results,
+    );
+    write_atomically(&base.out.join("report.html"), report.as_bytes())?;
     table.push_str(&format!(
-        "wrote {0}/compare.svg, {0}/compare.json",
+        "wrote {0}/compare.svg, {0}/compare.json, {0}/report.html",
         base.out.display()
     ));
     Ok(table)
