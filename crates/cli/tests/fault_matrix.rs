@@ -1106,20 +1106,29 @@ fn with_file_size_limit(limit: u64, args: &[OsString]) -> Output {
         .expect("prlimit (util-linux) runs")
 }
 
+/// Every file in `dir` and its sub-folders (the report's previews), with its bytes, sorted.
+fn files_below(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(files_below(&path));
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            files.push((path, bytes));
+        }
+    }
+    files.sort();
+    files
+}
+
 #[test]
 fn a_full_disk_fails_cleanly_and_keeps_the_last_checkpoint() {
     let s = Scratch::new("disk-full");
     let run = s.path("run");
     trained_run(&run);
     let checkpoint = std::fs::read(run.join("checkpoint.lkc")).unwrap();
-    let before: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(&run)
-        .unwrap()
-        .map(|e| {
-            let path = e.unwrap().path();
-            let bytes = std::fs::read(&path).unwrap();
-            (path, bytes)
-        })
-        .collect();
+    let before = files_below(&run);
     // Room for the small files, not for the checkpoint.
     let args = resume_args(&run, 2);
     let output = with_file_size_limit(checkpoint.len() as u64 / 2, &args);
@@ -1131,14 +1140,7 @@ fn a_full_disk_fails_cleanly_and_keeps_the_last_checkpoint() {
         "{}",
         text(&output)
     );
-    let after: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(&run)
-        .unwrap()
-        .map(|e| {
-            let path = e.unwrap().path();
-            let bytes = std::fs::read(&path).unwrap();
-            (path, bytes)
-        })
-        .collect();
+    let after = files_below(&run);
     assert_eq!(
         before.len(),
         after.len(),

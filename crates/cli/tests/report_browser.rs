@@ -165,6 +165,16 @@ fn run_and_compare_reports_show_the_numbers_of_metrics_csv() {
             "{task}: charts in the DOM"
         );
         check_against_metrics_csv(&run, &dom);
+        if task == "classification" {
+            // The six most confident mistakes of a barely trained classifier.
+            assert_eq!(dom.matches("<img").count(), 6, "{task}: previews");
+            assert!(dom.contains(", predicted "), "{task}: captions");
+        }
+        if task == "segmentation" {
+            // Three validation images, truth | prediction, inline and under previews/.
+            assert_eq!(dom.matches("<img").count(), 3, "{task}: previews");
+            assert!(run.join("previews/valid-2.png").exists());
+        }
         let png = run.join("report.png");
         screenshot(&page, &png, 1400, 1800);
         keep(&png, &format!("report-{task}.png"));

@@ -7,7 +7,7 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use losskit_core::{LossInput, OutputDomain, TargetKind};
-use losskit_optim::{OutputReading, Split, Task, TaskKind, TrainError};
+use losskit_optim::{OutputReading, Split, Task, TaskKind, TrainError, report::Preview};
 
 use serde::{Deserialize, Serialize};
 
@@ -201,6 +201,49 @@ impl Task for ClassificationTask {
         let images =
             Tensor::<4>::from_data(TensorData::new(pixels, [indices.len(), c, h, w]), device);
         self.loss_input(model, images, labels, device)
+    }
+
+    /// The validation images the classifier gets most confidently wrong (up to six), each with
+    /// its true and predicted class (single-label classification).
+    fn previews(&self, model: &Cnn, device: &Device) -> Result<Vec<Preview>, TrainError> {
+        if self.multilabel {
+            return Ok(Vec::new());
+        }
+        let set = &self.data.valid;
+        let mut mistakes: Vec<(f32, usize, usize)> = Vec::new();
+        let indices: Vec<usize> = (0..set.len()).collect();
+        for batch in indices.chunks(256) {
+            let (images, _) = batch_tensors(set, batch, 0, device);
+            let probabilities = burn::tensor::activation::softmax(model.forward(images), 1);
+            let values = losskit_core::input::to_f64_vec(probabilities);
+            let classes = self.data.classes.len();
+            for (k, &i) in batch.iter().enumerate() {
+                let row = &values[k * classes..(k + 1) * classes];
+                let (predicted, p) = row.iter().enumerate().fold((0, f64::MIN), |best, (c, &p)| {
+                    if p > best.1 { (c, p) } else { best }
+                });
+                if predicted as i64 != set.labels[i] {
+                    mistakes.push((p as f32, i, predicted));
+                }
+            }
+        }
+        mistakes.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        mistakes
+            .into_iter()
+            .take(6)
+            .enumerate()
+            .map(|(rank, (p, i, predicted))| {
+                let truth = &self.data.classes[set.labels[i] as usize];
+                let guess = &self.data.classes[predicted];
+                Ok(Preview {
+                    name: format!("mistake-{}.png", rank + 1),
+                    caption: format!(
+                        "validation image {i}: {truth}, predicted {guess} (p = {p:.2})"
+                    ),
+                    png: image_png(set, i).map_err(TrainError::Task)?,
+                })
+            })
+            .collect()
     }
 }
 
@@ -403,6 +446,89 @@ impl Task for SegmentationTask {
             _ => batch_size,
         }
     }
+
+    /// The first three validation images, each as truth | prediction with the classes'
+    /// outlines drawn over the image.
+    fn previews(&self, model: &UNet, device: &Device) -> Result<Vec<Preview>, TrainError> {
+        (0..self.data.valid.len().min(PREVIEWS))
+            .map(|i| {
+                let image = self
+                    .data
+                    .valid
+                    .get(i)
+                    .map_err(|e| TrainError::Task(format!("{e:#}")))?;
+                let output = self.whole_images(model, &[i], device)?.output().clone();
+                let predicted: Vec<u8> = losskit_core::input::to_i64_vec(output.argmax(1))
+                    .into_iter()
+                    .map(|c| c as u8)
+                    .collect();
+                let png = side_by_side(&image, &predicted).map_err(TrainError::Task)?;
+                Ok(Preview {
+                    name: format!("valid-{i}.png"),
+                    caption: format!(
+                        "validation image {i} ({}x{}): truth | prediction",
+                        image.width, image.height
+                    ),
+                    png,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Image `i` of a classification set as PNG, enlarged to at least 96 pixels high.
+fn image_png(set: &ImageSet, i: usize) -> Result<Vec<u8>, String> {
+    let (c, h, w) = (set.channels, set.height, set.width);
+    let pixels = &set.images[i * set.image_len()..(i + 1) * set.image_len()];
+    let scale = 96u32.div_ceil(h as u32).clamp(1, 6);
+    let byte = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+    let out = image::RgbImage::from_fn(w as u32 * scale, h as u32 * scale, |x, y| {
+        let at = (y / scale) as usize * w + (x / scale) as usize;
+        let value = |k: usize| byte(pixels[(if c == 3 { k } else { 0 }) * h * w + at]);
+        image::Rgb([value(0), value(1), value(2)])
+    });
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    out.write_to(&mut bytes, image::ImageFormat::Png)
+        .map_err(|e| format!("cannot encode a preview: {e}"))?;
+    Ok(bytes.into_inner())
+}
+
+/// How many validation images the segmentation report previews.
+const PREVIEWS: usize = 3;
+
+/// A segmentation image as PNG: the truth's outlines and the prediction's, each over the image
+/// (its values stretched to 0–255), side by side, enlarged to at least 128 pixels high.
+fn side_by_side(image: &crate::data::SegImage, predicted: &[u8]) -> Result<Vec<u8>, String> {
+    let (w, h, c) = (image.width, image.height, image.channels);
+    let plane = |channel: usize| &image.pixels[channel * w * h..(channel + 1) * w * h];
+    let (low, high) = image
+        .pixels
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    let to_byte = |v: f32| (((v - low) / (high - low).max(1e-6)) * 255.0).round() as u8;
+    let rgb = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        let at = y as usize * w + x as usize;
+        let value = |k: usize| to_byte(plane(if c == 3 { k } else { 0 })[at]);
+        image::Rgb([value(0), value(1), value(2)])
+    });
+    let base = image::DynamicImage::ImageRgb8(rgb);
+    let truth = crate::predict::overlay(&base, &image.labels);
+    let prediction = crate::predict::overlay(&base, predicted);
+    let scale = 128u32.div_ceil(h as u32).clamp(1, 4);
+    let gap = 4;
+    let (pw, ph) = (w as u32 * scale, h as u32 * scale);
+    let mut out = image::RgbImage::from_pixel(2 * pw + gap, ph, image::Rgb([255, 255, 255]));
+    for (panel, offset) in [(&truth, 0), (&prediction, pw + gap)] {
+        for y in 0..ph {
+            for x in 0..pw {
+                out.put_pixel(offset + x, y, *panel.get_pixel(x / scale, y / scale));
+            }
+        }
+    }
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    out.write_to(&mut bytes, image::ImageFormat::Png)
+        .map_err(|e| format!("cannot encode a preview: {e}"))?;
+    Ok(bytes.into_inner())
 }
 
 /// How regression targets are scaled for training: `trained = (value − shift) / scale`. A loss

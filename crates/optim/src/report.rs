@@ -37,6 +37,40 @@ const COLORS: [&str; 8] = [
     "#08519c", "#d94801", "#238b45", "#6a51a3", "#cb181d", "#525252", "#e7298a", "#66a61e",
 ];
 
+/// A picture of what the model does on a validation sample, shown in the report and saved
+/// under `previews/`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preview {
+    /// A file name (without folder), e.g. `valid-0.png`.
+    pub name: String,
+    /// What it shows, in words.
+    pub caption: String,
+    /// The PNG bytes.
+    pub png: Vec<u8>,
+}
+
+/// Base64 (RFC 4648, with padding) for data URIs.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -70,6 +104,7 @@ pub fn report_html(
     run: &Value,
     title: &str,
     predictions: &[(f64, f64)],
+    previews: &[Preview],
 ) -> String {
     let mut page = format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>\n<h1>{}</h1>\n",
@@ -123,6 +158,20 @@ pub fn report_html(
     page.push_str("</div>\n");
     per_class(&mut page, stats);
     confusion(&mut page, stats);
+    if !previews.is_empty() {
+        page.push_str(
+            "<h2>Validation previews (last epoch)</h2>\n<div class=\"charts\" id=\"previews\">\n",
+        );
+        for preview in previews {
+            let _ = writeln!(
+                page,
+                "<figure><img alt=\"{0}\" src=\"data:image/png;base64,{1}\"><figcaption>{0}</figcaption></figure>",
+                escape(&preview.caption),
+                base64(&preview.png)
+            );
+        }
+        page.push_str("</div>\n");
+    }
     epochs_table(&mut page, stats);
     let _ = writeln!(
         page,
@@ -495,7 +544,13 @@ mod tests {
 
     #[test]
     fn the_page_is_self_contained_and_carries_every_number() {
-        let page = report_html(&stats(), &serde_json::json!({"loss": "ce"}), "t & t", &[]);
+        let page = report_html(
+            &stats(),
+            &serde_json::json!({"loss": "ce"}),
+            "t & t",
+            &[],
+            &[],
+        );
         assert!(page.starts_with("<!DOCTYPE html>"));
         assert!(
             !page.contains("http://")
@@ -546,6 +601,24 @@ mod tests {
     fn a_run_without_epochs_says_so() {
         let mut empty = stats();
         empty.epochs.clear();
-        assert!(report_html(&empty, &Value::Null, "t", &[]).contains("No epoch has finished yet"));
+        assert!(
+            report_html(&empty, &Value::Null, "t", &[], &[]).contains("No epoch has finished yet")
+        );
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648() {
+        // RFC 4648, section 10.
+        for (text, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(text.as_bytes()), encoded);
+        }
     }
 }

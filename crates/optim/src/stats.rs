@@ -615,13 +615,32 @@ pub fn write_reports(
     run: &Value,
     title: &str,
     predictions: &[(f64, f64)],
+    previews: &[crate::report::Preview],
 ) -> Result<(), TrainError> {
     write_atomically(&dir.join("metrics.csv"), stats.metrics_csv().as_bytes())?;
     write_atomically(&dir.join("steps.csv"), stats.steps_csv().as_bytes())?;
     let summary = serde_json::to_string_pretty(&stats.summary(run)).unwrap_or_default();
     write_atomically(&dir.join("summary.json"), summary.as_bytes())?;
     write_atomically(&dir.join("loss.svg"), stats.loss_svg(title).as_bytes())?;
-    let report = crate::report::report_html(stats, run, title, predictions);
+    if !previews.is_empty() {
+        let folder = dir.join("previews");
+        std::fs::create_dir_all(&folder).map_err(|error| {
+            TrainError::Io(format!("cannot create {}: {error}", folder.display()))
+        })?;
+        for preview in previews {
+            write_atomically(&folder.join(&preview.name), &preview.png)?;
+        }
+        // An earlier epoch's previews that this one does not have (fewer mistakes) go.
+        if let Ok(entries) = std::fs::read_dir(&folder) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                if name.ends_with(".png") && !previews.iter().any(|p| p.name == name) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+    }
+    let report = crate::report::report_html(stats, run, title, predictions, previews);
     write_atomically(&dir.join("report.html"), report.as_bytes())?;
     Ok(())
 }

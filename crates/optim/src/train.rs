@@ -35,6 +35,7 @@ use crate::{
     monitor::{BEST_FILE, Monitor},
     optimizer::OptimizerConfig,
     parallel::{StepResult, Workers, shard_step},
+    report::Preview,
     schedule::ScheduleConfig,
     stats::{EpochStats, RunStats, write_predictions, write_reports},
 };
@@ -110,6 +111,13 @@ pub trait Task: Sync {
     fn eval_batch_size(&self, split: Split, batch_size: usize) -> usize {
         let _ = split;
         batch_size
+    }
+
+    /// Pictures of what `model` does on a few validation samples, for the report (computed
+    /// after each epoch's validation). By default: none.
+    fn previews(&self, model: &Self::Model, device: &Device) -> Result<Vec<Preview>, TrainError> {
+        let _ = (model, device);
+        Ok(Vec::new())
     }
 }
 
@@ -475,12 +483,13 @@ fn run_training<T: Task>(
             .train_epoch(state, epoch, optimizer.lr(), &mut display, &mut events)
             .map_err(|stop| stop.into_error(epoch, saved.then_some(&run.checkpoint_path)))
             .map_err(|error| failed(&mut events, error))?;
-        let (epoch_stats, predictions) = run
+        let (epoch_stats, predictions, previews) = run
             .validate(&state.model, trained, epoch, started)
             .map_err(|stop| stop.into_error(epoch, saved.then_some(&run.checkpoint_path)))
             .map_err(|error| failed(&mut events, error))?;
         state.stats.epochs.push(epoch_stats);
         state.val_predictions = predictions;
+        state.previews = previews;
         state.epoch = epoch;
         let best = config.monitor.best(&state.stats);
         let improved = best.as_ref().is_some_and(|b| b.epoch == epoch);
@@ -580,6 +589,8 @@ struct State<M> {
     /// Regression: the last validation pass's (target, prediction) pairs (not checkpointed:
     /// each epoch recomputes them).
     val_predictions: Vec<(f64, f64)>,
+    /// The last validation pass's previews (not checkpointed either).
+    previews: Vec<Preview>,
 }
 
 /// An epoch's training part, before validation.
@@ -692,6 +703,7 @@ impl<'a, T: Task> Run<'a, T> {
             global_step: 0,
             epoch: 0,
             val_predictions: Vec::new(),
+            previews: Vec::new(),
         })
     }
 
@@ -732,6 +744,7 @@ impl<'a, T: Task> Run<'a, T> {
             global_step: checkpoint.meta.global_step,
             epoch: checkpoint.meta.epoch,
             val_predictions: Vec::new(),
+            previews: Vec::new(),
         })
     }
 
@@ -854,7 +867,7 @@ impl<'a, T: Task> Run<'a, T> {
         trained: Trained,
         epoch: usize,
         started: Instant,
-    ) -> Result<(EpochStats, Vec<(f64, f64)>), Stop> {
+    ) -> Result<(EpochStats, Vec<(f64, f64)>, Vec<Preview>), Stop> {
         let valid = model.valid();
         let SplitEvaluation {
             loss: val_loss,
@@ -869,6 +882,7 @@ impl<'a, T: Task> Run<'a, T> {
             self.config.batch_size,
             self.device,
         )?;
+        let previews = self.task.previews(&valid, self.device)?;
         let seen = trained.seen.max(1) as f64;
         let train_loss = trained.weighted / seen;
         for value in [train_loss, val_loss] {
@@ -895,7 +909,7 @@ impl<'a, T: Task> Run<'a, T> {
             lr: trained.lr,
             seconds: started.elapsed().as_secs_f64(),
         };
-        Ok((stats, predictions))
+        Ok((stats, predictions, previews))
     }
 
     /// The checkpoint (also as the best one when `best`) and the reports, each written
@@ -923,6 +937,7 @@ impl<'a, T: Task> Run<'a, T> {
             &self.config.run,
             &self.config.title,
             &state.val_predictions,
+            &state.previews,
         )?;
         if !state.val_predictions.is_empty() {
             write_predictions(
