@@ -10,7 +10,7 @@ use std::fmt;
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::{
     filter::Targets,
-    fmt::{FmtContext, FormatEvent, FormatFields, format},
+    fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, format},
     prelude::*,
     registry::LookupSpan,
 };
@@ -33,12 +33,27 @@ where
         match *metadata.level() {
             Level::INFO => write!(writer, "losskit: ")?,
             Level::WARN => write!(writer, "losskit: warning: ")?,
-            level => write!(
-                writer,
-                "losskit: {}: {}: ",
-                level.as_str().to_lowercase(),
-                metadata.target()
-            )?,
+            level => {
+                write!(
+                    writer,
+                    "losskit: {}: {}: ",
+                    level.as_str().to_lowercase(),
+                    metadata.target()
+                )?;
+                // The spans it happened in, outermost first: `run{out=… task=…}:epoch{epoch=3}: `.
+                if let Some(scope) = context.event_scope() {
+                    for span in scope.from_root() {
+                        write!(writer, "{}", span.name())?;
+                        let extensions = span.extensions();
+                        if let Some(fields) = extensions.get::<FormattedFields<N>>()
+                            && !fields.is_empty()
+                        {
+                            write!(writer, "{{{fields}}}")?;
+                        }
+                        write!(writer, ": ")?;
+                    }
+                }
+            }
         }
         context
             .field_format()

@@ -219,6 +219,12 @@ fn rust_log_and_verbose_show_the_loss_built_and_the_device_chosen() {
         "{stderr}"
     );
     assert!(stderr.contains(r#""event":"epoch""#), "{stderr}");
+    // Training events name their run and epoch (tracing spans).
+    assert!(
+        stderr.contains("losskit: debug: losskit::train: run{out=")
+            && stderr.contains("task=classification}: epoch{epoch=1}: {"),
+        "{stderr}"
+    );
     // Without RUST_LOG: only what a run always says (here nothing: --progress quiet).
     std::fs::remove_dir_all(&run).unwrap();
     let quiet = Command::new(env!("CARGO_BIN_EXE_losskit"))

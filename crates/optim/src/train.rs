@@ -456,6 +456,15 @@ fn run_training<T: Task>(
     // save overwrites it).
     let mut saved = config.resume && run.checkpoint_path.exists();
     let mut display = Display::new(config.progress);
+    // Every event of the run (and of each epoch) is recorded inside these spans, so a
+    // subscriber can tell which run and epoch a diagnostic belongs to.
+    let _run = tracing::info_span!(
+        target: "losskit::train",
+        "run",
+        out = %config.out_dir.display(),
+        task = %task.kind().as_str()
+    )
+    .entered();
     let mut events = EventLog::open(&config.out_dir, config.resume);
     events.record(
         "run_start",
@@ -477,6 +486,7 @@ fn run_training<T: Task>(
         error
     };
     for epoch in state.epoch + 1..=config.epochs {
+        let _epoch = tracing::info_span!(target: "losskit::train", "epoch", epoch).entered();
         let started = Instant::now();
         let trained;
         (state, trained) = run
