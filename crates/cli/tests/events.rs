@@ -15,10 +15,7 @@ use common::{losskit, text};
 use serde_json::Value;
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("losskit-events-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("events", name)
 }
 
 /// The complete lines of `events.jsonl` (a last line without its newline is left out), each

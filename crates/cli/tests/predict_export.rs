@@ -9,10 +9,7 @@ use std::path::{Path, PathBuf};
 use common::{losskit, text};
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("losskit-predict-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("predict", name)
 }
 
 fn disc_image(w: u32, h: u32) -> (image::GrayImage, image::GrayImage) {

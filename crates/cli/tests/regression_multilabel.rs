@@ -11,10 +11,7 @@ use common::{losskit, text};
 use serde_json::Value;
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("losskit-regml-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("regml", name)
 }
 
 fn json(path: &Path) -> Value {

@@ -15,10 +15,7 @@ use std::{
 use common::{losskit, text};
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("losskit-browser-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("browser", name)
 }
 
 fn chromium() -> &'static str {

@@ -1,6 +1,9 @@
 //! What the binary's test files share: running `losskit` and showing what it printed.
 
-use std::process::{Command, Output};
+use std::{
+    path::PathBuf,
+    process::{Command, Output},
+};
 
 /// Runs the `losskit` binary built for these tests.
 pub fn losskit(args: &[&str]) -> Output {
@@ -18,4 +21,14 @@ pub fn text(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
+}
+
+/// A fresh, empty folder for one test: `$TMPDIR/losskit-SUITE-NAME-PID` (removed first if an
+/// earlier run left it).
+#[allow(dead_code)] // not every test file needs one
+pub fn scratch(suite: &str, name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("losskit-{suite}-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
