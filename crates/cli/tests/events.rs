@@ -130,6 +130,29 @@ fn events_match_the_reports_resume_appends_and_force_starts_anew() {
     assert_eq!(starts[1]["resume"], true);
     assert_eq!(starts[1]["from_epoch"], 2);
     assert_eq!(of_kind(&resumed, "epoch").len(), 3);
+    // The reports are the fold of the events: replaying the log gives them to the byte.
+    let replayed =
+        losskit_optim::replay(&std::fs::read_to_string(run.join("events.jsonl")).unwrap());
+    assert!(replayed.bad_lines.is_empty(), "{:?}", replayed.bad_lines);
+    assert_eq!(replayed.end, Some(Ok(())));
+    assert_eq!(replayed.stats.epochs.len(), 3);
+    for file in ["metrics.csv", "steps.csv"] {
+        let written = std::fs::read_to_string(run.join(file)).unwrap();
+        let from_events = if file == "metrics.csv" {
+            replayed.stats.metrics_csv()
+        } else {
+            replayed.stats.steps_csv()
+        };
+        assert_eq!(from_events, written, "{file}");
+    }
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        replayed
+            .stats
+            .summary(&replayed.start.as_ref().unwrap().run),
+        summary
+    );
     // --force replaces the run: its log starts anew.
     train(&run, &["--epochs", "1", "--force"]);
     let replaced = events(&run);

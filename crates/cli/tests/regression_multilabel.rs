@@ -321,5 +321,16 @@ fn the_generated_counts_and_labels_train() {
             "{column} in {header}"
         );
     }
+    // One epoch of a width-4 model gets labels wrong: the surest mistakes are the previews,
+    // each captioned with the labels shown and predicted.
+    let report = std::fs::read_to_string(dir.join("multilabel/report.html")).unwrap();
+    assert!(
+        dir.join("multilabel/previews/mistake-1.png").exists(),
+        "multi-label previews"
+    );
+    assert!(
+        report.contains("validation image") && report.contains("surest wrong label at p = "),
+        "the captions in report.html"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -7,7 +7,9 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use losskit_core::{LossInput, OutputDomain, TargetKind};
-use losskit_optim::{OutputReading, Split, Task, TaskKind, TrainError, report::Preview};
+use losskit_optim::{
+    OutputReading, Split, SplitEvaluation, Task, TaskKind, TrainError, report::Preview,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -203,43 +205,44 @@ impl Task for ClassificationTask {
         self.loss_input(model, images, labels, device)
     }
 
-    /// The validation images the classifier gets most confidently wrong (up to six), each with
-    /// its true and predicted class (single-label classification).
-    fn previews(&self, model: &Cnn, device: &Device) -> Result<Vec<Preview>, TrainError> {
-        if self.multilabel {
-            return Ok(Vec::new());
-        }
+    /// The validation images the classifier gets most confidently wrong (up to six, as the
+    /// validation pass kept them), each with its true and predicted classes.
+    fn previews(
+        &self,
+        _model: &Cnn,
+        _device: &Device,
+        validation: &SplitEvaluation,
+    ) -> Result<Vec<Preview>, TrainError> {
         let set = &self.data.valid;
-        let mut mistakes: Vec<(f32, usize, usize)> = Vec::new();
-        let indices: Vec<usize> = (0..set.len()).collect();
-        for batch in indices.chunks(256) {
-            let (images, _) = batch_tensors(set, batch, 0, device);
-            let probabilities = burn::tensor::activation::softmax(model.forward(images), 1);
-            let values = losskit_core::input::to_f64_vec(probabilities);
-            let classes = self.data.classes.len();
-            for (k, &i) in batch.iter().enumerate() {
-                let row = &values[k * classes..(k + 1) * classes];
-                let (predicted, p) = row.iter().enumerate().fold((0, f64::MIN), |best, (c, &p)| {
-                    if p > best.1 { (c, p) } else { best }
-                });
-                if predicted as i64 != set.labels[i] {
-                    mistakes.push((p as f32, i, predicted));
-                }
+        let names = |classes: &[usize]| -> String {
+            let names: Vec<&str> = classes
+                .iter()
+                .filter_map(|&c| self.data.classes.get(c).map(String::as_str))
+                .collect();
+            if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(", ")
             }
-        }
-        mistakes.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        mistakes
-            .into_iter()
-            .take(6)
+        };
+        validation
+            .mistakes
+            .iter()
+            .filter(|mistake| mistake.index < set.len())
             .enumerate()
-            .map(|(rank, (p, i, predicted))| {
-                let truth = &self.data.classes[set.labels[i] as usize];
-                let guess = &self.data.classes[predicted];
+            .map(|(rank, mistake)| {
+                let (truth, guess) = (names(&mistake.truth), names(&mistake.predicted));
+                let (i, p) = (mistake.index, mistake.confidence);
+                let caption = if self.multilabel {
+                    format!(
+                        "validation image {i}: shows {truth}, predicted {guess} (surest wrong label at p = {p:.2})"
+                    )
+                } else {
+                    format!("validation image {i}: {truth}, predicted {guess} (p = {p:.2})")
+                };
                 Ok(Preview {
                     name: format!("mistake-{}.png", rank + 1),
-                    caption: format!(
-                        "validation image {i}: {truth}, predicted {guess} (p = {p:.2})"
-                    ),
+                    caption,
                     png: image_png(set, i).map_err(TrainError::Task)?,
                 })
             })
@@ -449,7 +452,12 @@ impl Task for SegmentationTask {
 
     /// The first three validation images, each as truth | prediction with the classes'
     /// outlines drawn over the image.
-    fn previews(&self, model: &UNet, device: &Device) -> Result<Vec<Preview>, TrainError> {
+    fn previews(
+        &self,
+        model: &UNet,
+        device: &Device,
+        _validation: &SplitEvaluation,
+    ) -> Result<Vec<Preview>, TrainError> {
         (0..self.data.valid.len().min(PREVIEWS))
             .map(|i| {
                 let image = self

@@ -479,6 +479,126 @@ impl Tally {
     }
 }
 
+/// A validation sample the model gets wrong, and how sure it was.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mistake {
+    /// The sample's index in its split.
+    pub index: usize,
+    /// The true classes (one for classification; the labels that hold for multi-label).
+    pub truth: Vec<usize>,
+    /// The predicted classes (the argmax; the labels at or above 0.5).
+    pub predicted: Vec<usize>,
+    /// Classification: the predicted class's probability. Multi-label: the surest wrong
+    /// decision's probability (p for a label wrongly given, 1 − p for one wrongly left out).
+    pub confidence: f64,
+}
+
+/// The most confident mistakes of a split, kept while it is evaluated (samples arrive in index
+/// order), so showing them costs no second pass over the data.
+#[derive(Debug, Clone)]
+pub struct Mistakes {
+    kind: TaskKind,
+    reading: OutputReading,
+    keep: usize,
+    seen: usize,
+    worst: Vec<Mistake>,
+}
+
+impl Mistakes {
+    /// Keeps the `keep` surest mistakes of a classification or multi-label split (other tasks
+    /// keep none).
+    pub fn new(kind: TaskKind, reading: OutputReading, keep: usize) -> Self {
+        Self {
+            kind,
+            reading,
+            keep,
+            seen: 0,
+            worst: Vec::new(),
+        }
+    }
+
+    /// Adds the next batch of the split.
+    pub fn add(&mut self, input: &LossInput) {
+        // Per-sample outputs: `[N, C]`, or `[N, C, 1]` as inputs hold them.
+        let [n, classes] = match input.output().dims()[..] {
+            [n, c] | [n, c, 1] => [n, c],
+            _ => return,
+        };
+        let offset = self.seen;
+        self.seen += n;
+        if self.keep == 0 || classes == 0 {
+            return;
+        }
+        let mut output: Tensor<2> = input.output().clone().detach().reshape([n, classes]);
+        match (self.kind, self.reading.domain) {
+            (TaskKind::Classification, OutputDomain::Logits) => {
+                output = activation::softmax(output, 1)
+            }
+            (TaskKind::MultiLabel, OutputDomain::Logits) => output = activation::sigmoid(output),
+            (TaskKind::Classification | TaskKind::MultiLabel, _) => {}
+            _ => return,
+        }
+        let scores = to_f64_vec(output);
+        let truth: Vec<Vec<usize>> = match input.target() {
+            Target::Indices(indices) if self.kind == TaskKind::Classification => {
+                to_f64_vec(indices.clone().float())
+                    .into_iter()
+                    .map(|t| vec![t as usize])
+                    .collect()
+            }
+            Target::Dense(marks) if self.kind == TaskKind::MultiLabel => to_f64_vec(marks.clone())
+                .chunks(classes)
+                .map(|row| (0..classes).filter(|&l| row[l] >= 0.5).collect())
+                .collect(),
+            _ => return,
+        };
+        for (row, (scores, truth)) in scores.chunks(classes).zip(truth).enumerate() {
+            let (predicted, confidence) = if self.kind == TaskKind::Classification {
+                let (class, p) = scores
+                    .iter()
+                    .enumerate()
+                    .fold(
+                        (0, f64::MIN),
+                        |best, (c, &p)| if p > best.1 { (c, p) } else { best },
+                    );
+                (vec![class], p)
+            } else {
+                let given: Vec<usize> = (0..classes).filter(|&l| scores[l] >= 0.5).collect();
+                let surest_wrong = (0..classes)
+                    .filter(|l| given.contains(l) != truth.contains(l))
+                    .map(|l| {
+                        if given.contains(&l) {
+                            scores[l]
+                        } else {
+                            1.0 - scores[l]
+                        }
+                    })
+                    .fold(f64::MIN, f64::max);
+                (given, surest_wrong)
+            };
+            if predicted != truth {
+                self.worst.push(Mistake {
+                    index: offset + row,
+                    truth,
+                    predicted,
+                    confidence,
+                });
+            }
+        }
+        self.worst.sort_by(|a, b| {
+            b.confidence
+                .total_cmp(&a.confidence)
+                .then(a.index.cmp(&b.index))
+        });
+        self.worst.truncate(self.keep);
+    }
+
+    /// The surest mistakes, surest first (ties: lower index first).
+    pub fn into_worst(self) -> Vec<Mistake> {
+        self.worst
+    }
+}
+
 fn regression_metrics(pairs: &[(f64, f64)]) -> Metrics {
     if pairs.is_empty() {
         return Metrics::default();
@@ -659,5 +779,84 @@ mod tests {
         assert!((metrics.accuracy - 2.0 / 3.0).abs() < 1e-12);
         assert!(metrics.label_ap[1].is_nan());
         assert_eq!(metrics.map, Some(metrics.label_ap[0]));
+    }
+
+    fn mistakes_of(
+        kind: TaskKind,
+        output: Vec<f32>,
+        shape: [usize; 2],
+        target: &[i64],
+        marks: &[f32],
+    ) -> Vec<Mistake> {
+        let device = losskit_core::devices::parse_device("cpu").unwrap();
+        let output = Tensor::<2>::from_data(burn::tensor::TensorData::new(output, shape), &device);
+        let input = if kind == TaskKind::Classification {
+            let target = Tensor::<1, Int>::from_data(
+                burn::tensor::TensorData::new(target.to_vec(), [shape[0]]),
+                &device,
+            );
+            LossInput::with_indices(output, target).unwrap()
+        } else {
+            let target = Tensor::<2>::from_data(
+                burn::tensor::TensorData::new(marks.to_vec(), shape),
+                &device,
+            );
+            LossInput::with_dense(output, target).unwrap()
+        };
+        let mut mistakes = Mistakes::new(
+            kind,
+            OutputReading {
+                domain: OutputDomain::Probabilities,
+                ..OutputReading::default()
+            },
+            2,
+        );
+        // Two batches: indices continue across them.
+        mistakes.add(&input);
+        mistakes.add(&input);
+        mistakes.into_worst()
+    }
+
+    #[test]
+    fn the_surest_mistakes_are_kept_across_batches_surest_first() {
+        let worst = mistakes_of(
+            TaskKind::Classification,
+            vec![0.9, 0.1, 0.3, 0.7, 0.2, 0.8],
+            [3, 2],
+            &[0, 0, 1],
+            &[],
+        );
+        // Sample 1 (class 0, predicted 1 at 0.7) is the only mistake; seen twice, at 1 and 4.
+        assert_eq!(
+            worst,
+            [
+                Mistake {
+                    index: 1,
+                    truth: vec![0],
+                    predicted: vec![1],
+                    confidence: 0.699999988079071
+                },
+                Mistake {
+                    index: 4,
+                    truth: vec![0],
+                    predicted: vec![1],
+                    confidence: 0.699999988079071
+                },
+            ]
+        );
+        let worst = mistakes_of(
+            TaskKind::MultiLabel,
+            vec![0.9, 0.6, 0.2, 0.1, 0.4, 0.45],
+            [2, 3],
+            &[],
+            &[1.0, 0.0, 1.0, 0.0, 0.0, 1.0],
+        );
+        // Sample 0 gives label 1 wrongly (0.6) and leaves out label 2 (1 − 0.2 = 0.8): 0.8.
+        // Sample 1 leaves out label 2 (1 − 0.45 = 0.55); the second batch repeats sample 0 as 2.
+        assert_eq!(worst.len(), 2);
+        assert_eq!((worst[0].index, worst[1].index), (0, 2));
+        assert_eq!(worst[0].truth, [0, 2]);
+        assert_eq!(worst[0].predicted, [0, 1]);
+        assert!((worst[0].confidence - 0.8).abs() < 1e-6);
     }
 }

@@ -4,11 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    error::TrainError,
-    metrics::TaskKind,
-    stats::{EpochStats, RunStats},
-};
+use crate::{error::TrainError, metrics::TaskKind, stats::EpochStats};
 
 /// The file name of a run's best checkpoint, beside the last one.
 pub const BEST_FILE: &str = "best.lkc";
@@ -126,10 +122,10 @@ impl Monitor {
         }
     }
 
-    /// The best epoch of `stats`: the first to reach the best value (a NaN is never best).
-    pub fn best(&self, stats: &RunStats) -> Option<Best> {
+    /// The best of `epochs`: the first to reach the best value (a NaN is never best).
+    pub fn best<'a>(&self, epochs: impl IntoIterator<Item = &'a EpochStats>) -> Option<Best> {
         let mut best: Option<Best> = None;
-        for epoch in &stats.epochs {
+        for epoch in epochs {
             let value = self.value(epoch);
             let better = match &best {
                 _ if value.is_nan() => false,
@@ -152,7 +148,7 @@ impl Monitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Metrics;
+    use crate::{metrics::Metrics, stats::RunStats};
 
     fn epoch(n: usize, val_loss: f64, accuracy: f64) -> EpochStats {
         let metrics = Metrics {
@@ -184,14 +180,13 @@ mod tests {
                 epoch(3, f64::NAN, 0.8),
                 epoch(4, 0.4, 0.7),
             ],
-            best: None,
-            stopped_early: false,
+            ..RunStats::new(TaskKind::Classification, Vec::new())
         };
-        let by_loss = Monitor::default().best(&stats).unwrap();
+        let by_loss = Monitor::default().best(&stats.epochs).unwrap();
         assert_eq!((by_loss.epoch, by_loss.value), (2, 0.4));
         let by_accuracy = Monitor::new("val_accuracy", TaskKind::Classification)
             .unwrap()
-            .best(&stats)
+            .best(&stats.epochs)
             .unwrap();
         assert_eq!(by_accuracy.epoch, 2);
     }

@@ -21,7 +21,8 @@ use serde_json::Value;
 
 use crate::{
     metrics::{Metrics, TaskKind},
-    stats::{RunStats, Series, svg_plot},
+    plot::{Series, escape, svg_plot},
+    stats::RunStats,
 };
 
 const STYLE: &str = "body{font-family:sans-serif;margin:24px;color:#222;max-width:1500px}\
@@ -69,13 +70,6 @@ fn base64(bytes: &[u8]) -> String {
         }
     }
     out
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// A number as shown (4 decimals) with its full value in `data-value`.
@@ -537,8 +531,7 @@ mod tests {
             task: TaskKind::Classification,
             classes: vec!["a<b".into(), "c".into()],
             epochs: vec![epoch(1, 0.9), epoch(2, 0.6)],
-            best: None,
-            stopped_early: false,
+            ..RunStats::new(TaskKind::Classification, Vec::new())
         }
     }
 

@@ -12,6 +12,7 @@ use crate::{
     error::TrainError,
     metrics::{Metrics, TaskKind},
     monitor::Best,
+    plot::{Series, svg_plot},
 };
 
 /// The statistics of one finished epoch.
@@ -19,17 +20,20 @@ use crate::{
 pub struct EpochStats {
     /// The epoch, from 1.
     pub epoch: usize,
-    /// The loss of each optimizer step.
+    /// The loss of each optimizer step (an epoch event leaves them to its step events).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub step_losses: Vec<f64>,
     /// The mean training loss (weighted by batch size).
     pub train_loss: f64,
     /// Mean training values of the loss's terms (composite losses).
+    #[serde(deserialize_with = "crate::events::terms_from_json")]
     pub train_terms: Vec<(String, f64)>,
     /// The training metrics (on the batches as trained, before each step).
     pub train_metrics: Metrics,
     /// The validation loss.
     pub val_loss: f64,
     /// Validation values of the loss's terms.
+    #[serde(deserialize_with = "crate::events::terms_from_json")]
     pub val_terms: Vec<(String, f64)>,
     /// The validation metrics.
     pub val_metrics: Metrics,
@@ -54,9 +58,24 @@ pub struct RunStats {
     /// Whether early stopping ended the run before its last epoch.
     #[serde(default)]
     pub stopped_early: bool,
+    /// The step losses of the epoch under way (see [`RunStats::apply`]).
+    #[serde(skip)]
+    pub(crate) pending_steps: Vec<f64>,
 }
 
 impl RunStats {
+    /// No epochs yet.
+    pub fn new(task: TaskKind, classes: Vec<String>) -> Self {
+        Self {
+            task,
+            classes,
+            epochs: Vec::new(),
+            best: None,
+            stopped_early: false,
+            pending_steps: Vec::new(),
+        }
+    }
+
     /// The mean of the epoch training losses so far.
     pub fn avg_loss_all_epochs(&self) -> f64 {
         if self.epochs.is_empty() {
@@ -386,164 +405,6 @@ fn csv_name(name: &str) -> String {
         .collect()
 }
 
-/// One line of a plot.
-#[derive(Debug, Clone)]
-pub struct Series {
-    /// The legend text.
-    pub label: String,
-    /// An SVG colour.
-    pub color: String,
-    /// The points (x, y); non-finite values are skipped.
-    pub points: Vec<(f64, f64)>,
-    /// Draw a dot on each point.
-    pub dots: bool,
-    /// Join the points with a line (off: a scatter plot).
-    pub line: bool,
-    /// The stroke width.
-    pub width: f64,
-}
-
-/// A line plot as SVG text (no plotting crate: a few hundred bytes of markup).
-pub fn svg_plot(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
-    let (w, h) = (720.0, 420.0);
-    let (left, right, top, bottom) = (70.0, 200.0, 40.0, 50.0);
-    let finite: Vec<(f64, f64)> = series
-        .iter()
-        .flat_map(|s| s.points.iter().copied())
-        .filter(|(x, y)| x.is_finite() && y.is_finite())
-        .collect();
-    let (mut x0, mut x1) = finite.iter().fold((f64::MAX, f64::MIN), |(a, b), (x, _)| {
-        (a.min(*x), b.max(*x))
-    });
-    let (mut y0, mut y1) = finite.iter().fold((f64::MAX, f64::MIN), |(a, b), (_, y)| {
-        (a.min(*y), b.max(*y))
-    });
-    if finite.is_empty() {
-        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
-    }
-    if x1 <= x0 {
-        x1 = x0 + 1.0;
-    }
-    y0 = y0.min(0.0);
-    if y1 <= y0 {
-        y1 = y0 + 1.0;
-    }
-    let (y_ticks, y_decimals) = nice_ticks(y0, y1);
-    let (x_ticks, x_decimals) = nice_ticks(x0, x1);
-    (y0, y1) = (y_ticks[0], y_ticks[y_ticks.len() - 1]);
-    (x0, x1) = (x_ticks[0], x_ticks[x_ticks.len() - 1]);
-    let px = |x: f64| left + (x - x0) / (x1 - x0) * (w - left - right);
-    let py = |y: f64| h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom);
-    let mut out = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">{}</text>\n",
-        (left + w - right) / 2.0,
-        escape(title)
-    );
-    for &fy in &y_ticks {
-        let _ = writeln!(
-            out,
-            "<line x1=\"{left}\" x2=\"{}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#e0e0e0\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-            w - right,
-            py(fy),
-            py(fy),
-            left - 6.0,
-            py(fy) + 4.0,
-            format!("{fy:.y_decimals$}")
-        );
-    }
-    for &fx in &x_ticks {
-        let _ = writeln!(
-            out,
-            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
-            px(fx),
-            h - bottom + 18.0,
-            format!("{fx:.x_decimals$}")
-        );
-    }
-    let _ = writeln!(
-        out,
-        "<rect x=\"{left}\" y=\"{top}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#444\"/>\n<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n<text x=\"18\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 18 {})\">{}</text>",
-        w - left - right,
-        h - top - bottom,
-        (left + w - right) / 2.0,
-        h - 12.0,
-        escape(x_label),
-        (top + h - bottom) / 2.0,
-        (top + h - bottom) / 2.0,
-        escape(y_label)
-    );
-    for (i, s) in series.iter().enumerate() {
-        let points: Vec<String> = s
-            .points
-            .iter()
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
-            .map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y)))
-            .collect();
-        if !points.is_empty() && s.line {
-            let _ = writeln!(
-                out,
-                "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"{}\" points=\"{}\"/>",
-                s.color,
-                s.width,
-                points.join(" ")
-            );
-        }
-        if !points.is_empty() {
-            if s.dots {
-                for p in &points {
-                    let (cx, cy) = p.split_once(',').unwrap_or(("0", "0"));
-                    let _ = writeln!(
-                        out,
-                        "<circle cx=\"{cx}\" cy=\"{cy}\" r=\"{}\" fill=\"{}\"/>",
-                        if s.line { 3.0 } else { 2.5 },
-                        s.color
-                    );
-                }
-            }
-        }
-        let ly = top + 10.0 + i as f64 * 20.0;
-        let _ = writeln!(
-            out,
-            "<line x1=\"{}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{}\" stroke-width=\"3\"/><text x=\"{}\" y=\"{}\">{}</text>",
-            w - right + 10.0,
-            w - right + 30.0,
-            s.color,
-            w - right + 36.0,
-            ly + 4.0,
-            escape(&s.label)
-        );
-    }
-    out.push_str("</svg>\n");
-    out
-}
-
-/// Round tick values covering `[low, high]`: steps of 1, 2 or 5 times a power of ten, about
-/// five of them, and the decimals that show the step exactly.
-pub fn nice_ticks(low: f64, high: f64) -> (Vec<f64>, usize) {
-    let range = (high - low).max(f64::MIN_POSITIVE);
-    let rough = range / 5.0;
-    let power = 10f64.powf(rough.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0]
-        .into_iter()
-        .map(|m| m * power)
-        .find(|&step| step >= rough)
-        .unwrap_or(10.0 * power);
-    let first = (low / step).floor();
-    let last = (high / step).ceil().max(first + 1.0);
-    let ticks = (0..=(last - first) as usize)
-        .map(|i| (first + i as f64) * step)
-        .collect();
-    let decimals = (-step.log10().floor()).max(0.0) as usize;
-    (ticks, decimals)
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 /// The report files of a run folder besides the checkpoint, as [`write_reports`] writes them.
 pub const REPORT_FILES: [&str; 5] = [
     "metrics.csv",
@@ -643,23 +504,4 @@ pub fn write_reports(
     let report = crate::report::report_html(stats, run, title, predictions, previews);
     write_atomically(&dir.join("report.html"), report.as_bytes())?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tick_tests {
-    use super::nice_ticks;
-
-    #[test]
-    fn ticks_are_round_and_cover_the_range() {
-        assert_eq!(
-            nice_ticks(0.0, 95.6),
-            (vec![0.0, 20.0, 40.0, 60.0, 80.0, 100.0], 0)
-        );
-        let (ticks, decimals) = nice_ticks(0.0, 0.683);
-        assert_eq!(decimals, 1);
-        assert_eq!(ticks.len(), 5);
-        assert!((ticks[4] - 0.8).abs() < 1e-12);
-        let (ticks, _) = nice_ticks(1.0, 240.0);
-        assert_eq!(ticks, [0.0, 50.0, 100.0, 150.0, 200.0, 250.0]);
-    }
 }

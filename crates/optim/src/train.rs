@@ -24,14 +24,14 @@ use burn::{
 use losskit_core::{
     Loss, LossInput, Reduction, Rng, atomic_write::write_atomically, input::to_f64_vec,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::{
     checkpoint::{CHECKPOINT_FILE, Checkpoint, CheckpointMeta},
     error::TrainError,
-    events::{EventLog, named, number},
+    events::{EpochEvent, EventLog, RunEvent, RunStart, StepEvent},
     init::seeded_init,
-    metrics::{Metrics, OutputReading, Tally, TaskKind},
+    metrics::{Metrics, Mistake, Mistakes, OutputReading, Tally, TaskKind},
     monitor::{BEST_FILE, Monitor},
     optimizer::OptimizerConfig,
     parallel::{StepResult, Workers, shard_step},
@@ -114,9 +114,15 @@ pub trait Task: Sync {
     }
 
     /// Pictures of what `model` does on a few validation samples, for the report (computed
-    /// after each epoch's validation). By default: none.
-    fn previews(&self, model: &Self::Model, device: &Device) -> Result<Vec<Preview>, TrainError> {
-        let _ = (model, device);
+    /// after each epoch's validation, whose results — the surest mistakes among them — are in
+    /// `validation`). By default: none.
+    fn previews(
+        &self,
+        model: &Self::Model,
+        device: &Device,
+        validation: &SplitEvaluation,
+    ) -> Result<Vec<Preview>, TrainError> {
+        let _ = (model, device, validation);
         Ok(Vec::new())
     }
 }
@@ -283,6 +289,13 @@ fn without_resumable(run: &Value) -> Value {
     run
 }
 
+/// Writes `event` to the log and folds it into the run's statistics: the reports are written
+/// from the same events as `events.jsonl`.
+fn record(events: &mut EventLog, stats: &mut RunStats, event: RunEvent) {
+    events.record(&event);
+    stats.apply(&event);
+}
+
 struct Display {
     mode: Progress,
     tty: bool,
@@ -332,7 +345,12 @@ pub struct SplitEvaluation {
     pub metrics: Metrics,
     /// Regression: each sample's (target, prediction), in the target's units.
     pub predictions: Vec<(f64, f64)>,
+    /// Classification and multi-label: the surest mistakes (up to [`MISTAKES_KEPT`]).
+    pub mistakes: Vec<Mistake>,
 }
+
+/// How many of a split's surest mistakes an evaluation keeps (for the report's previews).
+pub const MISTAKES_KEPT: usize = 6;
 
 /// An empty tally of `task`'s metrics.
 pub(crate) fn tally_of<T: Task>(task: &T) -> Tally {
@@ -349,6 +367,7 @@ pub fn evaluate_split<T: Task>(
     device: &Device,
 ) -> Result<SplitEvaluation, TrainError> {
     let mut tally = tally_of(task);
+    let mut mistakes = Mistakes::new(task.kind(), task.reading(), MISTAKES_KEPT);
     let mut total = 0.0;
     let mut terms: Vec<(String, f64)> = Vec::new();
     let mut count = 0usize;
@@ -363,6 +382,7 @@ pub fn evaluate_split<T: Task>(
         }
         let input = task.input(model, split, batch, device)?;
         tally.add(&input);
+        mistakes.add(&input);
         let value = loss.forward(input, Reduction::Mean)?;
         let weight = batch.len() as f64;
         let values: Vec<(String, f64)> = value
@@ -392,6 +412,7 @@ pub fn evaluate_split<T: Task>(
         terms,
         metrics: tally.metrics(task.kind()),
         predictions: tally.pairs().to_vec(),
+        mistakes: mistakes.into_worst(),
     })
 }
 
@@ -466,23 +487,24 @@ fn run_training<T: Task>(
     )
     .entered();
     let mut events = EventLog::open(&config.out_dir, config.resume);
-    events.record(
-        "run_start",
-        json!({
-            "resume": config.resume,
-            "from_epoch": state.epoch,
-            "epochs": config.epochs,
-            "batch_size": config.batch_size,
-            "steps_per_epoch": run.steps_per_epoch,
-            "train_samples": run.train_len,
-            "seed": config.seed,
-            "task": task.kind().as_str(),
-            "classes": task.classes(),
-            "run": config.run,
-        }),
-    );
+    let start = RunEvent::RunStart(RunStart {
+        resume: config.resume,
+        from_epoch: state.epoch,
+        epochs: config.epochs,
+        batch_size: config.batch_size,
+        steps_per_epoch: run.steps_per_epoch,
+        train_samples: run.train_len,
+        seed: config.seed,
+        task: task.kind(),
+        classes: task.classes(),
+        best: state.stats.best.clone(),
+        run: config.run.clone(),
+    });
+    record(&mut events, &mut state.stats, start);
     let failed = |events: &mut EventLog, error: TrainError| {
-        events.record("error", json!({ "message": error.to_string() }));
+        events.record(&RunEvent::Error {
+            message: error.to_string(),
+        });
         error
     };
     for epoch in state.epoch + 1..=config.epochs {
@@ -497,58 +519,50 @@ fn run_training<T: Task>(
             .validate(&state.model, trained, epoch, started)
             .map_err(|stop| stop.into_error(epoch, saved.then_some(&run.checkpoint_path)))
             .map_err(|error| failed(&mut events, error))?;
-        state.stats.epochs.push(epoch_stats);
         state.val_predictions = predictions;
         state.previews = previews;
         state.epoch = epoch;
-        let best = config.monitor.best(&state.stats);
+        let best = config
+            .monitor
+            .best(state.stats.epochs.iter().chain([&epoch_stats]));
         let improved = best.as_ref().is_some_and(|b| b.epoch == epoch);
-        state.stats.best = best;
         let stop = config.patience.is_some_and(|patience| {
-            let since = state.stats.best.as_ref().map_or(epoch, |b| epoch - b.epoch);
+            let since = best.as_ref().map_or(epoch, |b| epoch - b.epoch);
             since >= patience && epoch < config.epochs
         });
-        state.stats.stopped_early = stop;
-        if let Some(e) = state.stats.last() {
-            events.record(
-                "epoch",
-                json!({
-                    "epoch": e.epoch,
-                    "steps": e.step_losses.len(),
-                    "train_loss": number(e.train_loss),
-                    "avg_loss_all_epochs": number(state.stats.avg_loss_all_epochs()),
-                    "val_loss": number(e.val_loss),
-                    "train_terms": named(&e.train_terms),
-                    "val_terms": named(&e.val_terms),
-                    "train_metrics": e.train_metrics,
-                    "val_metrics": e.val_metrics,
-                    "lr": e.lr,
-                    "seconds": e.seconds,
-                    "best": improved,
-                }),
-            );
-        }
+        let trained_epochs = state.stats.epochs.len() as f64 + 1.0;
+        let avg_loss_all_epochs = (state.stats.epochs.iter().map(|e| e.train_loss).sum::<f64>()
+            + epoch_stats.train_loss)
+            / trained_epochs;
+        record(
+            &mut events,
+            &mut state.stats,
+            RunEvent::Epoch(EpochEvent {
+                stats: epoch_stats,
+                avg_loss_all_epochs,
+                improved,
+                best,
+                stopped_early: stop,
+            }),
+        );
         run.save(&state, improved)
             .map_err(|error| failed(&mut events, error))?;
         saved = true;
-        events.record(
-            "checkpoint",
-            json!({
-                "epoch": epoch,
-                "path": run.checkpoint_path,
-                "best": improved.then(|| config.out_dir.join(BEST_FILE)),
-            }),
-        );
+        events.record(&RunEvent::Checkpoint {
+            epoch,
+            path: run.checkpoint_path.clone(),
+            best: improved.then(|| config.out_dir.join(BEST_FILE)),
+        });
         let mut line = state.stats.epoch_line(config.epochs);
         if improved {
             line.push_str("  (best)");
         }
         display.epoch(&line);
         if stop {
-            events.record(
-                "stopped_early",
-                json!({"epoch": epoch, "best": state.stats.best}),
-            );
+            events.record(&RunEvent::StoppedEarly {
+                epoch,
+                best: state.stats.best.clone(),
+            });
             if let Some(best) = &state.stats.best {
                 display.epoch(&format!(
                     "stopped early: {} has not improved for {} epochs (best {:.4} at epoch {}, kept in {BEST_FILE})",
@@ -561,10 +575,11 @@ fn run_training<T: Task>(
             break;
         }
     }
-    events.record(
-        "run_end",
-        json!({"epochs": state.epoch, "stopped_early": state.stats.stopped_early, "best": state.stats.best}),
-    );
+    events.record(&RunEvent::RunEnd {
+        epochs: state.epoch,
+        stopped_early: state.stats.stopped_early,
+        best: state.stats.best.clone(),
+    });
     Ok(TrainOutcome {
         model: state.model,
         stats: state.stats,
@@ -605,7 +620,6 @@ struct State<M> {
 
 /// An epoch's training part, before validation.
 struct Trained {
-    step_losses: Vec<f64>,
     /// Σ loss × samples, and samples.
     weighted: f64,
     seen: usize,
@@ -703,13 +717,7 @@ impl<'a, T: Task> Run<'a, T> {
             model,
             optim,
             scheduler,
-            stats: RunStats {
-                task: self.task.kind(),
-                classes: self.task.classes(),
-                epochs: Vec::new(),
-                best: None,
-                stopped_early: false,
-            },
+            stats: RunStats::new(self.task.kind(), self.task.classes()),
             global_step: 0,
             epoch: 0,
             val_predictions: Vec::new(),
@@ -773,7 +781,6 @@ impl<'a, T: Task> Run<'a, T> {
         self.autodiff.seed(config.seed.wrapping_add(epoch as u64));
         let order = epoch_order(config.seed, epoch, self.train_len);
         let mut trained = Trained {
-            step_losses: Vec::with_capacity(self.steps_per_epoch),
             weighted: 0.0,
             seen: 0,
             term_sums: Vec::new(),
@@ -820,16 +827,16 @@ impl<'a, T: Task> Run<'a, T> {
             trained.lr = rates.base();
             state.model = state.optim.step(rates, state.model, grads);
             state.global_step += 1;
-            trained.step_losses.push(value);
-            events.record(
-                "step",
-                json!({
-                    "epoch": epoch,
-                    "step": step + 1,
-                    "global_step": state.global_step,
-                    "loss": number(value),
-                    "lr": trained.lr,
-                    "terms": named(&terms),
+            record(
+                events,
+                &mut state.stats,
+                RunEvent::Step(StepEvent {
+                    epoch,
+                    step: step + 1,
+                    global_step: state.global_step,
+                    loss: value,
+                    lr: trained.lr,
+                    terms,
                 }),
             );
             trained.weighted += value * batch.len() as f64;
@@ -879,12 +886,7 @@ impl<'a, T: Task> Run<'a, T> {
         started: Instant,
     ) -> Result<(EpochStats, Vec<(f64, f64)>, Vec<Preview>), Stop> {
         let valid = model.valid();
-        let SplitEvaluation {
-            loss: val_loss,
-            terms: val_terms,
-            metrics: val_metrics,
-            predictions,
-        } = evaluate_split(
+        let validation = evaluate_split(
             self.task,
             &valid,
             self.loss,
@@ -892,7 +894,14 @@ impl<'a, T: Task> Run<'a, T> {
             self.config.batch_size,
             self.device,
         )?;
-        let previews = self.task.previews(&valid, self.device)?;
+        let previews = self.task.previews(&valid, self.device, &validation)?;
+        let SplitEvaluation {
+            loss: val_loss,
+            terms: val_terms,
+            metrics: val_metrics,
+            predictions,
+            ..
+        } = validation;
         let seen = trained.seen.max(1) as f64;
         let train_loss = trained.weighted / seen;
         for value in [train_loss, val_loss] {
@@ -905,7 +914,8 @@ impl<'a, T: Task> Run<'a, T> {
         }
         let stats = EpochStats {
             epoch,
-            step_losses: trained.step_losses,
+            // The epoch's step events carry them (see `record`).
+            step_losses: Vec::new(),
             train_loss,
             train_terms: trained
                 .term_sums

@@ -6,7 +6,7 @@ use burn::tensor::Device;
 use losskit_core::atomic_write::write_atomically;
 use losskit_optim::{
     Metrics, RunStats, TaskKind,
-    stats::{Series, svg_plot},
+    plot::{Series, svg_plot},
 };
 use serde_json::{Value, json};
 

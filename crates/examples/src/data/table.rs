@@ -200,10 +200,7 @@ mod tests {
         // Tests run in parallel: each call needs a folder no other call shares.
         static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "losskit-table-{}-{call}",
-            std::process::id()
-        ));
+        let dir = std::env::temp_dir().join(format!("losskit-table-{}-{call}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.csv");
         std::fs::write(&path, text).unwrap();
