@@ -112,6 +112,20 @@ enum Command {
         #[arg(long)]
         device: Option<String>,
     },
+    /// A live web page of every run in a folder: the report's charts and tables updating while
+    /// runs train, a compare view of selected runs, each run's settings and files.
+    Dashboard {
+        /// The folder holding the runs (searched three levels deep for events.jsonl).
+        #[arg(default_value = "runs")]
+        runs_dir: PathBuf,
+        /// The port (0: any free port, printed once listening).
+        #[arg(long, default_value_t = 8050)]
+        port: u16,
+        /// The address to listen on (127.0.0.1: this machine only; there is no
+        /// authentication).
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: String,
+    },
     /// Show a loss's documentation, options and an example config.
     Info {
         /// The loss's name or alias.
@@ -186,6 +200,11 @@ fn run(cli: Cli) -> anyhow::Result<String> {
         Command::List { category, format } => commands::list::run(category.as_deref(), format),
         Command::Info { name } => commands::info::run(&name),
         Command::Devices { names } => commands::devices::run(&names),
+        Command::Dashboard {
+            runs_dir,
+            port,
+            bind,
+        } => commands::dashboard::run(&runs_dir, &bind, port),
         Command::Serve { bind, port, device } => {
             commands::serve::run(&bind, port, device.as_deref())
         }

@@ -98,11 +98,22 @@ fn epochs_table(dom: &str) -> (Vec<String>, Vec<Vec<String>>) {
 }
 
 fn check_against_metrics_csv(run: &Path, dom: &str) {
+    let rows = check_first_epochs(run, dom);
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert_eq!(rows, metrics.lines().count() - 1, "one row per epoch");
+}
+
+/// Checks each epoch row the page shows against that epoch's row of `metrics.csv` (a live page
+/// may show fewer epochs than the file ends with); returns how many it showed.
+fn check_first_epochs(run: &Path, dom: &str) -> usize {
     let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     let mut lines = metrics.lines();
     let csv_header: Vec<&str> = lines.next().unwrap().split(',').collect();
     let (header, rows) = epochs_table(dom);
-    assert_eq!(rows.len(), metrics.lines().count() - 1, "one row per epoch");
+    assert!(
+        rows.len() < metrics.lines().count(),
+        "no more rows than metrics.csv"
+    );
     for (row, line) in rows.iter().zip(lines) {
         let cells: Vec<&str> = line.split(',').collect();
         for (name, shown) in header.iter().zip(row) {
@@ -117,6 +128,7 @@ fn check_against_metrics_csv(run: &Path, dom: &str) {
             );
         }
     }
+    rows.len()
 }
 
 fn keep(png: &Path, name: &str) {
@@ -227,4 +239,263 @@ fn run_and_compare_reports_show_the_numbers_of_metrics_csv() {
     screenshot(&page, &png, 1400, 1000);
     keep(&png, "report-compare.png");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Chrome's DevTools protocol over `--remote-debugging-pipe`: JSON messages ended by NUL on the
+/// browser's descriptors 3 (in) and 4 (out), here two named pipes. No WebSocket client needed.
+struct DevTools {
+    to: std::fs::File,
+    from: std::io::BufReader<std::fs::File>,
+    next: u64,
+    session: Option<String>,
+    browser: std::process::Child,
+}
+
+impl DevTools {
+    fn start(dir: &Path, width: u32, height: u32) -> Self {
+        let (input, output) = (dir.join("cdp-in"), dir.join("cdp-out"));
+        for pipe in [&input, &output] {
+            let made = Command::new("mkfifo").arg(pipe).status().unwrap();
+            assert!(made.success(), "mkfifo {}", pipe.display());
+        }
+        let browser = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "exec {} {} --remote-debugging-pipe --user-data-dir={} --window-size={width},{height} about:blank 3<{} 4>{}",
+                chromium(),
+                HEADLESS.join(" "),
+                dir.join("profile").display(),
+                input.display(),
+                output.display()
+            ))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Opened in the order the shell opens them, so neither side waits on the other.
+        let to = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&input)
+            .unwrap();
+        let from = std::io::BufReader::new(std::fs::File::open(&output).unwrap());
+        Self {
+            to,
+            from,
+            next: 0,
+            session: None,
+            browser,
+        }
+    }
+
+    /// Sends a command (to the attached page, once there is one) and returns its result.
+    fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        use std::io::{BufRead as _, Write as _};
+        self.next += 1;
+        let mut message = serde_json::json!({"id": self.next, "method": method, "params": params});
+        if let Some(session) = &self.session {
+            message["sessionId"] = serde_json::json!(session);
+        }
+        let mut bytes = message.to_string().into_bytes();
+        bytes.push(0);
+        self.to.write_all(&bytes).unwrap();
+        loop {
+            let mut reply = Vec::new();
+            let read = self.from.read_until(0, &mut reply).unwrap();
+            assert!(read > 0, "chromium closed the DevTools pipe");
+            reply.pop();
+            let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+            if reply["id"] == self.next {
+                assert!(reply.get("error").is_none(), "{method}: {reply}");
+                return reply["result"].clone();
+            }
+        }
+    }
+
+    /// Opens `url` in a new page of `width`×`height` and attaches to it.
+    fn open(&mut self, url: &str, width: u32, height: u32) {
+        let target = self.call("Target.createTarget", serde_json::json!({"url": url}));
+        let attached = self.call(
+            "Target.attachToTarget",
+            serde_json::json!({"targetId": target["targetId"], "flatten": true}),
+        );
+        self.session = attached["sessionId"].as_str().map(String::from);
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            serde_json::json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false}),
+        );
+    }
+
+    /// The value of a JavaScript expression on the page.
+    fn eval(&mut self, expression: &str) -> serde_json::Value {
+        self.call(
+            "Runtime.evaluate",
+            serde_json::json!({"expression": expression, "returnByValue": true}),
+        )["result"]["value"]
+            .clone()
+    }
+
+    /// Waits until `expression` is true on the page (polling the page's state, with a limit).
+    fn wait_for(&mut self, expression: &str, limit: std::time::Duration) {
+        let start = std::time::Instant::now();
+        while self.eval(expression) != serde_json::json!(true) {
+            assert!(
+                start.elapsed() < limit,
+                "the page never showed `{expression}`: {}",
+                self.eval("document.body.innerText.slice(0, 2000)")
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    fn screenshot(&mut self, png: &Path) {
+        let shot = self.call(
+            "Page.captureScreenshot",
+            serde_json::json!({"format": "png"}),
+        );
+        std::fs::write(png, base64_decode(shot["data"].as_str().unwrap())).unwrap();
+    }
+}
+
+impl Drop for DevTools {
+    fn drop(&mut self) {
+        let _ = self.browser.kill();
+        let _ = self.browser.wait();
+    }
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let (mut bits, mut count, mut out) = (0u32, 0, Vec::new());
+    for byte in text.bytes().filter(|&b| b != b'=') {
+        let value = ALPHABET.iter().position(|&a| a == byte).unwrap() as u32;
+        bits = (bits << 6) | value;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+        }
+    }
+    out
+}
+
+#[test]
+#[ignore = "needs Chromium; .ci/run installs it and runs this with --ignored"]
+fn the_dashboard_draws_a_run_live_while_it_trains() {
+    use std::io::BufRead as _;
+    let dir = scratch("dashboard");
+    let runs = dir.join("runs");
+    let run = runs.join("live");
+    // Enough steps that the page is open while the run trains.
+    let mut training = Command::new(env!("CARGO_BIN_EXE_losskit"))
+        .args([
+            "train",
+            "--dashboard=0",
+            "--limit",
+            "600",
+            "--epochs",
+            "4",
+            "--width",
+            "8",
+            "--batch-size",
+            "16",
+            "--progress",
+            "lines",
+            "--out",
+            run.to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(training.stderr.take().unwrap());
+    let mut line = String::new();
+    let url = loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "no dashboard line"
+        );
+        if let Some(at) = line.find("http://") {
+            break line[at..].split_whitespace().next().unwrap().to_string();
+        }
+    };
+    // The rest of stderr drains on its own thread, so training never blocks on a full pipe.
+    let drained = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+        rest
+    });
+    let (width, height) = (1400, 1800);
+    let mut devtools = DevTools::start(&dir, width, height);
+    devtools.open(&url, width, height);
+    devtools.wait_for(
+        "Number(document.querySelector('#view #state')?.dataset.epochs || 0) >= 2",
+        std::time::Duration::from_secs(300),
+    );
+    assert_eq!(
+        devtools.eval("document.getElementById('connection').dataset.state"),
+        "live"
+    );
+    let view: String = devtools
+        .eval("document.getElementById('view').innerHTML")
+        .as_str()
+        .unwrap()
+        .to_string();
+    let runs_list = devtools.eval("document.getElementById('runs').innerText");
+    assert!(runs_list.as_str().unwrap().contains("live"), "{runs_list}");
+    assert!(view.matches("<svg").count() >= 3, "charts drawn");
+    let png = dir.join("dashboard.png");
+    devtools.screenshot(&png);
+    keep(&png, "dashboard-live.png");
+    let lags = devtools.eval("JSON.stringify(window.lags)");
+    let status = training.wait().unwrap();
+    let rest = drained.join().unwrap();
+    assert!(status.success(), "training: {rest}");
+    // The epochs the page showed are metrics.csv's first rows, to the last digit.
+    let shown = check_first_epochs(&run, &view);
+    assert!(shown >= 2, "{shown} epochs shown");
+    // The training's dashboard went with it; `losskit dashboard` shows the finished run, all
+    // of metrics.csv.
+    let mut server = Command::new(env!("CARGO_BIN_EXE_losskit"))
+        .args(["dashboard", runs.to_str().unwrap(), "--port", "0"])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(server.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let at = first.find("http://").unwrap_or_else(|| panic!("{first}"));
+    let url = first[at..].split_whitespace().next().unwrap().to_string();
+    devtools.call(
+        "Page.navigate",
+        serde_json::json!({"url": format!("{url}#run=live")}),
+    );
+    devtools.wait_for(
+        "document.querySelector('#run-status')?.classList.contains('finished') === true",
+        std::time::Duration::from_secs(30),
+    );
+    let view: String = devtools
+        .eval("document.getElementById('view').innerHTML")
+        .as_str()
+        .unwrap()
+        .to_string();
+    check_against_metrics_csv(&run, &view);
+    let _ = server.kill();
+    let _ = server.wait();
+    let image = image::open(&png).unwrap().to_rgb8();
+    let inked = image
+        .pixels()
+        .filter(|p| p.0.iter().any(|&c| c < 200))
+        .count();
+    assert!(
+        inked > (width * height) as usize / 100,
+        "a nearly blank screenshot"
+    );
+    // Measured, not asserted: how long after the log was written the page had it.
+    eprintln!("dashboard lag after each write, seconds: {lags}");
+    drop(devtools);
+    // Chromium's helper processes may still be closing files in its profile: best effort.
+    let _ = std::fs::remove_dir_all(&dir);
 }

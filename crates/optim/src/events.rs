@@ -100,6 +100,9 @@ pub struct RunStart {
     /// The best epoch so far (a resumed run's, from its checkpoint).
     #[serde(default)]
     pub best: Option<Best>,
+    /// The training process (the dashboard tells a killed run from a running one by it).
+    #[serde(default)]
+    pub pid: Option<u32>,
     /// The resolved settings.
     pub run: Value,
 }
@@ -336,6 +339,7 @@ mod tests {
             task: TaskKind::Classification,
             classes: vec!["a".into(), "b".into()],
             best: None,
+            pid: None,
             run: json!({"loss": "dice"}),
         })
     }

@@ -25,7 +25,8 @@ use crate::{
     stats::RunStats,
 };
 
-const STYLE: &str = "body{font-family:sans-serif;margin:24px;color:#222;max-width:1500px}\
+/// The reports' style sheet (also the dashboard's).
+pub const STYLE: &str = "body{font-family:sans-serif;margin:24px;color:#222;max-width:1500px}\
 h1{font-size:22px}h2{font-size:17px;margin-top:28px}\
 .cards{display:flex;flex-wrap:wrap;gap:12px}\
 .card{border:1px solid #ccc;border-radius:6px;padding:8px 14px;min-width:120px}\
@@ -92,6 +93,14 @@ fn line(label: &str, color: &str, points: Vec<(f64, f64)>, dots: bool, width: f6
     }
 }
 
+/// A whole page around `body`.
+fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>\n{body}</body></html>\n",
+        escape(title)
+    )
+}
+
 /// The run's report page.
 pub fn report_html(
     stats: &RunStats,
@@ -100,13 +109,56 @@ pub fn report_html(
     predictions: &[(f64, f64)],
     previews: &[Preview],
 ) -> String {
-    let mut page = format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>\n<h1>{}</h1>\n",
-        escape(title),
-        escape(title)
-    );
+    page(
+        title,
+        &report_body(
+            stats,
+            run,
+            title,
+            predictions,
+            previews,
+            PreviewSource::Inline,
+        ),
+    )
+}
+
+/// Where a page finds its previews' images.
+#[derive(Clone, Copy)]
+pub enum PreviewSource<'a> {
+    /// Inline as data URIs: the page stands alone.
+    Inline,
+    /// At the address this gives for the preview's file name (a served page, whose browser
+    /// then keeps the images between updates).
+    Linked(&'a dyn Fn(&str) -> String),
+}
+
+/// The report's contents (what goes between `<body>` and `</body>`; the dashboard shows it
+/// live). Steps of an epoch under way are drawn on the loss chart.
+pub fn report_body(
+    stats: &RunStats,
+    run: &Value,
+    title: &str,
+    predictions: &[(f64, f64)],
+    previews: &[Preview],
+    source: PreviewSource<'_>,
+) -> String {
+    let mut page = format!("<h1>{}</h1>\n", escape(title));
     let Some(last) = stats.last() else {
-        page.push_str("<p id=\"state\">No epoch has finished yet.</p></body></html>\n");
+        let _ = writeln!(
+            page,
+            "<p id=\"state\" data-epochs=\"0\">No epoch has finished yet{}.</p>",
+            match stats.pending_steps.len() {
+                0 => String::new(),
+                n => format!("; {n} step(s) of the first epoch done"),
+            }
+        );
+        if !stats.pending_steps.is_empty() {
+            let _ = writeln!(
+                page,
+                "<div class=\"charts\"><div class=\"chart\">{}</div></div>",
+                charts(stats, &[]).swap_remove(0)
+            );
+        }
         return page;
     };
     let _ = writeln!(
@@ -116,9 +168,11 @@ pub fn report_html(
         stats.task.as_str(),
         stats.epochs.len(),
         if stats.stopped_early {
-            ", stopped early"
+            ", stopped early".to_string()
+        } else if stats.pending_steps.is_empty() {
+            String::new()
         } else {
-            ""
+            format!("; {} step(s) of the next done", stats.pending_steps.len())
         }
     );
     // The last epoch's headline numbers.
@@ -157,11 +211,14 @@ pub fn report_html(
             "<h2>Validation previews (last epoch)</h2>\n<div class=\"charts\" id=\"previews\">\n",
         );
         for preview in previews {
+            let src = match source {
+                PreviewSource::Inline => format!("data:image/png;base64,{}", base64(&preview.png)),
+                PreviewSource::Linked(link) => escape(&link(&preview.name)),
+            };
             let _ = writeln!(
                 page,
-                "<figure><img alt=\"{0}\" src=\"data:image/png;base64,{1}\"><figcaption>{0}</figcaption></figure>",
+                "<figure><img alt=\"{0}\" src=\"{src}\"><figcaption>{0}</figcaption></figure>",
                 escape(&preview.caption),
-                base64(&preview.png)
             );
         }
         page.push_str("</div>\n");
@@ -169,7 +226,7 @@ pub fn report_html(
     epochs_table(&mut page, stats);
     let _ = writeln!(
         page,
-        "<h2>Settings</h2>\n<pre id=\"settings\">{}</pre>\n</body></html>",
+        "<h2>Settings</h2>\n<pre id=\"settings\">{}</pre>",
         escape(&serde_json::to_string_pretty(run).unwrap_or_default())
     );
     page
@@ -191,6 +248,10 @@ fn charts(stats: &RunStats, predictions: &[(f64, f64)]) -> Vec<String> {
         epoch_means.push((step, e.train_loss));
         running.push((step, sum / (i + 1) as f64));
         validation.push((step, e.val_loss));
+    }
+    for loss in &stats.pending_steps {
+        step += 1.0;
+        steps.push((step, *loss));
     }
     charts.push(svg_plot(
         "loss",
@@ -216,7 +277,11 @@ fn charts(stats: &RunStats, predictions: &[(f64, f64)]) -> Vec<String> {
         "lr (last step)",
         &[line("lr", COLORS[5], per_epoch(&|e| e.lr), true, 2.0)],
     ));
-    let headline = stats.epochs[0].val_metrics.headline(stats.task);
+    // Before the first epoch ends (the dashboard), the steps so far are all there is.
+    let Some(first) = stats.epochs.first() else {
+        return charts;
+    };
+    let headline = first.val_metrics.headline(stats.task);
     let metric_series: Vec<Series> = headline
         .iter()
         .enumerate()
@@ -231,11 +296,7 @@ fn charts(stats: &RunStats, predictions: &[(f64, f64)]) -> Vec<String> {
         })
         .collect();
     charts.push(svg_plot("validation metrics", "epoch", "", &metric_series));
-    let terms: Vec<String> = stats.epochs[0]
-        .train_terms
-        .iter()
-        .map(|(n, _)| n.clone())
-        .collect();
+    let terms: Vec<String> = first.train_terms.iter().map(|(n, _)| n.clone()).collect();
     if !terms.is_empty() {
         let series: Vec<Series> = terms
             .iter()
@@ -392,25 +453,35 @@ fn epochs_table(page: &mut String, stats: &RunStats) {
 /// own first epoch's (losses on different scales on one axis), its headline metrics per
 /// epoch, and one table of every run's last-epoch numbers.
 pub fn compare_html(title: &str, runs: &[(String, RunStats)]) -> String {
-    let mut page = format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>\n<h1>{}</h1>\n",
-        escape(title),
-        escape(title)
-    );
+    page(title, &compare_body(title, runs, true))
+}
+
+/// The compare report's contents; `normalise` divides each loss by its first epoch's value.
+pub fn compare_body(title: &str, runs: &[(String, RunStats)], normalise: bool) -> String {
+    let mut page = format!("<h1>{}</h1>\n", escape(title));
     let Some((_, first)) = runs.first() else {
-        page.push_str("<p id=\"state\">No run.</p></body></html>\n");
+        page.push_str("<p id=\"state\" data-runs=\"0\">No run.</p>\n");
         return page;
     };
     let task = first.task;
     let _ = writeln!(
         page,
-        "<p id=\"state\" data-runs=\"{}\">{} runs of the {} task; each loss is divided by its own first epoch's value, so losses on different scales share one axis.</p>",
+        "<p id=\"state\" data-runs=\"{}\">{} runs of the {} task{}.</p>",
         runs.len(),
         runs.len(),
-        task.as_str()
+        task.as_str(),
+        if normalise {
+            "; each loss is divided by its own first epoch's value, so losses on different scales share one axis"
+        } else {
+            ""
+        }
     );
     let normalised = |stats: &RunStats, read: fn(&crate::stats::EpochStats) -> f64| {
-        let base = stats.epochs.first().map_or(f64::NAN, read);
+        let base = if normalise {
+            stats.epochs.first().map_or(f64::NAN, read)
+        } else {
+            1.0
+        };
         stats
             .epochs
             .iter()
@@ -439,12 +510,16 @@ pub fn compare_html(title: &str, runs: &[(String, RunStats)]) -> String {
     let _ = writeln!(
         page,
         "<div class=\"chart\">{}</div>",
-        svg_plot(
-            "loss / first epoch's loss",
-            "epoch",
-            "normalised loss",
-            &loss_series
-        )
+        if normalise {
+            svg_plot(
+                "loss / first epoch's loss",
+                "epoch",
+                "normalised loss",
+                &loss_series,
+            )
+        } else {
+            svg_plot("loss", "epoch", "loss", &loss_series)
+        }
     );
     let headline = Metrics::default().headline(task);
     for (m, (name, _)) in headline.iter().enumerate() {
@@ -491,16 +566,17 @@ pub fn compare_html(title: &str, runs: &[(String, RunStats)]) -> String {
         }
         page.push_str("</tr>\n");
     }
-    page.push_str("</table>\n</body></html>\n");
+    page.push_str("</table>\n");
     page
 }
 
 fn short(label: &str) -> String {
-    // The legend has room for about 28 characters, " train" included.
-    if label.chars().count() <= 20 {
+    // The legend column grows with its labels; past 48 characters a label is cut, so a
+    // chart keeps a readable width.
+    if label.chars().count() <= 48 {
         label.to_string()
     } else {
-        format!("{}…", label.chars().take(19).collect::<String>())
+        format!("{}…", label.chars().take(47).collect::<String>())
     }
 }
 
@@ -568,7 +644,10 @@ mod tests {
     fn the_compare_page_normalises_each_loss_by_its_first_epoch() {
         let runs = vec![
             ("ce".to_string(), stats()),
-            ("a very long loss label that is cut".to_string(), stats()),
+            (
+                "a very long loss label that is cut past forty-eight characters".to_string(),
+                stats(),
+            ),
         ];
         let page = compare_html("compare", &runs);
         assert!(page.contains("data-runs=\"2\""));
@@ -577,7 +656,11 @@ mod tests {
             2,
             "normalised loss and accuracy"
         );
-        assert!(page.contains("a very long loss la…"));
+        assert!(page.contains("a very long loss label that is cut past forty-e…"));
+        assert!(
+            !compare_body("compare", &runs, false).contains("first epoch"),
+            "the raw loss axis"
+        );
         let table = &page[page.find("id=\"runs\"").unwrap()..];
         assert_eq!(
             table.matches("<tr><th>").count(),

@@ -498,6 +498,7 @@ fn run_training<T: Task>(
         task: task.kind(),
         classes: task.classes(),
         best: state.stats.best.clone(),
+        pid: Some(std::process::id()),
         run: config.run.clone(),
     });
     record(&mut events, &mut state.stats, start);

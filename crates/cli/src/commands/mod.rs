@@ -2,6 +2,7 @@
 
 pub mod compare;
 pub mod compute;
+pub mod dashboard;
 pub mod devices;
 pub mod evaluate;
 pub mod info;

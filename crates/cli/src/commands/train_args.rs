@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use losskit_optim::{Progress, TaskKind};
 
 use losskit_examples::{
@@ -13,7 +13,7 @@ use losskit_examples::{
 };
 use losskit_optim::{OptimizerConfig, ScheduleConfig};
 
-use crate::commands::{compare, evaluate, train};
+use crate::commands::{compare, dashboard::Dashboard, evaluate, train};
 
 /// `--task`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -307,6 +307,11 @@ pub struct TrainArgs {
     /// the run, such as another --loss, is refused: use --init-from for that).
     #[arg(long)]
     pub resume: bool,
+    /// Serve the live dashboard of the runs beside --out while training, on 127.0.0.1:PORT
+    /// (default 8050; 0: any free port). It stops when training ends; `losskit dashboard
+    /// FOLDER` serves it afterwards.
+    #[arg(long, value_name = "PORT", num_args = 0..=1, require_equals = true, default_missing_value = "8050")]
+    pub dashboard: Option<u16>,
     #[allow(missing_docs)]
     #[command(flatten)]
     pub run: RunArgs,
@@ -353,6 +358,31 @@ impl TrainArgs {
             self.check_resume(&request.out)?;
         }
         request.resume = self.resume;
+        if let Some(port) = self.dashboard {
+            let runs = match request.out.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            std::fs::create_dir_all(&runs)
+                .with_context(|| format!("cannot create {}", runs.display()))?;
+            let dashboard = Dashboard::bind(&runs, "127.0.0.1", port)?;
+            let id = request
+                .out
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            tracing::info!(
+                target: "losskit::dashboard",
+                "dashboard on {}#run={id} (it stops when training ends; `losskit dashboard {}` serves it afterwards)",
+                dashboard.url(),
+                runs.display()
+            );
+            dashboard.serve_in_background();
+            let report = train::run(&request);
+            // Open pages get the run's last events before the server goes with the process.
+            std::thread::sleep(crate::commands::dashboard::LINGER);
+            return report;
+        }
         train::run(&request)
     }
 }
