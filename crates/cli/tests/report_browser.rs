@@ -58,15 +58,20 @@ fn screenshot(page: &Path, png: &Path, width: u32, height: u32) {
         .output()
         .unwrap();
     assert!(output.status.success(), "chromium: {output:?}");
+    assert_drawn(png, width, height, 100);
+}
+
+/// The screenshot is `width`×`height` and its charts are drawn: at least one pixel in
+/// `one_in` is neither white nor near-white.
+fn assert_drawn(png: &Path, width: u32, height: u32, one_in: u32) {
     let image = image::open(png).unwrap().to_rgb8();
     assert_eq!(image.dimensions(), (width, height));
-    // The charts are drawn: many pixels are neither white nor near-white.
     let inked = image
         .pixels()
         .filter(|p| p.0.iter().any(|&c| c < 200))
         .count();
     assert!(
-        inked > (width * height) as usize / 100,
+        inked > (width * height / one_in) as usize,
         "the screenshot is nearly blank ({inked} inked pixels)"
     );
 }
@@ -385,15 +390,16 @@ fn the_dashboard_draws_a_run_live_while_it_trains() {
     let dir = scratch("dashboard");
     let runs = dir.join("runs");
     let run = runs.join("live");
-    // Enough steps that the page is open while the run trains.
+    // Enough steps (about ten seconds here) that the page is open, and sees two epochs, while
+    // the run trains, even on a loaded machine.
     let mut training = Command::new(env!("CARGO_BIN_EXE_losskit"))
         .args([
             "train",
             "--dashboard=0",
             "--limit",
-            "600",
+            "900",
             "--epochs",
-            "4",
+            "6",
             "--width",
             "8",
             "--batch-size",
@@ -482,17 +488,28 @@ fn the_dashboard_draws_a_run_live_while_it_trains() {
         .unwrap()
         .to_string();
     check_against_metrics_csv(&run, &view);
+    // The compare view of selected runs (here the run beside itself), normalised or not.
+    devtools.call(
+        "Page.navigate",
+        serde_json::json!({"url": format!("{url}#compare=live&compare=live")}),
+    );
+    devtools.wait_for(
+        "document.querySelector('#view #state')?.dataset.runs === '2' && document.getElementById('view').innerHTML.includes('first epoch')",
+        std::time::Duration::from_secs(30),
+    );
+    devtools.eval("document.getElementById('normalise').click()");
+    devtools.wait_for(
+        "document.querySelector('#view #state')?.dataset.runs === '2' && !document.getElementById('view').innerHTML.includes('first epoch')",
+        std::time::Duration::from_secs(30),
+    );
+    let compare_png = dir.join("dashboard-compare.png");
+    devtools.screenshot(&compare_png);
+    keep(&compare_png, "dashboard-compare.png");
+    // Two charts and a table: less ink than a run's page.
+    assert_drawn(&compare_png, width, height, 200);
     let _ = server.kill();
     let _ = server.wait();
-    let image = image::open(&png).unwrap().to_rgb8();
-    let inked = image
-        .pixels()
-        .filter(|p| p.0.iter().any(|&c| c < 200))
-        .count();
-    assert!(
-        inked > (width * height) as usize / 100,
-        "a nearly blank screenshot"
-    );
+    assert_drawn(&png, width, height, 100);
     // Measured, not asserted: how long after the log was written the page had it.
     eprintln!("dashboard lag after each write, seconds: {lags}");
     drop(devtools);
