@@ -200,3 +200,46 @@ fn the_copied_vectors_match_shared_when_present() {
 fn every_reference_case_passes_on_wgpu() {
     run_all(Some("wgpu"));
 }
+
+/// The signed distance maps of `losskit_core::distance` against SciPy's exact transforms,
+/// through the `boundary` case (Kervadec's one_hot2dist on `distance_transform_edt`): the
+/// mean over samples, classes 1.. and pixels of softmax probability × map is its reference
+/// value. Checked before the loss itself exists (issue 23).
+#[test]
+fn signed_distance_maps_give_the_boundary_reference_value() {
+    let dir = vectors("vectors2").join("boundary");
+    let case = cases()
+        .into_iter()
+        .find(|(_, c)| c["id"] == "boundary")
+        .expect("the boundary case")
+        .1;
+    let output = read_npy(&dir.join("output.npy")).unwrap();
+    let logits = floats(&dir.join("output.npy"));
+    let target: Vec<i64> = floats(&dir.join("target.npy"))
+        .into_iter()
+        .map(|t| t as i64)
+        .collect();
+    let [n, c, h, w] = output.shape[..] else {
+        panic!("a 4-D output: {:?}", output.shape)
+    };
+    let maps = losskit_core::distance::signed_distance_maps(&target, c, &[h, w], &[1.0, 1.0]);
+    let size = h * w;
+    let mut sum = 0.0;
+    for sample in 0..n {
+        for pixel in 0..size {
+            let at = |class: usize| logits[(sample * c + class) * size + pixel];
+            let top = (0..c).map(at).fold(f64::MIN, f64::max);
+            let total: f64 = (0..c).map(|k| (at(k) - top).exp()).sum();
+            for class in 1..c {
+                let probability = (at(class) - top).exp() / total;
+                sum += probability * maps[(sample * c + class) * size + pixel];
+            }
+        }
+    }
+    let value = sum / (n * (c - 1) * size) as f64;
+    let expected = case["expected"].as_f64().unwrap();
+    assert!(
+        (value - expected).abs() <= 1e-9 * expected.abs().max(1.0),
+        "{value} vs SciPy's {expected}"
+    );
+}

@@ -31,6 +31,7 @@ pub mod compute;
 pub mod config;
 pub mod conformance;
 pub mod devices;
+pub mod distance;
 pub mod error;
 pub mod fused;
 pub mod input;
