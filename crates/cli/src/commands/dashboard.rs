@@ -502,6 +502,9 @@ struct Stream {
     /// What was last sent, the files it was made from, and when.
     runs: Sent,
     view_sent: Sent,
+    /// Each run's last reading, with the size and time of the log it was read from: a log that
+    /// has not changed is not parsed again.
+    snapshots: std::collections::HashMap<String, (u64, Option<SystemTime>, Snapshot)>,
     queue: Vec<Event>,
     first: bool,
 }
@@ -558,6 +561,24 @@ fn print_of(run: &RunDir) -> Vec<(String, u64, Option<SystemTime>)> {
 }
 
 impl Stream {
+    /// `run`'s reading, parsed again only when its log changed.
+    fn snapshot(&mut self, run: &RunDir) -> Snapshot {
+        let meta = std::fs::metadata(run.dir.join(EVENTS_FILE)).ok();
+        let key = (
+            meta.as_ref().map_or(0, |m| m.len()),
+            meta.and_then(|m| m.modified().ok()),
+        );
+        match self.snapshots.get(&run.id) {
+            Some((len, modified, snapshot)) if (*len, *modified) == key => snapshot.clone(),
+            _ => {
+                let snapshot = Snapshot::read(&run.dir);
+                self.snapshots
+                    .insert(run.id.clone(), (key.0, key.1, snapshot.clone()));
+                snapshot
+            }
+        }
+    }
+
     /// Looks at the files once; queues what changed.
     fn poll(&mut self) {
         let found = runs(&self.root);
@@ -568,7 +589,7 @@ impl Stream {
         if self.runs.stale(&list_print, MIN_INTERVAL) {
             let snapshots: Vec<(RunDir, Snapshot)> = found
                 .iter()
-                .map(|run| (run.clone(), Snapshot::read(&run.dir)))
+                .map(|run| (run.clone(), self.snapshot(run)))
                 .collect();
             let running = snapshots.iter().any(|(_, s)| s.status() == Status::Running);
             let html = runs_html(&snapshots);
@@ -588,7 +609,7 @@ impl Stream {
         if self.view_sent.stale(&view_print, MIN_INTERVAL) {
             let picked: Vec<(RunDir, Snapshot)> = wanted
                 .iter()
-                .map(|r| ((*r).clone(), Snapshot::read(&r.dir)))
+                .map(|r| ((*r).clone(), self.snapshot(r)))
                 .collect();
             let running = picked.iter().any(|(_, s)| s.status() == Status::Running);
             let render = || match (&self.view, picked.first()) {
@@ -628,6 +649,7 @@ async fn live(State(root): State<PathBuf>, RawQuery(query): RawQuery) -> impl In
         view,
         runs: Sent::default(),
         view_sent: Sent::default(),
+        snapshots: std::collections::HashMap::new(),
         queue: Vec::new(),
         first: true,
     };
