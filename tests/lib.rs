@@ -28,15 +28,21 @@ pub const BUILT_IN_LOSSES: &[&str] = &[
     "quantile",
     "smooth_l1",
     // Segmentation.
+    "boundary",
     "dice",
     "dice_ce",
+    "dice_cldice",
     "dice_focal",
     "focal_tversky",
     "generalized_dice",
+    "hausdorff_dt",
     "jaccard",
     "lovasz_softmax",
+    "soft_cldice",
+    "topk_cross_entropy",
     "tversky",
     // Composite.
+    "scheduled",
     "weighted_sum",
 ];
 

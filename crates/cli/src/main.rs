@@ -152,6 +152,16 @@ enum Command {
         /// Device: cpu (default), flex, ndarray, wgpu.
         #[arg(long)]
         device: Option<String>,
+        /// An auxiliary input the loss reads, NAME=FILE.npy of the output's shape (e.g.
+        /// signed_distance_maps=maps.npy for `boundary`, computed on whole images); repeatable.
+        #[arg(long = "auxiliary", value_name = "NAME=FILE")]
+        auxiliary: Vec<String>,
+        /// The training epoch (from 1, as in metrics.csv) that scheduled losses read (default 1).
+        #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+        epoch: Option<usize>,
+        /// The optimizer step within the epoch (from 0), with --epoch.
+        #[arg(long, requires = "epoch")]
+        step: Option<usize>,
     },
 }
 
@@ -220,6 +230,9 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             reduction,
             grad,
             device,
+            auxiliary,
+            epoch,
+            step,
         } => commands::compute::run(&ComputeRequest {
             loss: &loss,
             output: &output,
@@ -227,6 +240,11 @@ fn run(cli: Cli) -> anyhow::Result<String> {
             reduction,
             grad: grad.as_deref(),
             device: device.as_deref(),
+            auxiliary: &auxiliary,
+            progress: epoch.map(|epoch| losskit_core::TrainingProgress {
+                epoch,
+                step: step.unwrap_or(0),
+            }),
         }),
     }
 }

@@ -20,13 +20,7 @@ const SETS: [&str; 2] = ["vectors", "vectors2"];
 
 /// Losses that `vectors2` has cases for and losskit does not have yet (issue 23). Their cases
 /// must fail as unknown losses: once one exists, its case must pass and it leaves this list.
-const PENDING: [&str; 5] = [
-    "boundary",
-    "hausdorff_dt",
-    "soft_cldice",
-    "dice_cldice",
-    "topk_cross_entropy",
-];
+const PENDING: [&str; 0] = [];
 
 fn vectors(set: &str) -> PathBuf {
     repository_root().join("tests/reference").join(set)
@@ -242,4 +236,111 @@ fn signed_distance_maps_give_the_boundary_reference_value() {
         (value - expected).abs() <= 1e-9 * expected.abs().max(1.0),
         "{value} vs SciPy's {expected}"
     );
+}
+
+/// Runs `losskit compute` with `extra` arguments on the boundary case's arrays: the JSON line on
+/// success, the error line otherwise.
+fn compute_boundary_case(loss: &str, extra: &[&str]) -> Result<Value, String> {
+    let dir = vectors("vectors2").join("boundary");
+    let result = Command::new(env!("CARGO_BIN_EXE_losskit"))
+        .arg("compute")
+        .args(["--loss", loss])
+        .arg("--output")
+        .arg(dir.join("output.npy"))
+        .arg("--target")
+        .arg(dir.join("target.npy"))
+        .args(extra)
+        .output()
+        .expect("losskit runs");
+    if result.status.success() {
+        Ok(serde_json::from_slice(&result.stdout).expect("a JSON line"))
+    } else {
+        Err(String::from_utf8_lossy(&result.stderr).trim().to_string())
+    }
+}
+
+#[test]
+fn compute_takes_auxiliary_maps_and_the_epoch() {
+    let scratch = std::env::temp_dir().join(format!("losskit-auxiliary-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let dir = vectors("vectors2").join("boundary");
+    let output = read_npy(&dir.join("output.npy")).unwrap();
+    let target: Vec<i64> = floats(&dir.join("target.npy"))
+        .into_iter()
+        .map(|t| t as i64)
+        .collect();
+    let [_, c, h, w] = output.shape[..] else {
+        panic!("a 4-D output")
+    };
+    // Maps computed elsewhere (here: the same maps, doubled) replace the loss's own.
+    let maps: Vec<f32> =
+        losskit_core::distance::signed_distance_maps(&target, c, &[h, w], &[1.0, 1.0])
+            .iter()
+            .map(|&d| 2.0 * d as f32)
+            .collect();
+    let maps_path = scratch.join("maps.npy");
+    std::fs::write(
+        &maps_path,
+        losskit_cli::npy::encode_f32(&output.shape, &maps),
+    )
+    .unwrap();
+    let given = format!("signed_distance_maps={}", maps_path.display());
+    let plain = compute_boundary_case("boundary", &[]).unwrap()["loss"]
+        .as_f64()
+        .unwrap();
+    let doubled = compute_boundary_case("boundary", &["--auxiliary", &given]).unwrap()["loss"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (doubled - 2.0 * plain).abs() < 1e-5,
+        "{doubled} vs 2 × {plain}"
+    );
+
+    // A name the loss does not read, a shape that is not the output's, a malformed flag.
+    let error = compute_boundary_case("dice", &["--auxiliary", &given]).unwrap_err();
+    assert!(
+        error.contains("reads no auxiliary input `signed_distance_maps`; it reads none"),
+        "{error}"
+    );
+    let wrong = scratch.join("wrong.npy");
+    std::fs::write(
+        &wrong,
+        losskit_cli::npy::encode_f32(&[1, c, h, w], &maps[..c * h * w]),
+    )
+    .unwrap();
+    let error = compute_boundary_case(
+        "boundary",
+        &[
+            "--auxiliary",
+            &format!("signed_distance_maps={}", wrong.display()),
+        ],
+    )
+    .unwrap_err();
+    assert!(
+        error.contains("expected the output's shape [3, 4, 16, 12]"),
+        "{error}"
+    );
+    assert!(!error.contains("panicked"), "{error}");
+    let error = compute_boundary_case("boundary", &["--auxiliary", "maps.npy"]).unwrap_err();
+    assert!(error.contains("expected NAME=FILE.npy"), "{error}");
+
+    // The epoch moves a schedule's weights: epoch 1 is all Dice, epoch 3 all boundary.
+    let scheduled = r#"{"name": "scheduled", "terms": [
+        {"weight": {"start": 1, "end": 0, "epochs": 2}, "loss": "dice"},
+        {"weight": {"start": 0, "end": 1, "epochs": 2}, "loss": "boundary"}]}"#;
+    let at = |epoch: &str| compute_boundary_case(scheduled, &["--epoch", epoch]).unwrap();
+    let dice = compute_boundary_case("dice", &[]).unwrap()["loss"]
+        .as_f64()
+        .unwrap();
+    let first = at("1");
+    assert!((first["loss"].as_f64().unwrap() - dice).abs() < 1e-6);
+    assert_eq!(first["terms"]["boundary_weight"].as_f64(), Some(0.0));
+    let third = at("3");
+    assert!((third["loss"].as_f64().unwrap() - plain).abs() < 1e-6);
+    assert_eq!(third["terms"]["dice_weight"].as_f64(), Some(0.0));
+    let second = at("2");
+    assert!((second["loss"].as_f64().unwrap() - (dice + plain) / 2.0).abs() < 1e-6);
+    let error = compute_boundary_case(scheduled, &["--epoch", "0"]).unwrap_err();
+    assert!(error.contains("--epoch"), "{error}");
+    std::fs::remove_dir_all(&scratch).ok();
 }

@@ -356,3 +356,69 @@ fn patch_training_resumed_gives_the_uninterrupted_run() {
     );
     let _ = std::fs::remove_dir_all(root);
 }
+
+#[test]
+fn boundary_maps_of_patches_are_cut_from_whole_image_maps() {
+    // A small object in one corner of 64×64 images, 16×16 patches drawn anywhere: most
+    // patches miss the object. Maps computed on such a patch are all zero (the class is absent
+    // from it), so a step of such patches would have a boundary loss of exactly 0; maps cut
+    // from the whole image hold the distance to the object, so every step's loss is > 0.
+    let root = scratch("boundary");
+    for i in 0..4 {
+        let d = (6 + i as u32, 6, 3);
+        image::GrayImage::from_fn(64, 64, |x, y| {
+            image::Luma([if inside(x, y, d) { 200 } else { 30 }])
+        })
+        .save(root.join(format!("images/{i}.png")))
+        .unwrap();
+        image::GrayImage::from_fn(64, 64, |x, y| {
+            image::Luma([if inside(x, y, d) { 255 } else { 0 }])
+        })
+        .save(root.join(format!("masks/{i}.png")))
+        .unwrap();
+    }
+    let out = root.join("run");
+    let output = losskit(&[
+        "train",
+        "--task",
+        "segmentation",
+        "--data",
+        root.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--loss",
+        "boundary",
+        "--foreground",
+        "0",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "6",
+        "--batch-size",
+        "1",
+        "--width",
+        "4",
+        "--depth",
+        "2",
+        "--patch",
+        "16",
+        "--augment",
+        "off",
+        "--progress",
+        "quiet",
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    let steps = std::fs::read_to_string(out.join("steps.csv")).unwrap();
+    let mut rows = steps.lines();
+    let header: Vec<&str> = rows.next().unwrap().split(',').collect();
+    let at = header
+        .iter()
+        .position(|c| *c == "loss")
+        .expect("a loss column");
+    let losses: Vec<f64> = rows
+        .map(|row| row.split(',').nth(at).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(losses.len(), 6, "{steps}");
+    assert!(losses.iter().all(|&l| l > 0.5), "{losses:?}");
+    let _ = std::fs::remove_dir_all(root);
+}

@@ -174,6 +174,68 @@ fn segmentation_reports_dice_and_iou() {
 }
 
 #[test]
+fn a_dice_to_boundary_schedule_trains_and_reports_each_terms_weight_and_value() {
+    let dir = scratch("scheduled");
+    let out = dir.join("run");
+    let loss = r#"{"name": "scheduled", "terms": [
+        {"weight": {"start": 1.0, "end": 0.0, "epochs": 2}, "loss": "dice"},
+        {"weight": {"start": 0.0, "end": 1.0, "epochs": 2}, "loss": "boundary"}]}"#;
+    let args = [
+        "train",
+        "--task",
+        "segmentation",
+        "--loss",
+        loss,
+        "--epochs",
+        "3",
+        "--limit",
+        "8",
+        "--batch-size",
+        "4",
+        "--width",
+        "4",
+        "--max-steps",
+        "2",
+        "--progress",
+        "quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let output = losskit(&args);
+    assert!(output.status.success(), "{}", text(&output));
+    let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let mut rows = metrics.lines();
+    let header: Vec<&str> = rows.next().unwrap().split(',').collect();
+    let column = |name: &str| -> Vec<f64> {
+        let at = header
+            .iter()
+            .position(|c| *c == name)
+            .unwrap_or_else(|| panic!("no column {name} in {header:?}"));
+        metrics
+            .lines()
+            .skip(1)
+            .map(|row| row.split(',').nth(at).unwrap().parse().unwrap())
+            .collect()
+    };
+    assert_eq!(column("train_term_dice_weight"), [1.0, 0.5, 0.0]);
+    assert_eq!(column("val_term_boundary_weight"), [0.0, 0.5, 1.0]);
+    assert_eq!(column("train_term_boundary")[0], 0.0);
+    let boundary = column("val_term_boundary");
+    assert!(
+        boundary[1] != 0.0 && boundary.iter().all(|v| v.is_finite()),
+        "{boundary:?}"
+    );
+    // The loss is the sum of its weighted terms, per epoch.
+    let (loss, dice) = (column("val_loss"), column("val_term_dice"));
+    for epoch in 0..3 {
+        assert!(
+            (loss[epoch] - dice[epoch] - boundary[epoch]).abs() < 1e-5 * (1.0 + loss[epoch].abs())
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn compare_prints_one_table_and_an_overlaid_plot() {
     let dir = scratch("compare");
     let out = dir.join("cmp");

@@ -13,7 +13,32 @@
 //! object element; inside, minus (the distance to the nearest element outside − 1); all zero for a
 //! class absent from the sample (or filling all of it: it has no boundary).
 
+use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
+
+use crate::{
+    error::{Error, InputError},
+    input::{LossInput, Target, to_f64_vec, to_i64_vec},
+    loss::AuxiliaryInput,
+};
+
+/// Kervadec's signed distance maps of the target's class masks ([`signed_distance_map`]), as
+/// the boundary loss reads them.
+pub const SIGNED_DISTANCE_MAPS: AuxiliaryInput = AuxiliaryInput {
+    name: "signed_distance_maps",
+    description: "signed distance of each element to the boundary of its class's target mask \
+                  (negative inside; Kervadec et al.), per sample and class",
+    map: signed_distance_map,
+};
+
+/// MONAI's distance fields of the target's class masks ([`distance_field`]), as the
+/// Hausdorff-distance loss reads them.
+pub const DISTANCE_FIELDS: AuxiliaryInput = AuxiliaryInput {
+    name: "distance_fields",
+    description: "unsigned distance of each element to the boundary of its class's target mask \
+                  (MONAI's HausdorffDTLoss field), per sample and class",
+    map: distance_field,
+};
 
 /// The squared distance from each element of a `dims`-shaped mask (row-major; 1 to 3 axes) to
 /// its nearest `true` element, with `spacing` the size of an element along each axis.
@@ -110,6 +135,25 @@ pub fn signed_distance_map(mask: &[bool], dims: &[usize], spacing: &[f64]) -> Ve
         .collect()
 }
 
+/// MONAI's distance field of `mask` (`HausdorffDTLoss`): each element's distance to the
+/// nearest element on the other side of the mask's boundary (inside, to the nearest element
+/// outside; outside, to the nearest inside); all zero when the mask is empty or full.
+pub fn distance_field(mask: &[bool], dims: &[usize], spacing: &[f64]) -> Vec<f64> {
+    let inside = mask.iter().filter(|&&m| m).count();
+    if inside == 0 || inside == mask.len() {
+        return vec![0.0; mask.len()];
+    }
+    let outside: Vec<bool> = mask.iter().map(|&m| !m).collect();
+    let to_object = distance_to(mask, dims, spacing);
+    let to_background = distance_to(&outside, dims, spacing);
+    // Each is zero on its own side, so the sum is the one that is not.
+    to_object
+        .iter()
+        .zip(&to_background)
+        .map(|(out, inn)| out + inn)
+        .collect()
+}
+
 /// Signed distance maps `[N, C, dims…]` of a class-index target `[N, dims…]` with `classes`
 /// classes, each sample and class computed on its whole image, in parallel.
 ///
@@ -121,6 +165,22 @@ pub fn signed_distance_maps(
     dims: &[usize],
     spacing: &[f64],
 ) -> Vec<f64> {
+    maps_of_indices(target, classes, dims, spacing, signed_distance_map)
+}
+
+/// The maps `[N, C, dims…]` that `map` gives for each class mask of a class-index target
+/// `[N, dims…]`, in parallel. Indices outside `0..classes` (ignored positions) belong to no
+/// class.
+///
+/// # Panics
+/// If `target.len()` is not a multiple of the image size given by `dims`.
+pub fn maps_of_indices(
+    target: &[i64],
+    classes: usize,
+    dims: &[usize],
+    spacing: &[f64],
+    map: fn(&[bool], &[usize], &[f64]) -> Vec<f64>,
+) -> Vec<f64> {
     let size: usize = dims.iter().product();
     assert!(
         size > 0 && target.len() % size == 0,
@@ -130,13 +190,116 @@ pub fn signed_distance_maps(
     let mut maps = vec![0.0; samples * classes * size];
     maps.par_chunks_mut(size)
         .enumerate()
-        .for_each(|(map_index, map)| {
+        .for_each(|(map_index, out)| {
             let (sample, class) = (map_index / classes, map_index % classes);
             let image = &target[sample * size..(sample + 1) * size];
             let mask: Vec<bool> = image.iter().map(|&t| t == class as i64).collect();
-            map.copy_from_slice(&signed_distance_map(&mask, dims, spacing));
+            out.copy_from_slice(&map(&mask, dims, spacing));
         });
     maps
+}
+
+/// The maps `[N, channels, dims…]` of class-index labels `[N, dims…]` read as the losses read
+/// them: one mask per class, or with a single channel the mask of label 1 (the Dice family's
+/// binary reading).
+pub fn class_maps(
+    labels: &[i64],
+    channels: usize,
+    dims: &[usize],
+    spacing: &[f64],
+    map: fn(&[bool], &[usize], &[f64]) -> Vec<f64>,
+) -> Vec<f64> {
+    if channels == 1 {
+        let masks: Vec<bool> = labels.iter().map(|&t| t == 1).collect();
+        maps_of_masks(&masks, dims, spacing, map)
+    } else {
+        maps_of_indices(labels, channels, dims, spacing, map)
+    }
+}
+
+/// The maps that `map` gives for each of the masks `[M, dims…]` (row-major, one after the
+/// other), in parallel.
+///
+/// # Panics
+/// If `masks.len()` is not a multiple of the image size given by `dims`.
+pub fn maps_of_masks(
+    masks: &[bool],
+    dims: &[usize],
+    spacing: &[f64],
+    map: fn(&[bool], &[usize], &[f64]) -> Vec<f64>,
+) -> Vec<f64> {
+    let size: usize = dims.iter().product();
+    assert!(size > 0 && masks.len() % size == 0, "masks and dims differ");
+    let mut maps = vec![0.0; masks.len()];
+    maps.par_chunks_mut(size)
+        .zip(masks.par_chunks(size))
+        .for_each(|(out, mask)| out.copy_from_slice(&map(mask, dims, spacing)));
+    maps
+}
+
+/// The spacing of each spatial axis of `input`: `spacing` when given (one value per axis,
+/// each finite and > 0), else 1 for every axis. Errors name `loss`.
+pub fn spacing_of(
+    loss: &str,
+    input: &LossInput,
+    spacing: Option<&[f32]>,
+) -> Result<Vec<f64>, Error> {
+    let dims = input.spatial_shape();
+    let Some(spacing) = spacing else {
+        return Ok(vec![1.0; dims.len()]);
+    };
+    if spacing.len() != dims.len() {
+        return Err(InputError::Unsupported {
+            loss: loss.into(),
+            problem: format!(
+                "has {} `spacing` values but the output has {} spatial axes ({dims:?})",
+                spacing.len(),
+                dims.len()
+            ),
+        }
+        .into());
+    }
+    Ok(spacing.iter().map(|&s| f64::from(s)).collect())
+}
+
+/// The auxiliary input `aux` of `input`, `[N, C, S]`: as given, or computed on the host from
+/// the target's class masks (class indices equal to the class; a dense target above 1/2),
+/// each on its whole image. Positions equal to `ignore_index` belong to no class.
+pub fn auxiliary_or_computed(
+    input: &LossInput,
+    aux: &AuxiliaryInput,
+    spacing: &[f64],
+) -> Result<Tensor<3>, Error> {
+    if let Some(given) = input.auxiliary(aux.name) {
+        return Ok(given.clone().detach());
+    }
+    let [n, c, s] = [input.batch_size(), input.channels(), input.positions()];
+    let dims = input.spatial_shape();
+    if dims.is_empty() {
+        return Err(InputError::Unsupported {
+            loss: aux.name.into(),
+            problem: format!(
+                "needs spatial axes (an output [N, C, H, W] or [N, C, D, H, W]), got {:?}",
+                input.shape()
+            ),
+        }
+        .into());
+    }
+    let maps = match input.target() {
+        Target::Indices(indices) => {
+            class_maps(&to_i64_vec(indices.clone()), c, dims, spacing, aux.map)
+        }
+        Target::Dense(dense) => {
+            let values = to_f64_vec(dense.clone());
+            let masks: Vec<bool> = values.iter().map(|&t| t > 0.5).collect();
+            maps_of_masks(&masks, dims, spacing, aux.map)
+        }
+    };
+    let maps: Vec<f32> = maps.iter().map(|&v| v as f32).collect();
+    Ok(Tensor::<3>::from_data(
+        TensorData::new(maps, [n, c, s]),
+        &input.device(),
+    ))
 }
 
 /// Buffers for one line's lower envelope of parabolas.

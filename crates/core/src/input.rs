@@ -11,7 +11,7 @@ use std::{fmt, str::FromStr};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::error::InputError;
+use crate::{error::InputError, loss::TrainingProgress};
 
 /// How per-element loss values are combined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -67,6 +67,8 @@ pub struct LossInput {
     output: Tensor<3>,
     target: Target,
     shape: Vec<usize>,
+    auxiliary: Vec<(String, Tensor<3>)>,
+    progress: Option<TrainingProgress>,
 }
 
 /// An array on the host, as read from a file: a shape and its values in row-major order.
@@ -143,6 +145,16 @@ fn check_target_shape(output: &[usize], target: &[usize]) -> Result<bool, InputE
 }
 
 impl LossInput {
+    fn new(output: Tensor<3>, target: Target, shape: Vec<usize>) -> Self {
+        Self {
+            output,
+            target,
+            shape,
+            auxiliary: Vec::new(),
+            progress: None,
+        }
+    }
+
     /// An output `[N, C, ...]` with class-index targets `[N, ...]`.
     pub fn with_indices<const D: usize, const DT: usize>(
         output: Tensor<D>,
@@ -162,11 +174,11 @@ impl LossInput {
             });
         }
         let [n, c, s] = canonical(&shape);
-        Ok(Self {
-            output: output.reshape([n, c, s]),
-            target: Target::Indices(target.reshape([n, s])),
+        Ok(Self::new(
+            output.reshape([n, c, s]),
+            Target::Indices(target.reshape([n, s])),
             shape,
-        })
+        ))
     }
 
     /// An output `[N, C, ...]` with a dense target of the same shape.
@@ -185,11 +197,11 @@ impl LossInput {
             });
         }
         let [n, c, s] = canonical(&shape);
-        Ok(Self {
-            output: output.reshape([n, c, s]),
-            target: Target::Dense(target.reshape([n, c, s])),
+        Ok(Self::new(
+            output.reshape([n, c, s]),
+            Target::Dense(target.reshape([n, c, s])),
             shape,
-        })
+        ))
     }
 
     /// An input in canonical layout: output `[N, C, S]`, target `[N, S]` indices or
@@ -216,11 +228,7 @@ impl LossInput {
                 expected: format!("canonical shapes for {shape:?}"),
             });
         }
-        Ok(Self {
-            output,
-            target,
-            shape,
-        })
+        Ok(Self::new(output, target, shape))
     }
 
     /// Host arrays (e.g. read from `.npy` files) on `device`. Integer targets are class
@@ -301,11 +309,7 @@ impl LossInput {
                 });
             }
         };
-        Ok(Self {
-            output: output_tensor,
-            target,
-            shape,
-        })
+        Ok(Self::new(output_tensor, target, shape))
     }
 
     /// The output in canonical layout `[N, C, S]`.
@@ -353,10 +357,63 @@ impl LossInput {
         self.output.device()
     }
 
-    /// Replaces the output (e.g. to move it), keeping the target and shape.
+    /// Replaces the output (e.g. to move it), keeping the target, shape, auxiliary inputs and
+    /// progress.
     pub fn with_output(mut self, output: Tensor<3>) -> Self {
         self.output = output;
         self
+    }
+
+    /// Adds (or replaces) the auxiliary input `name` (see
+    /// [`Loss::auxiliary_inputs`](crate::Loss::auxiliary_inputs)): a map of the output's shape,
+    /// `[N, C, ...]` or canonical `[N, C, S]`.
+    pub fn with_auxiliary<const D: usize>(
+        mut self,
+        name: &str,
+        values: Tensor<D>,
+    ) -> Result<Self, InputError> {
+        let dims = values.dims().to_vec();
+        let canonical_shape = canonical(&self.shape);
+        if dims != self.shape && dims != canonical_shape {
+            return Err(InputError::Unsupported {
+                loss: "input".into(),
+                problem: format!(
+                    "the auxiliary input `{name}` has shape {dims:?}; expected the output's shape {:?}",
+                    self.shape
+                ),
+            });
+        }
+        let values = values.reshape(canonical_shape);
+        self.auxiliary.retain(|(kept, _)| kept != name);
+        self.auxiliary.push((name.to_string(), values));
+        Ok(self)
+    }
+
+    /// The auxiliary input `name`, `[N, C, S]`, if it was given.
+    pub fn auxiliary(&self, name: &str) -> Option<&Tensor<3>> {
+        self.auxiliary
+            .iter()
+            .find(|(kept, _)| kept == name)
+            .map(|(_, values)| values)
+    }
+
+    /// The names of the auxiliary inputs given.
+    pub fn auxiliary_names(&self) -> Vec<&str> {
+        self.auxiliary
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
+
+    /// Sets how far training has come.
+    pub fn with_progress(mut self, progress: TrainingProgress) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// How far training has come, if the caller said (see [`TrainingProgress`]).
+    pub fn progress(&self) -> Option<TrainingProgress> {
+        self.progress
     }
 }
 

@@ -47,6 +47,9 @@ pub mod targets;
 pub use config::LossConfig;
 pub use error::{ConfigError, Error, InputError};
 pub use input::{LossInput, Reduction, Target};
-pub use loss::{Capabilities, Loss, LossValue, MeanCount, OutputDomain, TargetKind};
+pub use loss::{
+    AuxiliaryInput, Capabilities, Loss, LossValue, MeanCount, OutputDomain, TargetKind,
+    TrainingProgress,
+};
 pub use registry::{Category, LossRegistration, Registry};
 pub use rng::Rng;

@@ -21,6 +21,45 @@ pub trait Loss: Send + Sync + fmt::Debug {
     /// What this loss (with its options) accepts and promises; used by callers to validate
     /// input and by the conformance kit to generate it.
     fn capabilities(&self) -> Capabilities;
+
+    /// The auxiliary per-sample inputs this loss reads besides the output and target (for
+    /// example distance maps). Each one is optional: when [`LossInput::auxiliary`] lacks it,
+    /// the loss computes it from the target it is given. A data pipeline that trains on
+    /// patches computes it on whole images with [`AuxiliaryInput::compute`] and cuts it with
+    /// the patch, so that distances do not stop at the patch's border. None by default.
+    fn auxiliary_inputs(&self) -> Vec<AuxiliaryInput> {
+        Vec::new()
+    }
+}
+
+/// How far training has come, as a loss may read it from [`LossInput::progress`] (schedules).
+/// The training loop sets it on every step and validation pass; `losskit compute --epoch`
+/// sets it by hand; without it a loss reads [`TrainingProgress::START`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrainingProgress {
+    /// The epoch under way, counted from 1 as in `metrics.csv`.
+    pub epoch: usize,
+    /// The optimizer step within the epoch, counted from 0 (validation after an epoch reads
+    /// the number of steps the epoch took).
+    pub step: usize,
+}
+
+impl TrainingProgress {
+    /// The first step of the first epoch.
+    pub const START: TrainingProgress = TrainingProgress { epoch: 1, step: 0 };
+}
+
+/// An auxiliary per-sample input a loss can read: a float map of the output's shape
+/// `[N, C, ...]`, one map per sample and class, each made from that class's target mask.
+#[derive(Debug, Clone, Copy)]
+pub struct AuxiliaryInput {
+    /// Its name in [`LossInput::auxiliary`] (and on the command line).
+    pub name: &'static str,
+    /// What it holds, in one line.
+    pub description: &'static str,
+    /// The map of one class mask (row-major over `dims`, with `spacing` the size of an
+    /// element along each axis), as [`distance`](crate::distance) computes it.
+    pub map: fn(mask: &[bool], dims: &[usize], spacing: &[f64]) -> Vec<f64>,
 }
 
 /// A loss value, with the values of its terms for composite losses.
@@ -28,7 +67,9 @@ pub trait Loss: Send + Sync + fmt::Debug {
 pub struct LossValue {
     /// The loss: `[1]` for `mean`/`sum`, `[N]` for `none`.
     pub value: Tensor<1>,
-    /// Named parts of a composite loss (already weighted), reduced the same way.
+    /// Named parts of a composite loss (already weighted), reduced the same way; a loss whose
+    /// weights change during training also reports each term's current weight, as
+    /// `<term>_weight` (the weight itself, repeated per sample for `none`).
     pub terms: Vec<(String, Tensor<1>)>,
 }
 

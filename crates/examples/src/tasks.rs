@@ -6,7 +6,7 @@
 //! with a sliding window.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use losskit_core::{LossInput, OutputDomain, TargetKind};
+use losskit_core::{AuxiliaryInput, LossInput, OutputDomain, TargetKind, distance::class_maps};
 use losskit_optim::{
     OutputReading, Split, SplitEvaluation, Task, TaskKind, TrainError, report::Preview,
 };
@@ -406,10 +406,24 @@ impl Task for SegmentationTask {
         epoch: usize,
         device: &Device,
     ) -> Result<LossInput, TrainError> {
+        self.train_input_with(model, indices, epoch, device, &[])
+    }
+
+    /// Patches, and the auxiliary maps the loss reads computed on each whole image and cut
+    /// with its patch.
+    fn train_input_with(
+        &self,
+        model: &UNet,
+        indices: &[usize],
+        epoch: usize,
+        device: &Device,
+        auxiliary: &[AuxiliaryInput],
+    ) -> Result<LossInput, TrainError> {
         let [ph, pw] = self.settings.patches.size;
         let channels = self.data.train.channels();
         let mut pixels = Vec::with_capacity(indices.len() * channels * ph * pw);
         let mut labels = Vec::with_capacity(indices.len() * ph * pw);
+        let mut images_and_patches = Vec::with_capacity(indices.len());
         for &position in indices {
             let image = self
                 .data
@@ -422,17 +436,39 @@ impl Task for SegmentationTask {
                 &self.settings.augmentation,
                 &mut patch_rng(self.seed, epoch, position),
             );
-            pixels.extend(patch.pixels);
-            labels.extend(patch.labels);
+            pixels.extend_from_slice(&patch.pixels);
+            labels.extend_from_slice(&patch.labels);
+            if !auxiliary.is_empty() {
+                images_and_patches.push((image, patch));
+            }
         }
-        let images = Tensor::<4>::from_data(
-            TensorData::new(pixels, [indices.len(), channels, ph, pw]),
-            device,
-        );
-        let target =
-            Tensor::<3, Int>::from_data(TensorData::new(labels, [indices.len(), ph, pw]), device);
+        let n = indices.len();
+        let images = Tensor::<4>::from_data(TensorData::new(pixels, [n, channels, ph, pw]), device);
+        let target = Tensor::<3, Int>::from_data(TensorData::new(labels, [n, ph, pw]), device);
         let output = output_head(self.output, model.forward(images));
-        Ok(LossInput::with_indices(output, target).map_err(losskit_core::Error::from)?)
+        let classes = output.dims()[1];
+        let mut input =
+            LossInput::with_indices(output, target).map_err(losskit_core::Error::from)?;
+        for aux in auxiliary {
+            let mut maps = Vec::with_capacity(n * classes * ph * pw);
+            for (image, patch) in &images_and_patches {
+                let whole: Vec<i64> = image.labels.iter().map(|&l| i64::from(l)).collect();
+                let size = image.height * image.width;
+                let image_maps = class_maps(
+                    &whole,
+                    classes,
+                    &[image.height, image.width],
+                    &[1.0, 1.0],
+                    aux.map,
+                );
+                maps.extend(patch.cut_maps(&image_maps, size));
+            }
+            let maps = Tensor::<4>::from_data(TensorData::new(maps, [n, classes, ph, pw]), device);
+            input = input
+                .with_auxiliary(aux.name, maps)
+                .map_err(losskit_core::Error::from)?;
+        }
+        Ok(input)
     }
 
     fn prefetch(&self, split: Split, indices: &[usize]) {

@@ -7,6 +7,7 @@
 
 mod elementwise;
 mod overlap;
+mod shape;
 
 // Classification.
 mod binary_cross_entropy;
@@ -15,19 +16,25 @@ mod focal;
 mod kl_div;
 mod multi_margin;
 mod quadratic;
+mod topk_cross_entropy;
 mod weighted_cross_entropy;
 
 // Segmentation.
+mod boundary;
 mod dice;
 mod dice_ce;
+mod dice_cldice;
 mod dice_focal;
 mod focal_tversky;
 mod generalized_dice;
+mod hausdorff_dt;
 mod jaccard;
 mod lovasz;
+mod soft_cldice;
 mod tversky;
 
 // Composite.
+mod scheduled;
 mod weighted_sum;
 
 // Regression.
@@ -41,13 +48,16 @@ mod quantile;
 mod smooth_l1;
 
 pub use binary_cross_entropy::*;
+pub use boundary::*;
 pub use cross_entropy::*;
 pub use dice::*;
 pub use dice_ce::*;
+pub use dice_cldice::*;
 pub use dice_focal::*;
 pub use focal::*;
 pub use focal_tversky::*;
 pub use generalized_dice::*;
+pub use hausdorff_dt::*;
 pub use huber::*;
 pub use jaccard::*;
 pub use kl_div::*;
@@ -61,7 +71,11 @@ pub use overlap::Activation;
 pub use poisson_nll::*;
 pub use quadratic::*;
 pub use quantile::*;
+pub use scheduled::*;
 pub use smooth_l1::*;
+pub use soft_cldice::SoftClDiceLoss;
+pub use soft_cldice::SoftClDiceLossConfig;
+pub use topk_cross_entropy::*;
 pub use tversky::*;
 pub use weighted_cross_entropy::*;
 pub use weighted_sum::*;

@@ -67,25 +67,40 @@ impl LossConfig for WeightedSumLossConfig {
         // `build` may be called without `validate`: an empty term list must not reach forward.
         self.validate()
             .map_err(|error| ConfigError::invalid("weighted_sum", &error.option, error.problem))?;
-        let registry = Registry::global()?;
-        let mut terms: Vec<Term> = Vec::with_capacity(self.terms.len());
-        for (index, term) in self.terms.into_iter().enumerate() {
-            let loss = registry
-                .build_value(&term.loss)
-                .map_err(|error| nested(index, error))?;
-            let name = unique_name(registry, &term.loss, &terms);
-            terms.push(Term {
-                name,
-                weight: term.weight as f64,
-                loss,
-            });
-        }
+        let weights: Vec<f64> = self.terms.iter().map(|term| term.weight as f64).collect();
+        let losses = build_terms(
+            "weighted_sum",
+            self.terms.into_iter().map(|term| term.loss).collect(),
+        )?;
+        let terms = losses
+            .into_iter()
+            .zip(weights)
+            .map(|((name, loss), weight)| Term { name, weight, loss })
+            .collect();
         Ok(Box::new(WeightedSumLoss { terms }))
     }
 }
 
+/// The terms' losses of the composite `composite`, each with its reported name: the
+/// registered name, suffixed `_2`, `_3`, ... when an earlier term has it.
+pub(crate) fn build_terms(
+    composite: &str,
+    configs: Vec<Value>,
+) -> Result<Vec<(String, Box<dyn Loss>)>, ConfigError> {
+    let registry = Registry::global()?;
+    let mut terms: Vec<(String, Box<dyn Loss>)> = Vec::with_capacity(configs.len());
+    for (index, config) in configs.iter().enumerate() {
+        let loss = registry
+            .build_value(config)
+            .map_err(|error| nested(composite, index, error))?;
+        let name = unique_name(registry, config, &terms);
+        terms.push((name, loss));
+    }
+    Ok(terms)
+}
+
 /// A term's config error, re-addressed to the term (`terms[1].loss.gamma`).
-fn nested(index: usize, error: ConfigError) -> ConfigError {
+fn nested(composite: &str, index: usize, error: ConfigError) -> ConfigError {
     let at = format!("terms[{index}].loss");
     let (option, problem) = match &error {
         ConfigError::InvalidOption {
@@ -102,17 +117,17 @@ fn nested(index: usize, error: ConfigError) -> ConfigError {
         ConfigError::UnknownLoss { .. } => (format!("{at}.name"), format!("is wrong: {error}")),
         _ => (at, format!("is wrong: {error}")),
     };
-    ConfigError::invalid("weighted_sum", &option, problem)
+    ConfigError::invalid(composite, &option, problem)
 }
 
 /// The term's registered name, suffixed `_2`, `_3`, ... when an earlier term has it.
-fn unique_name(registry: &Registry, config: &Value, earlier: &[Term]) -> String {
+fn unique_name(registry: &Registry, config: &Value, earlier: &[(String, Box<dyn Loss>)]) -> String {
     let given = match config {
         Value::String(name) => name.as_str(),
         other => other.get("name").and_then(Value::as_str).unwrap_or("term"),
     };
     let base = registry.get(given).map_or(given, |entry| entry.name);
-    let taken = |name: &str| earlier.iter().any(|term| term.name == name);
+    let taken = |name: &str| earlier.iter().any(|(taken, _)| taken == name);
     if !taken(base) {
         return base.to_string();
     }
@@ -204,44 +219,72 @@ impl Loss for WeightedSumLoss {
         Ok(LossValue { value, terms })
     }
 
-    fn capabilities(&self) -> Capabilities {
-        let Some((first, terms)) = self.terms.split_first() else {
-            // Unreachable (`build` rejects an empty term list): accept nothing.
-            return Capabilities {
-                targets: Vec::new(),
-                ranks: Vec::new(),
-                minimum: None,
-                ..Capabilities::classification()
-            };
-        };
-        let mut merged = first.loss.capabilities();
-        merged.minimum = merged.minimum.map(|minimum| first.weight * minimum);
-        for term in terms {
-            let other = term.loss.capabilities();
-            merged.targets.retain(|kind| other.accepts(*kind));
-            merged.ranks.retain(|rank| other.ranks.contains(rank));
-            merged.min_channels = merged.min_channels.max(other.min_channels);
-            merged.max_channels = match (merged.max_channels, other.max_channels) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            if merged.mean_over != other.mean_over {
-                merged.mean_over = None;
-            }
-            if merged.ignore_index != other.ignore_index {
-                merged.ignore_index = None;
-            }
-            merged.minimum = merged
-                .minimum
-                .zip(other.minimum)
-                .map(|(sum, minimum)| sum + term.weight * minimum);
-        }
-        if self.terms.iter().any(|term| term.weight < 0.0) {
-            // A negative weight rewards one term's growth: no minimum at a perfect prediction.
-            merged.minimum = None;
-        }
-        merged
+    fn auxiliary_inputs(&self) -> Vec<losskit_core::AuxiliaryInput> {
+        let losses: Vec<&dyn Loss> = self.terms.iter().map(|term| term.loss.as_ref()).collect();
+        auxiliary_inputs_of(&losses)
     }
+
+    fn capabilities(&self) -> Capabilities {
+        let terms: Vec<(&dyn Loss, f64)> = self
+            .terms
+            .iter()
+            .map(|term| (term.loss.as_ref(), term.weight))
+            .collect();
+        merged_capabilities(&terms)
+    }
+}
+
+/// What a weighted sum of `terms` (each loss with its weight) accepts: what every term
+/// accepts; a plain-count mean or an ignored index only if every term has the same; the
+/// weighted sum of the minima when every term has one and no weight is negative.
+pub(crate) fn merged_capabilities(terms: &[(&dyn Loss, f64)]) -> Capabilities {
+    let Some(((first, first_weight), rest)) = terms.split_first() else {
+        // Unreachable (`build` rejects an empty term list): accept nothing.
+        return Capabilities {
+            targets: Vec::new(),
+            ranks: Vec::new(),
+            minimum: None,
+            ..Capabilities::classification()
+        };
+    };
+    let mut merged = first.capabilities();
+    merged.minimum = merged.minimum.map(|minimum| first_weight * minimum);
+    for (loss, weight) in rest {
+        let other = loss.capabilities();
+        merged.targets.retain(|kind| other.accepts(*kind));
+        merged.ranks.retain(|rank| other.ranks.contains(rank));
+        merged.min_channels = merged.min_channels.max(other.min_channels);
+        merged.max_channels = match (merged.max_channels, other.max_channels) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if merged.mean_over != other.mean_over {
+            merged.mean_over = None;
+        }
+        if merged.ignore_index != other.ignore_index {
+            merged.ignore_index = None;
+        }
+        merged.minimum = merged
+            .minimum
+            .zip(other.minimum)
+            .map(|(sum, minimum)| sum + weight * minimum);
+    }
+    if terms.iter().any(|(_, weight)| *weight < 0.0) {
+        // A negative weight rewards one term's growth: no minimum at a perfect prediction.
+        merged.minimum = None;
+    }
+    merged
+}
+
+/// The auxiliary inputs any of `losses` reads, each once.
+pub(crate) fn auxiliary_inputs_of(losses: &[&dyn Loss]) -> Vec<losskit_core::AuxiliaryInput> {
+    let mut inputs: Vec<losskit_core::AuxiliaryInput> = Vec::new();
+    for input in losses.iter().flat_map(|loss| loss.auxiliary_inputs()) {
+        if !inputs.iter().any(|kept| kept.name == input.name) {
+            inputs.push(input);
+        }
+    }
+    inputs
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use burn::{
     optim::{GradientsAccumulator, GradientsParams},
     tensor::Device,
 };
-use losskit_core::{Loss, Reduction};
+use losskit_core::{Loss, Reduction, TrainingProgress};
 
 use crate::{
     error::TrainError,
@@ -45,19 +45,27 @@ pub(crate) struct StepResult {
     pub tally: Tally,
 }
 
-/// Forward and backward of `loss × weight` on the training samples `indices` of `epoch`, with
-/// `model` on `device`. A non-finite loss skips the backward pass (the loop stops on it).
+/// Forward and backward of `loss × weight` on the training samples `indices` at `progress`,
+/// with `model` on `device`. A non-finite loss skips the backward pass (the loop stops on it).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn shard_step<T: Task>(
     task: &T,
     loss: &dyn Loss,
     model: &T::Model,
     indices: &[usize],
-    epoch: usize,
+    progress: TrainingProgress,
     device: &Device,
     weight: f64,
 ) -> Result<StepResult, TrainError> {
-    let input = task.train_input(model, indices, epoch, device)?;
+    let input = task
+        .train_input_with(
+            model,
+            indices,
+            progress.epoch,
+            device,
+            &loss.auxiliary_inputs(),
+        )?
+        .with_progress(progress);
     let mut tally = tally_of(task);
     tally.add(&input);
     let value = loss.forward(input, Reduction::Mean)?;
@@ -89,7 +97,7 @@ pub(crate) fn shard_step<T: Task>(
 struct Job<M> {
     model: M,
     indices: Vec<usize>,
-    epoch: usize,
+    progress: TrainingProgress,
     weight: f64,
 }
 
@@ -127,7 +135,7 @@ impl<M: Module> Workers<M> {
                         loss,
                         &replica,
                         &job.indices,
-                        job.epoch,
+                        job.progress,
                         &device,
                         job.weight,
                     );
@@ -152,7 +160,7 @@ impl<M: Module> Workers<M> {
         &self,
         model: &M,
         batch: &[usize],
-        epoch: usize,
+        progress: TrainingProgress,
         main: &Device,
     ) -> Result<StepResult, TrainError> {
         let per_shard = batch.len().div_ceil(self.devices.len());
@@ -162,7 +170,7 @@ impl<M: Module> Workers<M> {
             let job = Job {
                 model: model.clone(),
                 indices: shard.to_vec(),
-                epoch,
+                progress,
                 weight: shard.len() as f64 / total,
             };
             jobs.send(job).map_err(|_| worker_lost())?;

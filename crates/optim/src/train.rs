@@ -22,7 +22,8 @@ use burn::{
     tensor::{Bytes, Device},
 };
 use losskit_core::{
-    Loss, LossInput, Reduction, Rng, atomic_write::write_atomically, input::to_f64_vec,
+    Loss, LossInput, Reduction, Rng, TrainingProgress, atomic_write::write_atomically,
+    input::to_f64_vec,
 };
 use serde_json::Value;
 
@@ -96,6 +97,23 @@ pub trait Task: Sync {
     ) -> Result<LossInput, TrainError> {
         let _ = epoch;
         self.input(model, Split::Train, indices, device)
+    }
+
+    /// [`Task::train_input`] with the auxiliary inputs the loss reads. A task that trains on
+    /// patches of larger images computes them on each whole image
+    /// ([`AuxiliaryInput::map`](losskit_core::AuxiliaryInput)) and cuts them with the patch, so
+    /// distances do not stop at the patch's border. By default none are given and the loss
+    /// computes them from the target it gets.
+    fn train_input_with(
+        &self,
+        model: &Self::Model,
+        indices: &[usize],
+        epoch: usize,
+        device: &Device,
+        auxiliary: &[losskit_core::AuxiliaryInput],
+    ) -> Result<LossInput, TrainError> {
+        let _ = auxiliary;
+        self.train_input(model, indices, epoch, device)
     }
 
     /// A hint that the samples `indices` of `split` come next: a task that reads its data
@@ -357,13 +375,15 @@ pub(crate) fn tally_of<T: Task>(task: &T) -> Tally {
     Tally::new(task.kind(), task.classes().len(), task.reading())
 }
 
-/// The mean loss, terms and metrics of a model over a whole split (no gradients).
+/// The mean loss, terms and metrics of a model over a whole split (no gradients), with the
+/// loss at training `progress` (scheduled losses).
 pub fn evaluate_split<T: Task>(
     task: &T,
     model: &T::Model,
     loss: &dyn Loss,
     split: Split,
     batch_size: usize,
+    progress: TrainingProgress,
     device: &Device,
 ) -> Result<SplitEvaluation, TrainError> {
     let mut tally = tally_of(task);
@@ -380,7 +400,9 @@ pub fn evaluate_split<T: Task>(
         if let Some(next) = batches.get(i + 1) {
             task.prefetch(split, next);
         }
-        let input = task.input(model, split, batch, device)?;
+        let input = task
+            .input(model, split, batch, device)?
+            .with_progress(progress);
         tally.add(&input);
         mistakes.add(&input);
         let value = loss.forward(input, Reduction::Mean)?;
@@ -799,19 +821,20 @@ impl<'a, T: Task> Run<'a, T> {
             if stop_requested(config) {
                 return Err(Stop::Interrupted { step: step + 1 });
             }
+            let progress = TrainingProgress { epoch, step };
             let StepResult {
                 grads,
                 value,
                 terms,
                 tally,
             } = match self.workers {
-                Some(workers) => workers.step(&state.model, batch, epoch, &self.autodiff)?,
+                Some(workers) => workers.step(&state.model, batch, progress, &self.autodiff)?,
                 None => shard_step(
                     self.task,
                     self.loss,
                     &state.model,
                     batch,
-                    epoch,
+                    progress,
                     &self.autodiff,
                     1.0,
                 )?,
@@ -887,12 +910,18 @@ impl<'a, T: Task> Run<'a, T> {
         started: Instant,
     ) -> Result<(EpochStats, Vec<(f64, f64)>, Vec<Preview>), Stop> {
         let valid = model.valid();
+        // Validation reads the loss as the epoch's last step left it.
+        let progress = TrainingProgress {
+            epoch,
+            step: self.steps_per_epoch,
+        };
         let validation = evaluate_split(
             self.task,
             &valid,
             self.loss,
             Split::Valid,
             self.config.batch_size,
+            progress,
             self.device,
         )?;
         let previews = self.task.previews(&valid, self.device, &validation)?;

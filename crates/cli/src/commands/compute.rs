@@ -3,7 +3,11 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use losskit_core::{Reduction, Registry, atomic_write::write_atomically, compute::compute_loss};
+use losskit_core::{
+    Reduction, Registry, TrainingProgress,
+    atomic_write::write_atomically,
+    compute::{Extras, compute_loss_with},
+};
 use serde_json::{Value, json};
 
 use crate::{
@@ -26,6 +30,10 @@ pub struct ComputeRequest<'a> {
     pub grad: Option<&'a Path>,
     /// The device name (`None`: the default CPU device).
     pub device: Option<&'a str>,
+    /// Auxiliary inputs, each `NAME=FILE.npy`.
+    pub auxiliary: &'a [String],
+    /// The training progress scheduled losses read.
+    pub progress: Option<TrainingProgress>,
 }
 
 /// Computes the loss; returns the JSON line to print. Nothing is written unless the whole
@@ -34,11 +42,28 @@ pub fn run(request: &ComputeRequest<'_>) -> Result<String> {
     let loss = Registry::global()?.build_spec(request.loss)?;
     let output = read_npy(request.output)?;
     let target = read_npy(request.target)?;
+    let mut extras = Extras {
+        auxiliary: Vec::new(),
+        progress: request.progress,
+    };
+    for spec in request.auxiliary {
+        let Some((name, file)) = spec
+            .split_once('=')
+            .filter(|(n, f)| !n.is_empty() && !f.is_empty())
+        else {
+            anyhow::bail!(
+                "--auxiliary `{spec}`: expected NAME=FILE.npy, e.g. signed_distance_maps=maps.npy"
+            );
+        };
+        let array = read_npy(Path::new(file)).with_context(|| format!("--auxiliary {name}"))?;
+        extras.auxiliary.push((name.to_string(), array));
+    }
     let device = device_from_flag(request.device)?;
-    let computed = compute_loss(
+    let computed = compute_loss_with(
         loss.as_ref(),
         &output,
         &target,
+        &extras,
         &device,
         request.reduction,
         request.grad.is_some(),

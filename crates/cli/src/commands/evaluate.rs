@@ -44,6 +44,11 @@ fn evaluate_task<T: Task>(
         loss.as_ref(),
         Split::Valid,
         spec.batch_size,
+        // The loss as the checkpoint's last epoch trained it (its schedule's weights then).
+        losskit_core::TrainingProgress {
+            epoch: checkpoint.meta.epoch.max(1),
+            step: 0,
+        },
         device,
     )?;
     let (val_loss, terms, metrics) = (evaluation.loss, evaluation.terms, evaluation.metrics);

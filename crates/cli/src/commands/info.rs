@@ -37,6 +37,16 @@ pub fn run(name: &str) -> Result<String> {
             out.push_str("(none)\n");
         }
     }
+    // What the default config reads besides output and target (`compute --auxiliary`).
+    if let Ok(loss) = Registry::global()?.build_value(&example) {
+        let inputs = loss.auxiliary_inputs();
+        if !inputs.is_empty() {
+            out.push_str("\n# Auxiliary inputs (optional; computed from the target when absent)\n");
+            for input in inputs {
+                out.push_str(&format!("- {}: {}\n", input.name, input.description));
+            }
+        }
+    }
     out.push_str("\n# Example config\n");
     // `name` first, as users write it (serde_json's map would sort it among the options).
     let mut options = example.as_object().cloned().unwrap_or_default();
@@ -87,5 +97,16 @@ mod tests {
             shown.to_string(),
             r#"{"list":[0.1],"n":3,"smooth":0.00001,"x":0.3}"#
         );
+    }
+
+    #[test]
+    fn auxiliary_inputs_are_listed_for_the_losses_that_read_them() {
+        let boundary = run("boundary").unwrap();
+        assert!(
+            boundary.contains("# Auxiliary inputs")
+                && boundary.contains("- signed_distance_maps: "),
+            "{boundary}"
+        );
+        assert!(!run("dice").unwrap().contains("# Auxiliary inputs"));
     }
 }

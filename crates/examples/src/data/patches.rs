@@ -142,6 +142,34 @@ pub struct Patch {
     pub pixels: Vec<f32>,
     /// Class indices.
     pub labels: Vec<i64>,
+    /// For each patch pixel, the image pixel (row-major index) its label comes from; for a
+    /// pixel beyond the image (padding, a rotated corner), the nearest image pixel. Maps
+    /// computed on the whole image are cut along with the patch through it.
+    pub sources: Vec<u32>,
+    /// The length of a patch pixel in image pixels (the zoom; 1 without resampling):
+    /// distances measured on the image divide by it.
+    pub scale: f64,
+}
+
+impl Patch {
+    /// Cuts `[K, H·W]` maps of the whole image (`K` maps of the image's size, one after the
+    /// other) along with the patch: `[K, ph·pw]`, with distances in patch pixels.
+    pub fn cut_maps(&self, maps: &[f64], image_size: usize) -> Vec<f32> {
+        maps.chunks(image_size)
+            .flat_map(|map| {
+                self.sources
+                    .iter()
+                    .map(move |&source| (map[source as usize] / self.scale) as f32)
+            })
+            .collect()
+    }
+}
+
+/// The row-major index of the image pixel nearest to `(y, x)` (clamped into the image).
+fn nearest_source(y: isize, x: isize, h: usize, w: usize) -> u32 {
+    let y = y.clamp(0, h as isize - 1) as usize;
+    let x = x.clamp(0, w as isize - 1) as usize;
+    (y * w + x) as u32
 }
 
 /// The generator of the patch at `position` of `epoch`.
@@ -265,6 +293,7 @@ fn cut_exact(image: &SegImage, [ph, pw]: [usize; 2], top: isize, left: isize, ma
     let plane = h * w;
     let mut pixels = vec![0.0; channels * ph * pw];
     let mut labels = vec![0; ph * pw];
+    let mut sources = vec![0; ph * pw];
     let m = map.matrix;
     // Offsets in doubled units keep the centre of an even-sized patch on integers.
     for u in 0..ph {
@@ -274,6 +303,7 @@ fn cut_exact(image: &SegImage, [ph, pw]: [usize; 2], top: isize, left: isize, ma
             let su = (m[0][0] as isize * du + m[0][1] as isize * dv + ph as isize - 1) / 2;
             let sv = (m[1][0] as isize * du + m[1][1] as isize * dv + pw as isize - 1) / 2;
             let (y, x) = (top + su, left + sv);
+            sources[u * pw + v] = nearest_source(y, x, h, w);
             if y < 0 || x < 0 || y >= h as isize || x >= w as isize {
                 continue;
             }
@@ -284,7 +314,12 @@ fn cut_exact(image: &SegImage, [ph, pw]: [usize; 2], top: isize, left: isize, ma
             }
         }
     }
-    Patch { pixels, labels }
+    Patch {
+        pixels,
+        labels,
+        sources,
+        scale: 1.0,
+    }
 }
 
 /// The patch by resampling (rotation or zoom): bilinear for the image, nearest for the mask,
@@ -300,6 +335,7 @@ fn cut_resampled(
     let plane = h * w;
     let mut pixels = vec![0.0; channels * ph * pw];
     let mut labels = vec![0; ph * pw];
+    let mut sources = vec![0; ph * pw];
     let m = map.matrix;
     let (cy, cx) = (top as f64 + ph as f64 / 2.0, left as f64 + pw as f64 / 2.0);
     for u in 0..ph {
@@ -310,6 +346,7 @@ fn cut_resampled(
             let sy = cy + m[0][0] * du + m[0][1] * dv;
             let sx = cx + m[1][0] * du + m[1][1] * dv;
             let (ny, nx) = (sy.floor(), sx.floor());
+            sources[u * pw + v] = nearest_source(ny as isize, nx as isize, h, w);
             if ny >= 0.0 && nx >= 0.0 && ny < h as f64 && nx < w as f64 {
                 labels[u * pw + v] = i64::from(image.labels[ny as usize * w + nx as usize]);
             }
@@ -330,7 +367,14 @@ fn cut_resampled(
             }
         }
     }
-    Patch { pixels, labels }
+    // Both columns of the map have the zoom as their length (rotations and mirrors keep it).
+    let scale = (m[0][0] * m[1][1] - m[0][1] * m[1][0]).abs().sqrt();
+    Patch {
+        pixels,
+        labels,
+        sources,
+        scale,
+    }
 }
 
 fn adjust_intensity(pixels: &mut [f32], augmentation: &Augmentation, rng: &mut Rng) {
@@ -393,6 +437,40 @@ mod tests {
                     let source = (top + u) * 30 + left + v;
                     assert_eq!(patch.pixels[u * 8 + v], source as f32);
                     assert_eq!(patch.labels[u * 8 + v], i64::from(image.labels[source]));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sources_name_the_pixel_each_label_came_from_and_scale_is_the_zoom() {
+        let image = ramp(40, 40);
+        let zoomed = Augmentation {
+            rotation_probability: 1.0,
+            scale_probability: 1.0,
+            scale: [1.5, 1.5],
+            ..Augmentation::none()
+        };
+        for (augmentation, scale) in [(Augmentation::none(), 1.0), (zoomed, 1.5)] {
+            for position in 0..10 {
+                let patch = sample_patch(
+                    &image,
+                    &sampling(16, 0.5),
+                    &augmentation,
+                    &mut patch_rng(3, 1, position),
+                );
+                assert!((patch.scale - scale).abs() < 1e-9, "{}", patch.scale);
+                for (label, &source) in patch.labels.iter().zip(&patch.sources) {
+                    if *label == 1 {
+                        assert_eq!(image.labels[source as usize], 1);
+                    }
+                }
+                // A map of each pixel's column, cut with the patch: distances shrink by the zoom.
+                let columns: Vec<f64> = (0..40 * 40).map(|i| (i % 40) as f64).collect();
+                let cut = patch.cut_maps(&columns, 40 * 40);
+                for (value, &source) in cut.iter().zip(&patch.sources) {
+                    let expected = (source % 40) as f64 / scale;
+                    assert!((f64::from(*value) - expected).abs() < 1e-4);
                 }
             }
         }
