@@ -79,6 +79,7 @@ const NON_DEFAULT_CONFIGS: &[&str] = &[
     r#"{"name": "soft_cldice", "include_background": false, "iterations": 2}"#,
     r#"{"name": "dice_cldice", "activation": "sigmoid", "alpha": 0.2}"#,
     r#"{"name": "topk_cross_entropy", "k": 50, "ignore_index": -1, "label_smoothing": 0.1}"#,
+    r#"{"name": "unified_focal", "variant": "symmetric", "lambda": 0.2, "delta": 0.3, "gamma": 1.0}"#,
     r#"{"name": "weighted_sum", "terms": [{"weight": 1.0, "loss": "dice"}, {"weight": -0.25, "loss": "cross_entropy"}]}"#,
     r#"{"name": "weighted_sum", "terms": [{"loss": {"name": "dice", "ignore_index": -1}}, {"loss": {"name": "ce", "ignore_index": -1}}]}"#,
     r#"{"name": "class_balanced", "samples_per_class": [100, 10, 1], "base": "focal"}"#,

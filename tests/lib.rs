@@ -41,6 +41,7 @@ pub const BUILT_IN_LOSSES: &[&str] = &[
     "soft_cldice",
     "topk_cross_entropy",
     "tversky",
+    "unified_focal",
     // Composite.
     "scheduled",
     "weighted_sum",

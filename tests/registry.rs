@@ -200,7 +200,19 @@ fn the_readme_loss_table_is_generated_from_the_registry() {
 
 /// Built-in losses without a reference case yet, each with the reason. The test below fails
 /// for any other built-in without a case, and for a listed one once it has a case.
-const WITHOUT_REFERENCE_CASE: &[(&str, &str)] = &[];
+const WITHOUT_REFERENCE_CASE: &[(&str, &str)] = &[
+    (
+        "scheduled",
+        "a weighted sum of other losses whose weights depend on the epoch: scheduled.rs checks it \
+         equals weighted_sum at each epoch's weights, and each term has its own reference case",
+    ),
+    (
+        "unified_focal",
+        "no independent implementation computes the paper's multi-class formulas (the authors' \
+         code is two-class with λ on the other term, MONAI's is binary): unified_focal.rs checks \
+         them by hand and against cross_entropy and dice where they coincide",
+    ),
+];
 
 /// The registered names of the losses that the in-repo reference vectors have a case for: the
 /// `loss` (a config object or a name) of each case in every `tests/reference/*/cases.json`.
@@ -407,4 +419,139 @@ fn no_number_option_value_panics() {
         panicked.len(),
         panicked.join("\n")
     );
+}
+
+/// The default config of `entry` with `ignore_empty` set, if the loss has that option.
+fn with_ignore_empty(registry: &Registry, name: &str, ignore_empty: bool) -> Option<Box<dyn Loss>> {
+    let entry = registry.get(name).ok()?;
+    let mut config = entry.example_config();
+    config
+        .as_object_mut()?
+        .insert("ignore_empty".into(), json!(ignore_empty));
+    registry.build_value(&config).ok()
+}
+
+/// Logits `[N, C, 2, 3]` of a sure prediction of `classes` (one per position), and the target
+/// indices `[N, 2, 3]` `truth`.
+fn sure_input(classes: &[i64], truth: &[i64], channels: usize) -> LossInput {
+    let device = losskit_core::devices::default_device().unwrap();
+    let n = truth.len() / 6;
+    let mut logits = vec![-6.0f32; n * channels * 6];
+    for (i, &class) in classes.iter().enumerate() {
+        let (sample, position) = (i / 6, i % 6);
+        logits[(sample * channels + class as usize) * 6 + position] = 6.0;
+    }
+    // A little disagreement, so that no value is exactly 0 or 1.
+    logits[1] += 1.0;
+    let output = losskit_core::burn::tensor::Tensor::<4>::from_data(
+        losskit_core::burn::tensor::TensorData::new(logits, [n, channels, 2, 3]),
+        &device,
+    );
+    let target =
+        losskit_core::burn::tensor::Tensor::<3, losskit_core::burn::tensor::Int>::from_data(
+            losskit_core::burn::tensor::TensorData::new(truth.to_vec(), [n, 2, 3]),
+            &device,
+        );
+    LossInput::with_indices(output, target).unwrap()
+}
+
+/// The mean foreground Dice of each sample by the segmentation metrics (pooled confusion).
+fn metric_dice(classes: &[i64], truth: &[i64], channels: usize) -> Vec<f64> {
+    truth
+        .chunks(6)
+        .zip(classes.chunks(6))
+        .map(|(t, p)| {
+            let mut confusion = losskit_optim::Confusion::new(channels);
+            confusion.add(t, p);
+            confusion
+                .metrics(losskit_optim::TaskKind::Segmentation)
+                .dice
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn ignore_empty_skips_the_classes_the_metrics_skip() {
+    // Two samples of three classes; class 2 is in neither the truth nor the prediction of
+    // sample 0. Then a fourth class absent from both samples everywhere (logits -6). Under
+    // `ignore_empty` the loss must not change when that class is added, as the metric does
+    // not; without it, the mean counts the empty class.
+    let truth = [0, 1, 1, 0, 0, 1, 2, 2, 1, 0, 0, 1];
+    let predicted = [0, 1, 0, 0, 1, 1, 2, 1, 1, 0, 2, 1];
+    let registry = registry();
+    let mut checked = Vec::new();
+    let mut counted_without = Vec::new();
+    for entry in registry.iter() {
+        let (Some(skipping), Some(counting)) = (
+            with_ignore_empty(registry, entry.name, true),
+            with_ignore_empty(registry, entry.name, false),
+        ) else {
+            continue;
+        };
+        checked.push(entry.name);
+        let mean = |loss: &dyn Loss, channels: usize| -> f64 {
+            let value = loss
+                .forward(sure_input(&predicted, &truth, channels), Reduction::Mean)
+                .unwrap_or_else(|e| panic!("{}: {e}", entry.name))
+                .value;
+            to_f64_vec(value)[0]
+        };
+        let (three, four) = (mean(skipping.as_ref(), 3), mean(skipping.as_ref(), 4));
+        assert!(
+            (three - four).abs() <= 1e-5 * (1.0 + three.abs()),
+            "{}: with ignore_empty, an empty class changed the mean from {three} to {four}",
+            entry.name
+        );
+        // Without the option an empty class counts in most means (not in generalised Dice's,
+        // whose weights all but drop it anyway).
+        let (three, four) = (mean(counting.as_ref(), 3), mean(counting.as_ref(), 4));
+        if (three - four).abs() > 1e-4 * (1.0 + three.abs()) {
+            counted_without.push(entry.name);
+        }
+    }
+    for name in ["dice", "tversky", "dice_focal", "boundary", "hausdorff_dt"] {
+        assert!(
+            counted_without.contains(&name),
+            "{name}: without ignore_empty the empty class should change the mean: {counted_without:?}"
+        );
+    }
+    assert_eq!(
+        metric_dice(&predicted, &truth, 3),
+        metric_dice(&predicted, &truth, 4)
+    );
+    for name in [
+        "dice",
+        "jaccard",
+        "tversky",
+        "generalized_dice",
+        "boundary",
+        "hausdorff_dt",
+    ] {
+        assert!(
+            checked.contains(&name),
+            "{name} has no ignore_empty option: {checked:?}"
+        );
+    }
+
+    // Dice itself: on a sure prediction, one minus the loss is the metric's Dice, per sample,
+    // class by class, skipping exactly the classes the metric skips.
+    let dice = registry
+        .build_value(
+            &json!({"name": "dice", "ignore_empty": true, "include_background": false,
+                        "smooth_nr": 0.0, "smooth_dr": 1e-9}),
+        )
+        .unwrap();
+    let metric = metric_dice(&predicted, &truth, 3);
+    for sample in 0..2 {
+        let range = sample * 6..(sample + 1) * 6;
+        let input = sure_input(&predicted[range.clone()], &truth[range], 3);
+        let loss = to_f64_vec(dice.forward(input, Reduction::Mean).unwrap().value)[0];
+        assert!(
+            (1.0 - loss - metric[sample]).abs() < 1e-3,
+            "sample {sample}: 1 - dice loss {} vs the metric's {}",
+            1.0 - loss,
+            metric[sample]
+        );
+    }
 }

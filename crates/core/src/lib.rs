@@ -32,6 +32,7 @@ pub mod config;
 pub mod conformance;
 pub mod devices;
 pub mod distance;
+pub mod empty;
 pub mod error;
 pub mod fused;
 pub mod input;

@@ -3,7 +3,6 @@ use losskit_core::{
     Reduction,
     config::OptionError,
     distance::{SIGNED_DISTANCE_MAPS, auxiliary_or_computed},
-    reduce::reduce_elements,
 };
 
 use crate::shape::{Shape, shape_config};
@@ -71,6 +70,9 @@ losskit_core::documented! {
     ///   channel 0's map too.
     /// - `spacing` (list of floats > 0, one per spatial axis, default 1 each): anisotropic
     ///   voxel sizes.
+    /// - `ignore_empty` (bool, default false): the mean leaves out each (sample, class) absent
+    ///   from both target and hard prediction (`losskit_core::empty`, the rule the
+    ///   segmentation metrics follow); their values are 0 either way.
     ///
     /// # Example
     /// ```json
@@ -100,8 +102,12 @@ impl Loss for BoundaryLoss {
         let spacing = self.shape.spacing(&input)?;
         let maps = auxiliary_or_computed(&input, &SIGNED_DISTANCE_MAPS, &spacing)?;
         let maps = self.shape.counted_classes(maps);
+        let present = self.shape.present(&input)?;
         let (probabilities, _) = self.shape.probabilities(input)?;
-        Ok(reduce_elements(probabilities * maps, reduction).into())
+        Ok(self
+            .shape
+            .reduce(probabilities * maps, present, reduction)
+            .into())
     }
 
     fn capabilities(&self) -> Capabilities {

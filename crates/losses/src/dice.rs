@@ -83,6 +83,9 @@ losskit_core::documented! {
     /// - `weights` (list of floats, one per output channel, default none): per-class weights
     ///   (the background's is unused when it is excluded; MONAI lists only the counted classes).
     /// - `ignore_index` (integer, default none).
+    /// - `ignore_empty` (bool, default false): leaves out each (sample, class) absent from both
+    ///   the target and the hard prediction (`losskit_core::empty`, the rule of the
+    ///   segmentation metrics); the mean is over the pairs that count.
     ///
     /// # Example
     /// ```json

@@ -113,6 +113,10 @@ losskit_core::documented! {
     /// - `weights` (list of floats, one per output channel): per-class weights of both terms.
     /// - `ignore_index` (integer, softmax only), `label_smoothing` (float in [0, 1], softmax
     ///   only).
+    /// - `ignore_empty` (bool, default false): leaves out each (sample, class) absent from both
+    ///   the target and the hard prediction (`losskit_core::empty`, the rule of the
+    ///   segmentation metrics); the mean is over the pairs that count
+    ///   (the Dice term only).
     ///
     /// # Example
     /// ```json

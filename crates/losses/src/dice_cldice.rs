@@ -48,6 +48,7 @@ impl LossConfig for DiceClDiceLossConfig {
             batch: false,
             weights: None,
             ignore_index: None,
+            ignore_empty: false,
         };
         Ok(Box::new(DiceClDiceLoss {
             dice: DiceLoss::new("dice_cldice", dice, false)?,

@@ -1,7 +1,7 @@
 use burn::tensor::Tensor;
 use losskit_core::{
     Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction,
-    config::OptionError, numerics::check_exponent, reduce::reduce_maybe_weighted,
+    config::OptionError, empty, numerics::check_exponent, reduce::reduce_maybe_weighted,
 };
 
 use crate::{
@@ -100,6 +100,10 @@ losskit_core::documented! {
     ///   `squared_pred`, `batch`, `jaccard` (as in `dice`).
     /// - `weights` (list of floats, one per output channel): per-class weights of both terms.
     /// - `ignore_index` (integer, default none).
+    /// - `ignore_empty` (bool, default false): leaves out each (sample, class) absent from both
+    ///   the target and the hard prediction (`losskit_core::empty`, the rule of the
+    ///   segmentation metrics), in both terms: the Dice mean and the focal term's mean over
+    ///   classes are over the classes that count.
     ///
     /// # Example
     /// ```json
@@ -151,7 +155,18 @@ impl DiceFocalLoss {
             Some(weights) => elements * weights.reshape([1, classes, 1]),
             None => elements,
         };
-        let per_position = elements.sum_dim(1).reshape([n, s]) / classes as f64;
+        let per_position = if overlap.ignore_empty {
+            // The mean over the classes that count in each sample, as for the Dice term.
+            let (truth, predicted) = overlap.class_counts(input)?;
+            let present = empty::counted_classes(truth, predicted);
+            let kept = present.clone().sum_dim(1).clamp_min(1.0);
+            (elements * present.reshape([n, classes, 1]))
+                .sum_dim(1)
+                .reshape([n, s])
+                / kept.reshape([n, 1])
+        } else {
+            elements.sum_dim(1).reshape([n, s]) / classes as f64
+        };
         let (per_position, weights) = match valid {
             Some(valid) => (per_position * valid.clone(), Some(valid)),
             None => (per_position, None),

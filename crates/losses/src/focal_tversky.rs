@@ -77,6 +77,9 @@ losskit_core::documented! {
     /// - `include_background` (bool, default true), `batch` (bool, default false).
     /// - `smooth_nr` (float >= 0, default 1e-5), `smooth_dr` (float > 0, default 1e-5).
     /// - `ignore_index` (integer, default none).
+    /// - `ignore_empty` (bool, default false): leaves out each (sample, class) absent from both
+    ///   the target and the hard prediction (`losskit_core::empty`, the rule of the
+    ///   segmentation metrics); the mean is over the pairs that count.
     ///
     /// # Example
     /// ```json

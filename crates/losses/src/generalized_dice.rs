@@ -77,6 +77,9 @@ losskit_core::documented! {
     /// - `include_background` (bool, default true), `batch` (bool, default false).
     /// - `smooth_nr` (float >= 0, default 1e-5), `smooth_dr` (float > 0, default 1e-5).
     /// - `ignore_index` (integer, default none).
+    /// - `ignore_empty` (bool, default false): leaves each class absent from both the target
+    ///   and the hard prediction of a sample out of that sample's weighted sums
+    ///   (`losskit_core::empty`); by default MONAI's rule gives it the row's largest weight.
     ///
     /// # Example
     /// ```json
@@ -128,7 +131,13 @@ impl Loss for GeneralizedDiceLoss {
             truth,
             ..
         } = sums.clone();
-        let weights = self.class_weights(truth.clone());
+        let mut weights = self.class_weights(truth.clone());
+        if let Some(present) = &sums.present {
+            weights = weights * present.clone();
+        }
+        // The empty classes are out of the sums: the per-sample values are reduced as they are.
+        let mut sums = sums;
+        sums.present = None;
         let numerator = (intersection * weights.clone()).sum_dim(1) * 2.0 + self.overlap.smooth_nr;
         let denominator = ((prediction + truth) * weights).sum_dim(1) + self.overlap.smooth_dr;
         let values = (numerator / denominator).neg() + 1.0;

@@ -5,7 +5,6 @@ use losskit_core::{
     config::{OptionError, ensure},
     distance::{DISTANCE_FIELDS, auxiliary_or_computed, distance_field, maps_of_masks},
     input::to_f64_vec,
-    reduce::reduce_elements,
 };
 
 use crate::shape::{Shape, shape_config};
@@ -77,6 +76,8 @@ losskit_core::documented! {
     /// - `activation` (`softmax` | `sigmoid` | `none`, default `softmax`).
     /// - `include_background` (bool, default false, MONAI's default).
     /// - `spacing` (list of floats > 0, one per spatial axis, default 1 each).
+    /// - `ignore_empty` (bool, default false): the mean leaves out each (sample, class) absent
+    ///   from both target and hard prediction (`losskit_core::empty`).
     ///
     /// # Example
     /// ```json
@@ -132,12 +133,16 @@ impl Loss for HausdorffDtLoss {
         let target_fields =
             self.shape
                 .counted_classes(auxiliary_or_computed(&input, &DISTANCE_FIELDS, &spacing)?);
+        let present = self.shape.present(&input)?;
         let (probabilities, target) = self.shape.probabilities(input)?;
         let prediction_fields = self.prediction_fields(&probabilities, &dims, &spacing);
         let weights =
             prediction_fields.powf_scalar(self.alpha) + target_fields.powf_scalar(self.alpha);
         let error = probabilities - target;
-        Ok(reduce_elements(error.clone() * error * weights, reduction).into())
+        Ok(self
+            .shape
+            .reduce(error.clone() * error * weights, present, reduction)
+            .into())
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -57,6 +57,9 @@ losskit_core::documented! {
     /// - `smooth_nr` (float >= 0, default 1e-5), `smooth_dr` (float > 0, default 1e-5).
     /// - `squared_pred` (bool, default false), `batch` (bool, default false).
     /// - `weights` (list of floats, one per output channel), `ignore_index` (integer).
+    /// - `ignore_empty` (bool, default false): leaves out each (sample, class) absent from both
+    ///   the target and the hard prediction (`losskit_core::empty`, the rule of the
+    ///   segmentation metrics); the mean is over the pairs that count.
     ///
     /// # Example
     /// ```json

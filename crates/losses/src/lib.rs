@@ -32,6 +32,7 @@ mod jaccard;
 mod lovasz;
 mod soft_cldice;
 mod tversky;
+mod unified_focal;
 
 // Composite.
 mod scheduled;
@@ -77,6 +78,7 @@ pub use soft_cldice::SoftClDiceLoss;
 pub use soft_cldice::SoftClDiceLossConfig;
 pub use topk_cross_entropy::*;
 pub use tversky::*;
+pub use unified_focal::*;
 pub use weighted_cross_entropy::*;
 pub use weighted_sum::*;
 

@@ -21,6 +21,7 @@ use burn::tensor::{
 use losskit_core::{
     Capabilities, ConfigError, Error, LossInput, OutputDomain, Reduction, Target, TargetKind,
     config::{OptionError, check_weights, ensure},
+    empty,
     error::InputError,
     fused,
     targets::{channel_vector, checked_indices, dense_target},
@@ -73,6 +74,11 @@ macro_rules! overlap_config {
             pub batch: bool,
             /// A target class index whose positions count nowhere (in no term of a compound).
             pub ignore_index: Option<i64>,
+            /// Skips each (sample, class) whose class is absent from both the target and the
+            /// hard prediction (`losskit_core::empty`, the metrics' rule); the mean is over the
+            /// classes that count. In a compound, for the overlap term.
+            #[config(default = false)]
+            pub ignore_empty: bool,
         }
 
         impl $name {
@@ -86,6 +92,7 @@ macro_rules! overlap_config {
                     smooth_dr: self.smooth_dr,
                     batch: self.batch,
                     ignore_index: self.ignore_index,
+                    ignore_empty: self.ignore_empty,
                     // Options of the Dice-style configs only (`+ dice_options`).
                     squared_pred: false,
                     weights: None,
@@ -192,6 +199,7 @@ pub(crate) struct OverlapOptions {
     pub(crate) batch: bool,
     pub(crate) weights: Option<Vec<f32>>,
     pub(crate) ignore_index: Option<i64>,
+    pub(crate) ignore_empty: bool,
 }
 
 impl OverlapOptions {
@@ -229,6 +237,7 @@ impl OverlapOptions {
             batch: self.batch,
             weights: self.weights,
             ignore_index: self.ignore_index,
+            ignore_empty: self.ignore_empty,
         })
     }
 }
@@ -250,6 +259,8 @@ pub(crate) struct Overlap {
     /// Per-class weights of the per-class values, one per output channel.
     pub(crate) weights: Option<Vec<f32>>,
     pub(crate) ignore_index: Option<i64>,
+    /// Skip (sample, class) pairs absent from target and hard prediction.
+    pub(crate) ignore_empty: bool,
 }
 
 /// Per-class sums over the positions, `[B, K]`: B = N, or 1 with `batch`; K = the counted
@@ -264,6 +275,9 @@ pub(crate) struct Sums {
     pub(crate) truth: Tensor<2>,
     /// `[B, 1]`: 1 where some position counts, 0 where every one is ignored.
     counted: Option<Tensor<2>>,
+    /// `[B, K]` with `ignore_empty`: 1 where the class counts, 0 where it is absent from both
+    /// the target and the hard prediction.
+    pub(crate) present: Option<Tensor<2>>,
     samples: usize,
 }
 
@@ -332,6 +346,53 @@ impl Overlap {
 
     /// The per-class sums of `input`.
     pub(crate) fn sums(&self, input: LossInput) -> Result<Sums, Error> {
+        let predicted = if self.ignore_empty {
+            let (_, predicted) = self.class_counts(&input)?;
+            Some(self.pool(predicted))
+        } else {
+            None
+        };
+        let mut sums = self.plain_sums(input)?;
+        sums.present =
+            predicted.map(|predicted| empty::counted_classes(sums.truth.clone(), predicted));
+        Ok(sums)
+    }
+
+    /// Per-sample counts `[N, K]` of the counted classes' positions in the target and in the
+    /// hard prediction (the most probable class with softmax, each channel above 1/2
+    /// otherwise), ignored positions left out.
+    pub(crate) fn class_counts(&self, input: &LossInput) -> Result<(Tensor<2>, Tensor<2>), Error> {
+        let (target, valid) = self.target(input)?;
+        let threshold = match self.activation {
+            Activation::Sigmoid => 0.0,
+            _ => 0.5,
+        };
+        let mut hard = empty::hard_prediction(
+            input.output().clone(),
+            self.activation == Activation::Softmax,
+            threshold,
+        );
+        if let Some(valid) = valid {
+            hard = hard * valid.unsqueeze_dim::<3>(1);
+        }
+        let count = |values: Tensor<3>| {
+            let values = self.counted_classes(values.detach());
+            let [n, k, _] = values.dims();
+            values.sum_dim(2).reshape([n, k])
+        };
+        Ok((count(target), count(hard)))
+    }
+
+    /// Per-sample values `[N, K]` summed over the batch with `batch`.
+    fn pool(&self, values: Tensor<2>) -> Tensor<2> {
+        if self.batch {
+            values.sum_dim(0)
+        } else {
+            values
+        }
+    }
+
+    fn plain_sums(&self, input: LossInput) -> Result<Sums, Error> {
         if let Some(sums) = self.softmax_index_sums(&input)? {
             return Ok(sums);
         }
@@ -360,6 +421,7 @@ impl Overlap {
             prediction: self.over_positions(prediction),
             truth: self.over_positions(truth),
             counted,
+            present: None,
             samples,
         })
     }
@@ -396,6 +458,7 @@ impl Overlap {
             prediction: counted(prediction),
             truth: counted(truth),
             counted: None,
+            present: None,
             samples: input.batch_size(),
         }))
     }
@@ -459,15 +522,23 @@ impl Overlap {
     }
 }
 
-/// Zeroes samples without a counted position and reduces `[B, K]` (see [`Overlap::reduce`]):
-/// `none` is each sample's share of `sum`.
+/// Zeroes samples without a counted position (and, with `ignore_empty`, the empty classes)
+/// and reduces `[B, K]` (see [`Overlap::reduce`]): `none` is each sample's share of `sum`.
 pub(crate) fn reduce_classes(values: Tensor<2>, sums: &Sums, reduction: Reduction) -> Tensor<1> {
     let values = match &sums.counted {
         Some(counted) => values * counted.clone(),
         None => values,
     };
+    let (values, present) = match &sums.present {
+        Some(present) => (values * present.clone(), Some(present.clone())),
+        None => (values, None),
+    };
     match reduction {
-        Reduction::Mean => values.mean(),
+        // The mean over the classes that count; 0 when none does.
+        Reduction::Mean => match present {
+            Some(present) => values.sum() / present.sum().clamp_min(1.0),
+            None => values.mean(),
+        },
         Reduction::Sum => values.sum(),
         Reduction::None => {
             let [b, _] = values.dims();

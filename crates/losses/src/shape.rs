@@ -9,8 +9,8 @@
 
 use burn::tensor::Tensor;
 use losskit_core::{
-    Capabilities, ConfigError, Error, LossInput, MeanCount, TargetKind, config::OptionError,
-    config::ensure,
+    Capabilities, ConfigError, Error, LossInput, MeanCount, Reduction, TargetKind,
+    config::OptionError, config::ensure, reduce::reduce_elements,
 };
 
 use crate::overlap::{Activation, Overlap, OverlapOptions};
@@ -53,6 +53,7 @@ macro_rules! shape_config {
                     activation: self.activation,
                     include_background: self.include_background,
                     spacing: None,
+                    ignore_empty: false,
                 };
                 $(options.$copy = self.$copy.clone();)*
                 options
@@ -67,7 +68,12 @@ macro_rules! shape_config {
                 /// a CT volume), one positive value per axis; distances are measured in these
                 /// units. Default: 1 for every axis.
                 pub spacing: Option<Vec<f32>>,
-            } $background [spacing]
+                /// Skips each (sample, class) whose class is absent from both the target and
+                /// the hard prediction (`losskit_core::empty`, the metrics' rule); the mean is
+                /// over the classes that count.
+                #[config(default = false)]
+                pub ignore_empty: bool,
+            } $background [spacing, ignore_empty]
         }
     };
     ($(#[$($attr:tt)*])* pub struct $name:ident { $($own:tt)* } include_background: $background:tt, + skeleton) => {
@@ -114,6 +120,7 @@ pub(crate) struct ShapeOptions {
     pub(crate) activation: Activation,
     pub(crate) include_background: bool,
     pub(crate) spacing: Option<Vec<f32>>,
+    pub(crate) ignore_empty: bool,
 }
 
 impl ShapeOptions {
@@ -142,6 +149,7 @@ impl ShapeOptions {
             batch: false,
             weights: None,
             ignore_index: None,
+            ignore_empty: self.ignore_empty,
         }
         .build(name)?;
         Ok(Shape {
@@ -175,6 +183,34 @@ impl Shape {
         self.overlap.counted_classes(values)
     }
 
+    /// With `ignore_empty`, the `[N, K]` mask of the (sample, class) pairs that count.
+    pub(crate) fn present(&self, input: &LossInput) -> Result<Option<Tensor<2>>, Error> {
+        if !self.overlap.ignore_empty {
+            return Ok(None);
+        }
+        let (truth, predicted) = self.overlap.class_counts(input)?;
+        Ok(Some(losskit_core::empty::counted_classes(truth, predicted)))
+    }
+
+    /// Reduces element values `[N, K, S]`: `mean` over the elements (of the classes that
+    /// count, with `present`), `sum`, or each sample's sum.
+    pub(crate) fn reduce(
+        &self,
+        values: Tensor<3>,
+        present: Option<Tensor<2>>,
+        reduction: Reduction,
+    ) -> Tensor<1> {
+        let Some(present) = present else {
+            return reduce_elements(values, reduction);
+        };
+        let [n, k, s] = values.dims();
+        let values = values * present.clone().reshape([n, k, 1]);
+        match reduction {
+            Reduction::Mean => values.sum() / (present.sum() * s as f64).clamp_min(1.0),
+            other => reduce_elements(values, other),
+        }
+    }
+
     /// The spacing of each spatial axis of `input`.
     pub(crate) fn spacing(&self, input: &LossInput) -> Result<Vec<f64>, Error> {
         losskit_core::distance::spacing_of(self.name(), input, self.spacing.as_deref())
@@ -182,11 +218,11 @@ impl Shape {
 
     /// Whether every channel counts (then a mean over elements is a mean over N·C·S).
     fn counts_every_channel(&self) -> bool {
-        self.overlap.include_background
+        self.overlap.include_background && !self.overlap.ignore_empty
     }
 
     /// What the loss accepts: the activation's targets and domain, spatial outputs only;
-    /// `mean_over` elements when every channel counts.
+    /// `mean_over` elements when every channel counts (and no empty class is skipped).
     pub(crate) fn capabilities(&self, minimum: Option<f64>) -> Capabilities {
         let mut capabilities = self.overlap.capabilities();
         capabilities.ranks = vec![3, 4, 5];

@@ -152,7 +152,8 @@ impl Confusion {
     /// The task's metrics.
     pub fn metrics(&self, kind: TaskKind) -> Metrics {
         // The mean over the foreground classes (all but class 0) present in the truth or the
-        // prediction; a class absent from both says nothing and is skipped. When no foreground
+        // prediction; a class absent from both says nothing and is skipped (the empty-class
+        // rule of `losskit_core::empty`, which the losses follow with `ignore_empty`). When no foreground
         // class is present at all (and none predicted), the prediction is perfect: 1.
         let foreground = |values: Vec<f64>| -> f64 {
             let fg: Vec<f64> = values
@@ -161,7 +162,7 @@ impl Confusion {
                 .skip(1)
                 .filter(|&(c, _)| {
                     let (tp, fp, fn_) = self.overlap(c);
-                    tp + fp + fn_ > 0
+                    losskit_core::empty::counts((tp + fn_) as f64, (tp + fp) as f64)
                 })
                 .map(|(_, v)| v)
                 .collect();
