@@ -14,6 +14,8 @@
 //! class absent from the sample (or filling all of it: it has no boundary).
 
 use burn::tensor::{Tensor, TensorData};
+use std::cell::RefCell;
+
 use rayon::prelude::*;
 
 use crate::{
@@ -28,7 +30,7 @@ pub const SIGNED_DISTANCE_MAPS: AuxiliaryInput = AuxiliaryInput {
     name: "signed_distance_maps",
     description: "signed distance of each element to the boundary of its class's target mask \
                   (negative inside; Kervadec et al.), per sample and class",
-    map: signed_distance_map,
+    map: signed_distance_map_into,
 };
 
 /// MONAI's distance fields of the target's class masks ([`distance_field`]), as the
@@ -37,8 +39,18 @@ pub const DISTANCE_FIELDS: AuxiliaryInput = AuxiliaryInput {
     name: "distance_fields",
     description: "unsigned distance of each element to the boundary of its class's target mask \
                   (MONAI's HausdorffDTLoss field), per sample and class",
-    map: distance_field,
+    map: distance_field_into,
 };
+
+/// A map of one mask, written into an output of the mask's length: what
+/// [`AuxiliaryInput::map`] holds ([`signed_distance_map_into`], [`distance_field_into`]).
+pub type MaskMap = fn(mask: &[bool], dims: &[usize], spacing: &[f64], out: &mut [f64]);
+
+thread_local! {
+    // Reused by every transform on a thread, so a batch of maps allocates once per thread.
+    static ENVELOPE: RefCell<Envelope> = RefCell::new(Envelope::new(0));
+    static SCRATCH: RefCell<(Vec<bool>, Vec<f64>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
 
 /// The squared distance from each element of a `dims`-shaped mask (row-major; 1 to 3 axes) to
 /// its nearest `true` element, with `spacing` the size of an element along each axis.
@@ -47,51 +59,73 @@ pub const DISTANCE_FIELDS: AuxiliaryInput = AuxiliaryInput {
 /// # Panics
 /// If `mask.len()` is not the product of `dims`, or `spacing` has another length than `dims`.
 pub fn squared_distance_to(mask: &[bool], dims: &[usize], spacing: &[f64]) -> Vec<f64> {
+    let mut distance = vec![0.0; mask.len()];
+    squared_distance_into(mask, dims, spacing, &mut distance);
+    distance
+}
+
+/// [`squared_distance_to`], written into `distance` (of the mask's length).
+///
+/// # Panics
+/// As [`squared_distance_to`], and if `distance` has another length than `mask`.
+pub fn squared_distance_into(mask: &[bool], dims: &[usize], spacing: &[f64], distance: &mut [f64]) {
     assert_eq!(
         mask.len(),
         dims.iter().product::<usize>(),
         "mask and dims differ"
     );
     assert_eq!(dims.len(), spacing.len(), "one spacing per axis");
-    let Some((&n, outer_dims)) = dims.split_last() else {
-        return Vec::new();
+    assert_eq!(distance.len(), mask.len(), "mask and output differ");
+    let Some((&first, rest)) = dims.split_first() else {
+        return;
     };
-    if n == 0 {
-        return Vec::new();
+    if mask.is_empty() {
+        return;
     }
-    // The last axis first: its lines are contiguous, and on a mask the 1-D transform is just
-    // the distance to the nearest feature on either side (two scans, no parabolas).
-    let weight = spacing[dims.len() - 1] * spacing[dims.len() - 1];
-    let mut distance = vec![f64::INFINITY; mask.len()];
-    for (line, out) in mask.chunks(n).zip(distance.chunks_mut(n)) {
-        let mut last = None;
-        for (i, (&feature, d)) in line.iter().zip(out.iter_mut()).enumerate() {
-            if feature {
-                last = Some(i);
+    // Axis 0 first, a whole slab (every element with one axis-0 coordinate) at a time: on a
+    // mask the 1-D transform is the distance to the nearest feature on either side, a forward
+    // and a backward scan, and over contiguous slabs their inner loops vectorise.
+    let slab: usize = rest.iter().product();
+    for (i, features) in mask.chunks(slab).enumerate() {
+        let (before, current) = distance.split_at_mut(i * slab);
+        let row = &mut current[..slab];
+        if i == 0 {
+            for (d, &feature) in row.iter_mut().zip(features) {
+                *d = if feature { 0.0 } else { f64::INFINITY };
             }
-            if let Some(at) = last {
-                *d = (i - at) as f64;
+        } else {
+            let previous = &before[(i - 1) * slab..];
+            for ((d, &feature), &p) in row.iter_mut().zip(features).zip(previous) {
+                *d = if feature { 0.0 } else { p + 1.0 };
             }
-        }
-        let mut next = None;
-        for (i, (&feature, d)) in line.iter().zip(out.iter_mut()).enumerate().rev() {
-            if feature {
-                next = Some(i);
-            }
-            if let Some(at) = next {
-                *d = d.min((at - i) as f64);
-            }
-        }
-        for d in out.iter_mut() {
-            *d = *d * *d * weight;
         }
     }
-    // The other axes: the lower envelope of parabolas over the previous result.
-    let longest = outer_dims.iter().copied().max().unwrap_or(0);
-    let mut scratch = Envelope::new(longest);
-    for (axis, &length) in outer_dims.iter().enumerate() {
+    for i in (0..first.saturating_sub(1)).rev() {
+        let (current, after) = distance.split_at_mut((i + 1) * slab);
+        for (d, &next) in current[i * slab..].iter_mut().zip(&after[..slab]) {
+            *d = d.min(next + 1.0);
+        }
+    }
+    let weight = spacing[0] * spacing[0];
+    for d in distance.iter_mut() {
+        *d = *d * *d * weight;
+    }
+    // The other axes: the lower envelope of parabolas over the previous result (the last
+    // axis's lines are contiguous).
+    let longest = rest.iter().copied().max().unwrap_or(0);
+    ENVELOPE.with(|envelope| {
+        let mut envelope = envelope.borrow_mut();
+        envelope.reserve(longest);
+        envelope_passes(&mut envelope, distance, dims, spacing);
+    });
+}
+
+/// The lower-envelope passes along axes 1.. of `distance`.
+fn envelope_passes(scratch: &mut Envelope, distance: &mut [f64], dims: &[usize], spacing: &[f64]) {
+    for (offset, &length) in dims[1..].iter().enumerate() {
+        let axis = offset + 1;
         if length == 0 {
-            return distance;
+            return;
         }
         // Elements along `axis` are `stride` apart; lines start at every element whose
         // coordinate on `axis` is 0.
@@ -101,57 +135,101 @@ pub fn squared_distance_to(mask: &[bool], dims: &[usize], spacing: &[f64]) -> Ve
         for block in 0..outer {
             for inner in 0..stride {
                 let start = block * length * stride + inner;
-                scratch.line(&mut distance, start, stride, length, weight);
+                scratch.line(distance, start, stride, length, weight);
             }
         }
     }
-    distance
 }
 
 /// The Euclidean distance from each element to its nearest `true` element (see
 /// [`squared_distance_to`]).
 pub fn distance_to(mask: &[bool], dims: &[usize], spacing: &[f64]) -> Vec<f64> {
-    let mut distance = squared_distance_to(mask, dims, spacing);
-    for d in &mut distance {
+    let mut distance = vec![0.0; mask.len()];
+    distance_into(mask, dims, spacing, &mut distance);
+    distance
+}
+
+fn distance_into(mask: &[bool], dims: &[usize], spacing: &[f64], out: &mut [f64]) {
+    squared_distance_into(mask, dims, spacing, out);
+    for d in out.iter_mut() {
         *d = d.sqrt();
     }
-    distance
 }
 
 /// The signed distance map of `mask` (Kervadec et al.): outside, the distance to the nearest
 /// element inside; inside, −(the distance to the nearest element outside − 1); all zero when
 /// the mask is empty or full.
 pub fn signed_distance_map(mask: &[bool], dims: &[usize], spacing: &[f64]) -> Vec<f64> {
-    let inside = mask.iter().filter(|&&m| m).count();
-    if inside == 0 || inside == mask.len() {
-        return vec![0.0; mask.len()];
-    }
-    let to_object = distance_to(mask, dims, spacing);
-    let outside: Vec<bool> = mask.iter().map(|&m| !m).collect();
-    let to_background = distance_to(&outside, dims, spacing);
-    mask.iter()
-        .zip(to_object.iter().zip(&to_background))
-        .map(|(&m, (&out, &inn))| if m { -(inn - 1.0) } else { out })
-        .collect()
+    let mut map = vec![0.0; mask.len()];
+    signed_distance_map_into(mask, dims, spacing, &mut map);
+    map
+}
+
+/// [`signed_distance_map`], written into `out` (of the mask's length).
+pub fn signed_distance_map_into(mask: &[bool], dims: &[usize], spacing: &[f64], out: &mut [f64]) {
+    both_sides(
+        mask,
+        dims,
+        spacing,
+        out,
+        |inside, to_object, to_background| {
+            if inside {
+                1.0 - to_background
+            } else {
+                to_object
+            }
+        },
+    );
 }
 
 /// MONAI's distance field of `mask` (`HausdorffDTLoss`): each element's distance to the
 /// nearest element on the other side of the mask's boundary (inside, to the nearest element
 /// outside; outside, to the nearest inside); all zero when the mask is empty or full.
 pub fn distance_field(mask: &[bool], dims: &[usize], spacing: &[f64]) -> Vec<f64> {
+    let mut field = vec![0.0; mask.len()];
+    distance_field_into(mask, dims, spacing, &mut field);
+    field
+}
+
+/// [`distance_field`], written into `out` (of the mask's length).
+pub fn distance_field_into(mask: &[bool], dims: &[usize], spacing: &[f64], out: &mut [f64]) {
+    both_sides(
+        mask,
+        dims,
+        spacing,
+        out,
+        |inside, to_object, to_background| {
+            if inside { to_background } else { to_object }
+        },
+    );
+}
+
+/// Writes `combine(inside, distance to the object, distance to the background)` for each
+/// element into `out`, or zeros when the mask is empty or full (it has no boundary).
+fn both_sides(
+    mask: &[bool],
+    dims: &[usize],
+    spacing: &[f64],
+    out: &mut [f64],
+    combine: impl Fn(bool, f64, f64) -> f64,
+) {
     let inside = mask.iter().filter(|&&m| m).count();
     if inside == 0 || inside == mask.len() {
-        return vec![0.0; mask.len()];
+        out.fill(0.0);
+        return;
     }
-    let outside: Vec<bool> = mask.iter().map(|&m| !m).collect();
-    let to_object = distance_to(mask, dims, spacing);
-    let to_background = distance_to(&outside, dims, spacing);
-    // Each is zero on its own side, so the sum is the one that is not.
-    to_object
-        .iter()
-        .zip(&to_background)
-        .map(|(out, inn)| out + inn)
-        .collect()
+    SCRATCH.with(|scratch| {
+        let (outside, to_background) = &mut *scratch.borrow_mut();
+        outside.clear();
+        outside.extend(mask.iter().map(|&m| !m));
+        to_background.resize(mask.len(), 0.0);
+        squared_distance_into(mask, dims, spacing, out);
+        squared_distance_into(outside, dims, spacing, to_background);
+        // Each squared distance is zero on its own side: one square root per element.
+        for ((o, &m), &b) in out.iter_mut().zip(mask).zip(to_background.iter()) {
+            *o = combine(m, o.sqrt(), b.sqrt());
+        }
+    });
 }
 
 /// Signed distance maps `[N, C, dims…]` of a class-index target `[N, dims…]` with `classes`
@@ -165,7 +243,7 @@ pub fn signed_distance_maps(
     dims: &[usize],
     spacing: &[f64],
 ) -> Vec<f64> {
-    maps_of_indices(target, classes, dims, spacing, signed_distance_map)
+    maps_of_indices(target, classes, dims, spacing, signed_distance_map_into)
 }
 
 /// The maps `[N, C, dims…]` that `map` gives for each class mask of a class-index target
@@ -179,7 +257,7 @@ pub fn maps_of_indices(
     classes: usize,
     dims: &[usize],
     spacing: &[f64],
-    map: fn(&[bool], &[usize], &[f64]) -> Vec<f64>,
+    map: MaskMap,
 ) -> Vec<f64> {
     let size: usize = dims.iter().product();
     assert!(
@@ -188,14 +266,16 @@ pub fn maps_of_indices(
     );
     let samples = target.len() / size;
     let mut maps = vec![0.0; samples * classes * size];
-    maps.par_chunks_mut(size)
-        .enumerate()
-        .for_each(|(map_index, out)| {
+    maps.par_chunks_mut(size).enumerate().for_each_init(
+        || Vec::with_capacity(size),
+        |mask: &mut Vec<bool>, (map_index, out)| {
             let (sample, class) = (map_index / classes, map_index % classes);
             let image = &target[sample * size..(sample + 1) * size];
-            let mask: Vec<bool> = image.iter().map(|&t| t == class as i64).collect();
-            out.copy_from_slice(&map(&mask, dims, spacing));
-        });
+            mask.clear();
+            mask.extend(image.iter().map(|&t| t == class as i64));
+            map(mask, dims, spacing, out);
+        },
+    );
     maps
 }
 
@@ -207,7 +287,7 @@ pub fn class_maps(
     channels: usize,
     dims: &[usize],
     spacing: &[f64],
-    map: fn(&[bool], &[usize], &[f64]) -> Vec<f64>,
+    map: MaskMap,
 ) -> Vec<f64> {
     if channels == 1 {
         let masks: Vec<bool> = labels.iter().map(|&t| t == 1).collect();
@@ -222,18 +302,13 @@ pub fn class_maps(
 ///
 /// # Panics
 /// If `masks.len()` is not a multiple of the image size given by `dims`.
-pub fn maps_of_masks(
-    masks: &[bool],
-    dims: &[usize],
-    spacing: &[f64],
-    map: fn(&[bool], &[usize], &[f64]) -> Vec<f64>,
-) -> Vec<f64> {
+pub fn maps_of_masks(masks: &[bool], dims: &[usize], spacing: &[f64], map: MaskMap) -> Vec<f64> {
     let size: usize = dims.iter().product();
     assert!(size > 0 && masks.len() % size == 0, "masks and dims differ");
     let mut maps = vec![0.0; masks.len()];
     maps.par_chunks_mut(size)
         .zip(masks.par_chunks(size))
-        .for_each(|(out, mask)| out.copy_from_slice(&map(mask, dims, spacing)));
+        .for_each(|(out, mask)| map(mask, dims, spacing, out));
     maps
 }
 
@@ -321,6 +396,13 @@ impl Envelope {
         }
     }
 
+    /// Room for lines of `longest` elements.
+    fn reserve(&mut self, longest: usize) {
+        if self.values.len() < longest {
+            *self = Self::new(longest);
+        }
+    }
+
     /// Replaces the `n` values of `data` at `start`, `start + stride`, … by their 1-D squared
     /// distance transform with squared spacing `weight`. Infinite values root no parabola.
     fn line(&mut self, data: &mut [f64], start: usize, stride: usize, n: usize, weight: f64) {
@@ -331,6 +413,13 @@ impl Envelope {
         let mut k: isize = -1;
         for q in 0..n {
             if !f[q].is_finite() {
+                continue;
+            }
+            // Inside a run of zeros (features), a parabola is never the lowest anywhere that
+            // is not itself zero: the run's ends are nearer every other element. Such
+            // elements get their zero directly below; skipping them leaves dense masks with
+            // a short envelope.
+            if f[q] == 0.0 && q > 0 && q + 1 < n && f[q - 1] == 0.0 && f[q + 1] == 0.0 {
                 continue;
             }
             loop {
@@ -364,6 +453,10 @@ impl Envelope {
         for q in 0..n {
             while self.bounds[j + 1] < q as f64 {
                 j += 1;
+            }
+            if f[q] == 0.0 {
+                data[start + q * stride] = 0.0;
+                continue;
             }
             let r = self.roots[j];
             let offset = q as f64 - r as f64;

@@ -58,8 +58,9 @@ pub struct AuxiliaryInput {
     /// What it holds, in one line.
     pub description: &'static str,
     /// The map of one class mask (row-major over `dims`, with `spacing` the size of an
-    /// element along each axis), as [`distance`](crate::distance) computes it.
-    pub map: fn(mask: &[bool], dims: &[usize], spacing: &[f64]) -> Vec<f64>,
+    /// element along each axis), written into an output of the mask's length, as
+    /// [`distance`](crate::distance) computes it.
+    pub map: crate::distance::MaskMap,
 }
 
 /// A loss value, with the values of its terms for composite losses.

@@ -3,7 +3,7 @@ use losskit_core::{
     AuxiliaryInput, Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue,
     Reduction,
     config::{OptionError, ensure},
-    distance::{DISTANCE_FIELDS, auxiliary_or_computed, distance_field, maps_of_masks},
+    distance::{DISTANCE_FIELDS, auxiliary_or_computed, distance_field_into, maps_of_masks},
     input::to_f64_vec,
 };
 
@@ -115,7 +115,7 @@ impl HausdorffDtLoss {
             .iter()
             .map(|&p| p > 0.5)
             .collect();
-        let fields: Vec<f32> = maps_of_masks(&masks, dims, spacing, distance_field)
+        let fields: Vec<f32> = maps_of_masks(&masks, dims, spacing, distance_field_into)
             .iter()
             .map(|&d| d as f32)
             .collect();
