@@ -49,7 +49,8 @@ pub type MaskMap = fn(mask: &[bool], dims: &[usize], spacing: &[f64], out: &mut 
 thread_local! {
     // Reused by every transform on a thread, so a batch of maps allocates once per thread.
     static ENVELOPE: RefCell<Envelope> = RefCell::new(Envelope::new(0));
-    static SCRATCH: RefCell<(Vec<bool>, Vec<f64>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static SCRATCH: RefCell<(Vec<bool>, Vec<f64>)> =
+        const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// The squared distance from each element of a `dims`-shaped mask (row-major; 1 to 3 axes) to
@@ -205,7 +206,15 @@ pub fn distance_field_into(mask: &[bool], dims: &[usize], spacing: &[f64], out: 
 }
 
 /// Writes `combine(inside, distance to the object, distance to the background)` for each
-/// element into `out`, or zeros when the mask is empty or full (it has no boundary).
+/// element into `out` (only the distance of the element's other side is meaningful), or zeros
+/// when the mask is empty or full (it has no boundary).
+///
+/// Each transform runs on the box where it is needed: the distance to the object on the
+/// bounding box of the elements outside it, grown by one element, and the distance to the
+/// background on that of the elements inside. That is exact: every element beyond such a box
+/// is on the other side, and for any element beyond it, its projection onto the box's border
+/// layer is on the other side too and no farther from any element inside the box. For a
+/// small object, the transform inside it costs next to nothing.
 fn both_sides(
     mask: &[bool],
     dims: &[usize],
@@ -219,17 +228,104 @@ fn both_sides(
         return;
     }
     SCRATCH.with(|scratch| {
-        let (outside, to_background) = &mut *scratch.borrow_mut();
-        outside.clear();
-        outside.extend(mask.iter().map(|&m| !m));
-        to_background.resize(mask.len(), 0.0);
-        squared_distance_into(mask, dims, spacing, out);
-        squared_distance_into(outside, dims, spacing, to_background);
-        // Each squared distance is zero on its own side: one square root per element.
-        for ((o, &m), &b) in out.iter_mut().zip(mask).zip(to_background.iter()) {
-            *o = combine(m, o.sqrt(), b.sqrt());
+        let (features, distances) = &mut *scratch.borrow_mut();
+        for side in [false, true] {
+            // `side`: the elements whose distance to the other side is computed here.
+            let region = Region::around(mask, dims, side);
+            features.clear();
+            region.for_each_row(|full, _, len| {
+                features.extend(mask[full..full + len].iter().map(|&m| m != side));
+            });
+            distances.resize(region.len(), 0.0);
+            squared_distance_into(features, &region.dims, spacing, distances);
+            region.for_each_row(|full, local, len| {
+                let rows = out[full..full + len]
+                    .iter_mut()
+                    .zip(&mask[full..full + len])
+                    .zip(&distances[local..local + len]);
+                for ((o, &m), &squared) in rows {
+                    if m == side {
+                        let distance = squared.sqrt();
+                        *o = if side {
+                            combine(true, 0.0, distance)
+                        } else {
+                            combine(false, distance, 0.0)
+                        };
+                    }
+                }
+            });
         }
     });
+}
+
+/// A box of a row-major array of up to three axes: the bounding box of some elements grown by
+/// one element on every side, clipped to the array.
+struct Region {
+    /// The array's sizes, with leading axes of size 1 up to three.
+    full: [usize; 3],
+    /// The box's first element on each axis.
+    start: [usize; 3],
+    /// The box's sizes, as the array's axes are given (one to three).
+    dims: Vec<usize>,
+    /// The box's sizes with leading 1s, as `full`.
+    size: [usize; 3],
+}
+
+impl Region {
+    /// The box around the elements of `mask` equal to `side` (there is at least one).
+    fn around(mask: &[bool], dims: &[usize], side: bool) -> Self {
+        let mut full = [1usize; 3];
+        full[3 - dims.len()..].copy_from_slice(dims);
+        let (mut low, mut high) = ([usize::MAX; 3], [0usize; 3]);
+        let mut index = 0;
+        for a in 0..full[0] {
+            for b in 0..full[1] {
+                let row = &mask[index..index + full[2]];
+                index += full[2];
+                let Some(first) = row.iter().position(|&m| m == side) else {
+                    continue;
+                };
+                let last = row.iter().rposition(|&m| m == side).unwrap_or(first);
+                for (axis, at) in [(0, a), (1, b)] {
+                    low[axis] = low[axis].min(at);
+                    high[axis] = high[axis].max(at);
+                }
+                low[2] = low[2].min(first);
+                high[2] = high[2].max(last);
+            }
+        }
+        let mut start = [0; 3];
+        let mut size = [1; 3];
+        for axis in 0..3 {
+            start[axis] = low[axis].saturating_sub(1);
+            let end = (high[axis] + 2).min(full[axis]);
+            size[axis] = end - start[axis];
+        }
+        Region {
+            full,
+            start,
+            dims: size[3 - dims.len()..].to_vec(),
+            size,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.size.iter().product()
+    }
+
+    /// Calls `visit(index in the array, index in the box, length)` for every row of the box
+    /// (its elements along the last axis), in row-major order.
+    fn for_each_row(&self, mut visit: impl FnMut(usize, usize, usize)) {
+        let mut local = 0;
+        for a in 0..self.size[0] {
+            for b in 0..self.size[1] {
+                let row = ((self.start[0] + a) * self.full[1] + self.start[1] + b) * self.full[2]
+                    + self.start[2];
+                visit(row, local, self.size[2]);
+                local += self.size[2];
+            }
+        }
+    }
 }
 
 /// Signed distance maps `[N, C, dims…]` of a class-index target `[N, dims…]` with `classes`
@@ -383,8 +479,12 @@ struct Envelope {
     values: Vec<f64>,
     /// Positions of the parabolas in the envelope.
     roots: Vec<usize>,
-    /// Where each parabola of the envelope starts to be the lowest (one more than `roots`).
-    bounds: Vec<f64>,
+    /// Where each parabola of the envelope starts to be the lowest, as a fraction
+    /// `numerators[i] / denominators[i]` (denominators > 0; the first parabola's start is −∞ and
+    /// not stored): comparing fractions by cross-multiplication keeps divisions off the
+    /// envelope's dependency chain.
+    numerators: Vec<f64>,
+    denominators: Vec<f64>,
 }
 
 impl Envelope {
@@ -392,7 +492,8 @@ impl Envelope {
         Self {
             values: vec![0.0; longest],
             roots: vec![0; longest],
-            bounds: vec![0.0; longest + 1],
+            numerators: vec![0.0; longest],
+            denominators: vec![0.0; longest],
         }
     }
 
@@ -410,7 +511,12 @@ impl Envelope {
             self.values[i] = data[start + i * stride];
         }
         let f = &self.values[..n];
-        let mut k: isize = -1;
+        let (roots, numerators, denominators) = (
+            &mut self.roots[..n],
+            &mut self.numerators[..n],
+            &mut self.denominators[..n],
+        );
+        let mut count = 0;
         for q in 0..n {
             if !f[q].is_finite() {
                 continue;
@@ -422,45 +528,43 @@ impl Envelope {
             if f[q] == 0.0 && q > 0 && q + 1 < n && f[q - 1] == 0.0 && f[q + 1] == 0.0 {
                 continue;
             }
-            loop {
-                if k < 0 {
-                    k = 0;
-                    self.roots[0] = q;
-                    self.bounds[0] = f64::NEG_INFINITY;
-                    self.bounds[1] = f64::INFINITY;
-                    break;
-                }
-                let r = self.roots[k as usize];
-                let (qf, rf) = (q as f64, r as f64);
-                let crossing = ((f[q] + weight * qf * qf) - (f[r] + weight * rf * rf))
-                    / (2.0 * weight * (qf - rf));
-                if crossing <= self.bounds[k as usize] {
-                    k -= 1;
+            let qf = q as f64;
+            let height = f[q] + weight * qf * qf;
+            while count > 0 {
+                let r = roots[count - 1];
+                let rf = r as f64;
+                // Where the parabola at q starts to be below the one at r.
+                let numerator = height - (f[r] + weight * rf * rf);
+                let denominator = 2.0 * weight * (qf - rf);
+                let last = count - 1;
+                if last > 0 && numerator * denominators[last] <= numerators[last] * denominator {
+                    // The parabola at r is never the lowest: drop it.
+                    count -= 1;
                     continue;
                 }
-                k += 1;
-                self.roots[k as usize] = q;
-                self.bounds[k as usize] = crossing;
-                self.bounds[k as usize + 1] = f64::INFINITY;
+                numerators[count] = numerator;
+                denominators[count] = denominator;
                 break;
             }
+            roots[count] = q;
+            count += 1;
         }
-        if k < 0 {
+        if count == 0 {
             // No feature on this line: the values stay infinite.
             return;
         }
         let mut j = 0;
         for q in 0..n {
-            while self.bounds[j + 1] < q as f64 {
+            let qf = q as f64;
+            while j + 1 < count && numerators[j + 1] < qf * denominators[j + 1] {
                 j += 1;
             }
             if f[q] == 0.0 {
                 data[start + q * stride] = 0.0;
                 continue;
             }
-            let r = self.roots[j];
-            let offset = q as f64 - r as f64;
-            data[start + q * stride] = weight * offset * offset + f[r];
+            let offset = qf - roots[j] as f64;
+            data[start + q * stride] = weight * offset * offset + f[roots[j]];
         }
     }
 }
@@ -569,6 +673,48 @@ mod tests {
                 .iter()
                 .all(|&v| v == 0.0)
         );
+    }
+
+    #[test]
+    fn signed_maps_and_fields_equal_brute_force_for_small_and_large_objects() {
+        // Objects of every size (a few elements to most of the array) in 1-D, 2-D and 3-D
+        // with uneven spacing: each transform runs on its box only, which must not matter.
+        let mut rng = Rng::new(11);
+        for (dims, spacing) in [
+            (vec![17], vec![1.5]),
+            (vec![9, 13], vec![1.0, 0.7]),
+            (vec![5, 6, 7], vec![2.0, 1.0, 0.5]),
+        ] {
+            let len: usize = dims.iter().product();
+            for density in [0.02, 0.1, 0.5, 0.9, 0.98] {
+                let mask = random_mask(&mut rng, len, density);
+                let outside: Vec<bool> = mask.iter().map(|&m| !m).collect();
+                let inside_count = mask.iter().filter(|&&m| m).count();
+                let (to_object, to_background) = (
+                    brute_force(&mask, &dims, &spacing),
+                    brute_force(&outside, &dims, &spacing),
+                );
+                let signed = signed_distance_map(&mask, &dims, &spacing);
+                let field = distance_field(&mask, &dims, &spacing);
+                for i in 0..len {
+                    let (signed_expected, field_expected) =
+                        if inside_count == 0 || inside_count == len {
+                            (0.0, 0.0)
+                        } else if mask[i] {
+                            (1.0 - to_background[i].sqrt(), to_background[i].sqrt())
+                        } else {
+                            (to_object[i].sqrt(), to_object[i].sqrt())
+                        };
+                    assert!(
+                        (signed[i] - signed_expected).abs() < 1e-9
+                            && (field[i] - field_expected).abs() < 1e-9,
+                        "{dims:?}, density {density}, element {i}: {} / {} vs {signed_expected} / {field_expected}",
+                        signed[i],
+                        field[i]
+                    );
+                }
+            }
+        }
     }
 
     #[test]
