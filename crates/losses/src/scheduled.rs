@@ -8,7 +8,9 @@ use losskit_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::weighted_sum::{auxiliary_inputs_of, build_terms, merged_capabilities};
+use crate::weighted_sum::{
+    auxiliary_inputs_of, build_terms, forward_weighted, merged_capabilities,
+};
 
 /// How a [`Ramp`] moves from its start to its end weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -230,35 +232,40 @@ losskit_core::register_loss!(ScheduledLoss {
 impl Loss for ScheduledLoss {
     fn forward(&self, input: LossInput, reduction: Reduction) -> Result<LossValue, Error> {
         let epoch = input.progress().unwrap_or(TrainingProgress::START).epoch;
-        let samples = input.batch_size();
+        let samples = match reduction {
+            Reduction::None => input.batch_size(),
+            _ => 1,
+        };
         let device = input.device();
-        let mut total: Option<Tensor<1>> = None;
-        let mut terms = Vec::with_capacity(2 * self.terms.len());
-        for term in &self.terms {
-            let weight = term.weight.at(epoch);
-            let value = term.loss.forward(input.clone(), reduction)?.value * weight;
-            total = Some(match total {
-                Some(total) => total + value.clone(),
-                None => value.clone(),
-            });
-            let shape = match reduction {
-                Reduction::None => samples,
-                _ => 1,
-            };
-            terms.push((term.name.clone(), value));
-            terms.push((
-                format!("{}_weight", term.name),
-                Tensor::<1>::zeros([shape], &device) + weight,
+        let terms: Vec<(&str, &dyn Loss, f64)> = self
+            .terms
+            .iter()
+            .map(|term| {
+                (
+                    term.name.as_str(),
+                    term.loss.as_ref(),
+                    term.weight.at(epoch),
+                )
+            })
+            .collect();
+        let LossValue {
+            value,
+            terms: reported,
+        } = forward_weighted("scheduled", &terms, input, reduction)?;
+        // Each term's value, then its weight (repeated per sample for `none`).
+        let mut with_weights = Vec::with_capacity(2 * reported.len());
+        for ((name, value), (_, _, weight)) in reported.into_iter().zip(&terms) {
+            let weight_name = format!("{name}_weight");
+            with_weights.push((name, value));
+            with_weights.push((
+                weight_name,
+                Tensor::<1>::zeros([samples], &device) + *weight,
             ));
         }
-        let Some(value) = total else {
-            return Err(losskit_core::error::InputError::Unsupported {
-                loss: "scheduled".into(),
-                problem: "has no terms".into(),
-            }
-            .into());
-        };
-        Ok(LossValue { value, terms })
+        Ok(LossValue {
+            value,
+            terms: with_weights,
+        })
     }
 
     fn capabilities(&self) -> Capabilities {

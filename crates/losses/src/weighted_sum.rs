@@ -198,25 +198,12 @@ losskit_core::register_loss!(WeightedSumLoss {
 
 impl Loss for WeightedSumLoss {
     fn forward(&self, input: LossInput, reduction: Reduction) -> Result<LossValue, Error> {
-        let mut total: Option<Tensor<1>> = None;
-        let mut terms = Vec::with_capacity(self.terms.len());
-        for term in &self.terms {
-            let value = term.loss.forward(input.clone(), reduction)?.value * term.weight;
-            total = Some(match total {
-                Some(total) => total + value.clone(),
-                None => value.clone(),
-            });
-            terms.push((term.name.clone(), value));
-        }
-        // `build` rejects an empty term list, so there is always a total.
-        let Some(value) = total else {
-            return Err(InputError::Unsupported {
-                loss: "weighted_sum".into(),
-                problem: "has no terms".into(),
-            }
-            .into());
-        };
-        Ok(LossValue { value, terms })
+        let terms: Vec<(&str, &dyn Loss, f64)> = self
+            .terms
+            .iter()
+            .map(|term| (term.name.as_str(), term.loss.as_ref(), term.weight))
+            .collect();
+        forward_weighted("weighted_sum", &terms, input, reduction)
     }
 
     fn auxiliary_inputs(&self) -> Vec<losskit_core::AuxiliaryInput> {
@@ -232,6 +219,38 @@ impl Loss for WeightedSumLoss {
             .collect();
         merged_capabilities(&terms)
     }
+}
+
+/// The weighted sum of `terms` (name, loss, weight) on `input`, each term reported already
+/// weighted under its name.
+pub(crate) fn forward_weighted(
+    composite: &str,
+    terms: &[(&str, &dyn Loss, f64)],
+    input: LossInput,
+    reduction: Reduction,
+) -> Result<LossValue, Error> {
+    let mut total: Option<Tensor<1>> = None;
+    let mut reported = Vec::with_capacity(terms.len());
+    for (name, loss, weight) in terms {
+        let value = loss.forward(input.clone(), reduction)?.value * *weight;
+        total = Some(match total {
+            Some(total) => total + value.clone(),
+            None => value.clone(),
+        });
+        reported.push((name.to_string(), value));
+    }
+    // `build` rejects an empty term list, so there is always a total.
+    let Some(value) = total else {
+        return Err(InputError::Unsupported {
+            loss: composite.into(),
+            problem: "has no terms".into(),
+        }
+        .into());
+    };
+    Ok(LossValue {
+        value,
+        terms: reported,
+    })
 }
 
 /// What a weighted sum of `terms` (each loss with its weight) accepts: what every term
