@@ -76,6 +76,7 @@ const NON_DEFAULT_CONFIGS: &[&str] = &[
     r#"{"name": "dice_focal", "ignore_index": -1}"#,
     r#"{"name": "boundary", "include_background": true, "activation": "sigmoid"}"#,
     r#"{"name": "hausdorff_dt", "include_background": true, "alpha": 1.0}"#,
+    r#"{"name": "hausdorff_dt", "batch": true, "ignore_empty": true}"#,
     r#"{"name": "soft_cldice", "include_background": false, "iterations": 2}"#,
     r#"{"name": "dice_cldice", "activation": "sigmoid", "alpha": 0.2}"#,
     r#"{"name": "topk_cross_entropy", "k": 50, "ignore_index": -1, "label_smoothing": 0.1}"#,

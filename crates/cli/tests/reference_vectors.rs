@@ -141,7 +141,7 @@ fn run_all(device: Option<&str>) {
     std::fs::create_dir_all(&scratch).unwrap();
     let cases = cases();
     assert!(
-        cases.len() >= 57,
+        cases.len() >= 59,
         "expected the three reference sets, got {}",
         cases.len()
     );

@@ -15,6 +15,10 @@ shape_config! {
         /// The power α of the distances, in (0, 8].
         #[config(default = 2.0)]
         pub alpha: f32,
+        /// Averages each class over the batch and its positions together, instead of over each
+        /// sample's positions (MONAI's `batch`).
+        #[config(default = false)]
+        pub batch: bool,
     }
     include_background: false,
     + spacing
@@ -39,6 +43,7 @@ impl LossConfig for HausdorffDtLossConfig {
         Ok(Box::new(HausdorffDtLoss {
             shape: self.shape_options().build("hausdorff_dt")?,
             alpha: f64::from(self.alpha),
+            batch: self.batch,
         }))
     }
 }
@@ -51,15 +56,18 @@ losskit_core::documented! {
     /// boundary,
     ///
     /// ```text
-    /// loss = mean over (n, counted c, s) of (p - t)² · (d_p^α + d_t^α)
+    /// f[n, c] = mean over positions s of (p - t)² · (d_p^α + d_t^α)
+    /// mean = mean over (n, counted c) of f        sum = Σ f        none: Σ_c f[n, c]
     /// ```
     ///
     /// with `d_t` the distance field of the target mask of class c and `d_p` that of the
     /// prediction mask `p > 1/2`: each element's Euclidean distance (in `spacing` units) to
     /// the nearest element on the other side of the mask's boundary; all zero for an empty or
     /// full mask, as in MONAI. Fields are computed per sample on whole images
-    /// (`losskit_core::distance`, exact) and carry no gradient. `sum` adds every element;
-    /// `none` gives each sample its sum.
+    /// (`losskit_core::distance`, exact) and carry no gradient. As in MONAI, `sum` adds the
+    /// per-(sample, class) means (so it is `mean` times N·K, not a sum over pixels); with
+    /// `batch` each class is averaged over the whole batch first (`f[c]`; `mean` is unchanged,
+    /// `sum` is `Σ_c f[c]`, and `none` gives every sample `sum / N`).
     ///
     /// The target's fields may be given precomputed (for patches cut from larger images) as
     /// the auxiliary input `distance_fields`; the prediction's are computed from the
@@ -73,6 +81,7 @@ losskit_core::documented! {
     ///
     /// # Options
     /// - `alpha` (float in (0, 8], default 2): the power of the distances.
+    /// - `batch` (bool, default false): per-class means over the whole batch.
     /// - `activation` (`softmax` | `sigmoid` | `none`, default `softmax`).
     /// - `include_background` (bool, default false, MONAI's default).
     /// - `spacing` (list of floats > 0, one per spatial axis, default 1 each).
@@ -92,6 +101,7 @@ losskit_core::documented! {
     pub struct HausdorffDtLoss {
         shape: Shape,
         alpha: f64,
+        batch: bool,
     }
 }
 
@@ -139,14 +149,36 @@ impl Loss for HausdorffDtLoss {
         let weights =
             prediction_fields.powf_scalar(self.alpha) + target_fields.powf_scalar(self.alpha);
         let error = probabilities - target;
-        Ok(self
-            .shape
-            .reduce(error.clone() * error * weights, present, reduction)
-            .into())
+        let values = error.clone() * error * weights;
+        let [n, k, _] = values.dims();
+        let mut per_class = values.mean_dim(2).reshape([n, k]);
+        let mut present = present;
+        if self.batch {
+            per_class = per_class.mean_dim(0);
+            present = present.map(|present| present.sum_dim(0).greater_elem(0.0).float());
+        }
+        let (per_class, count) = match present {
+            Some(present) => (per_class * present.clone(), present.sum()),
+            None => {
+                let count = per_class.dims().iter().product::<usize>() as f64;
+                (per_class.clone(), per_class.zeros_like().sum() + count)
+            }
+        };
+        let value = match reduction {
+            Reduction::Mean => per_class.sum() / count.clamp_min(1.0),
+            Reduction::Sum => per_class.sum(),
+            Reduction::None if self.batch => (per_class.sum() / n as f64).repeat_dim(0, n),
+            Reduction::None => per_class.sum_dim(1).reshape([n]),
+        };
+        Ok(value.into())
     }
 
     fn capabilities(&self) -> Capabilities {
-        self.shape.capabilities(Some(0.0))
+        Capabilities {
+            // The mean is over (sample, class) means: N·K values, not a count the kit knows.
+            mean_over: None,
+            ..self.shape.capabilities(Some(0.0))
+        }
     }
 
     fn auxiliary_inputs(&self) -> Vec<AuxiliaryInput> {
@@ -190,6 +222,43 @@ mod tests {
             .collect();
         let expected_grad: Vec<f64> = d1.iter().map(|g| -g).chain(d1.iter().copied()).collect();
         assert_close(&grad, &expected_grad, 1e-5);
+    }
+
+    #[test]
+    fn sum_adds_the_per_sample_class_means_as_monai_does_and_batch_keeps_the_mean() {
+        let input = || {
+            LossInput::with_indices(
+                floats(
+                    &[
+                        0.3, -1.0, 2.0, 0.5, 0.1, -0.2, 1.1, 0.0, -0.7, 0.4, 0.9, -1.3, 0.2, 0.8,
+                        -0.5, 1.5,
+                    ],
+                    [2, 2, 4],
+                ),
+                ints(&[0, 1, 1, 0, 1, 1, 0, 0], [2, 4]),
+            )
+            .unwrap()
+        };
+        let loss = build(r#"{"name": "hausdorff_dt", "include_background": true}"#);
+        let mean = value(loss.as_ref(), input(), Reduction::Mean)[0];
+        let sum = value(loss.as_ref(), input(), Reduction::Sum)[0];
+        let none = value(loss.as_ref(), input(), Reduction::None);
+        // Two samples × two classes of per-position means.
+        assert_close(&[sum], &[4.0 * mean], 1e-6);
+        assert_close(&[none.iter().sum()], &[sum], 1e-6);
+        let batch = build(r#"{"name": "hausdorff_dt", "include_background": true, "batch": true}"#);
+        assert_close(
+            &value(batch.as_ref(), input(), Reduction::Mean),
+            &[mean],
+            1e-6,
+        );
+        let batch_sum = value(batch.as_ref(), input(), Reduction::Sum)[0];
+        assert_close(&[batch_sum], &[2.0 * mean], 1e-6);
+        assert_close(
+            &value(batch.as_ref(), input(), Reduction::None),
+            &[batch_sum / 2.0, batch_sum / 2.0],
+            1e-6,
+        );
     }
 
     #[test]

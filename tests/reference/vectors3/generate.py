@@ -78,7 +78,7 @@ def topk_value(x, target, k, weights=None):
 CASES = []
 
 
-def case(case_id, config, x, target, compute, reference):
+def case(case_id, config, x, target, compute, reference, reduction="mean"):
     folder = HERE / case_id
     folder.mkdir(exist_ok=True)
     xt = torch.from_numpy(x.astype(np.float64)).requires_grad_(True)
@@ -91,7 +91,7 @@ def case(case_id, config, x, target, compute, reference):
         {
             "id": case_id,
             "loss": config,
-            "reduction": "mean",
+            "reduction": reduction,
             "expected": float(value),
             "reference": reference,
             "note": "",
@@ -100,7 +100,7 @@ def case(case_id, config, x, target, compute, reference):
     )
 
 
-def monai_case(case_id, config, x, target, loss, reference, sigmoid=False):
+def monai_case(case_id, config, x, target, loss, reference, sigmoid=False, reduction="mean"):
     classes = x.shape[1]
 
     def compute(xt):
@@ -110,7 +110,7 @@ def monai_case(case_id, config, x, target, loss, reference, sigmoid=False):
             y = one_hot(target, classes)
         return loss(xt, y)
 
-    case(case_id, config, x, target, compute, reference)
+    case(case_id, config, x, target, compute, reference, reduction)
 
 
 def main():
@@ -127,6 +127,17 @@ def main():
     monai_case("hausdorff_dt_sigmoid_one_channel", {"name": "hausdorff_dt", "activation": "sigmoid"}, x, t,
                HausdorffDTLoss(alpha=2.0, sigmoid=True), "monai HausdorffDTLoss(sigmoid) on a [N, 1, H, W] binary mask; sample 1 empty",
                sigmoid=True)
+
+    x, t = logits(3, 3, (9, 12)), blobs(3, 3, (9, 12))
+    monai_case("hausdorff_dt_sum", {"name": "hausdorff_dt"}, x, t,
+               HausdorffDTLoss(include_background=False, softmax=True, reduction="sum"),
+               "monai HausdorffDTLoss(softmax, reduction='sum'): the sum of the per-(sample, class) means",
+               reduction="sum")
+    x, t = logits(3, 3, (9, 12)), blobs(3, 3, (9, 12), absent={(2, 1)})
+    monai_case("hausdorff_dt_batch_sum", {"name": "hausdorff_dt", "batch": True}, x, t,
+               HausdorffDTLoss(include_background=False, softmax=True, batch=True, reduction="sum"),
+               "monai HausdorffDTLoss(softmax, batch=True, reduction='sum'): per-class means over the batch, summed",
+               reduction="sum")
 
     # clDice: 3-D, and 2-D without the background with an empty class.
     x, t = logits(2, 3, (7, 9, 8)), blobs(2, 3, (7, 9, 8))
