@@ -140,16 +140,12 @@ fn classification_trains_resumes_and_evaluates() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-#[test]
-fn segmentation_reports_dice_and_iou() {
-    let dir = scratch("seg");
-    let out = dir.join("run");
-    let args = [
+/// Trains the generated segmentation example with tiny settings into `out`, with `extra`.
+fn tiny_segmentation(out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
         "train",
         "--task",
         "segmentation",
-        "--epochs",
-        "1",
         "--limit",
         "8",
         "--batch-size",
@@ -163,7 +159,15 @@ fn segmentation_reports_dice_and_iou() {
         "--out",
         out.to_str().unwrap(),
     ];
-    let output = losskit(&args);
+    args.extend_from_slice(extra);
+    losskit(&args)
+}
+
+#[test]
+fn segmentation_reports_dice_and_iou() {
+    let dir = scratch("seg");
+    let out = dir.join("run");
+    let output = tiny_segmentation(&out, &["--epochs", "1"]);
     assert!(output.status.success(), "{}", text(&output));
     let s = summary(&out);
     assert!(
@@ -180,28 +184,7 @@ fn a_dice_to_boundary_schedule_trains_and_reports_each_terms_weight_and_value() 
     let loss = r#"{"name": "scheduled", "terms": [
         {"weight": {"start": 1.0, "end": 0.0, "epochs": 2}, "loss": "dice"},
         {"weight": {"start": 0.0, "end": 1.0, "epochs": 2}, "loss": "boundary"}]}"#;
-    let args = [
-        "train",
-        "--task",
-        "segmentation",
-        "--loss",
-        loss,
-        "--epochs",
-        "3",
-        "--limit",
-        "8",
-        "--batch-size",
-        "4",
-        "--width",
-        "4",
-        "--max-steps",
-        "2",
-        "--progress",
-        "quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    let output = losskit(&args);
+    let output = tiny_segmentation(&out, &["--loss", loss, "--epochs", "3"]);
     assert!(output.status.success(), "{}", text(&output));
     let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     let mut rows = metrics.lines();
