@@ -208,6 +208,9 @@ fn a_dice_to_boundary_schedule_trains_and_reports_each_terms_weight_and_value() 
         boundary[1] != 0.0 && boundary.iter().all(|v| v.is_finite()),
         "{boundary:?}"
     );
+    // Its values of different epochs measure different things: the best epoch is the best
+    // val_dice, unless --monitor says otherwise.
+    assert_eq!(summary(&out)["best"]["metric"], "val_dice");
     // The loss is the sum of its weighted terms, per epoch.
     let (loss, dice) = (column("val_loss"), column("val_term_dice"));
     for epoch in 0..3 {

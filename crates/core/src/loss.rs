@@ -30,6 +30,13 @@ pub trait Loss: Send + Sync + fmt::Debug {
     fn auxiliary_inputs(&self) -> Vec<AuxiliaryInput> {
         Vec::new()
     }
+
+    /// Whether the loss's value depends on [`LossInput::progress`] (a schedule): then values
+    /// of different epochs measure different things, and training picks its best epoch by a
+    /// metric rather than by the loss. False by default.
+    fn changes_with_progress(&self) -> bool {
+        false
+    }
 }
 
 /// How far training has come, as a loss may read it from [`LossInput::progress`] (schedules).

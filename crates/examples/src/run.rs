@@ -304,6 +304,17 @@ impl RunSpec {
     }
 }
 
+/// The metric that picks the best epoch when the loss cannot (its weights change with the
+/// epoch): the task's main validation metric.
+fn main_metric(task: TaskKind) -> &'static str {
+    match task {
+        TaskKind::Classification => "val_accuracy",
+        TaskKind::Segmentation => "val_dice",
+        TaskKind::Regression => "val_mae",
+        TaskKind::MultiLabel => "val_map",
+    }
+}
+
 /// The task's default epochs, batch size and model width (generated data).
 pub fn defaults(task: TaskKind) -> (usize, usize, usize) {
     match task {
@@ -746,7 +757,12 @@ fn new_spec(request: &TrainRequest, source: Option<&RunSpec>) -> Result<RunSpec>
             );
         }
     }
-    let monitor = request.monitor.clone().unwrap_or_else(|| "val_loss".into());
+    let monitor = match &request.monitor {
+        Some(monitor) => monitor.clone(),
+        // A scheduled loss measures something else each epoch: its values do not rank epochs.
+        None if loss.changes_with_progress() => main_metric(request.task).into(),
+        None => "val_loss".into(),
+    };
     Monitor::new(&monitor, request.task)?;
     if request.patience == Some(0) {
         bail!("--patience must be at least 1 (epochs without improvement before stopping)");

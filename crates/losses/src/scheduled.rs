@@ -289,6 +289,13 @@ impl Loss for ScheduledLoss {
         let losses: Vec<&dyn Loss> = self.terms.iter().map(|term| term.loss.as_ref()).collect();
         auxiliary_inputs_of(&losses)
     }
+
+    fn changes_with_progress(&self) -> bool {
+        self.terms.iter().any(|term| {
+            matches!(&term.weight, TermWeight::Ramp(ramp) if ramp.start != ramp.end)
+                || term.loss.changes_with_progress()
+        })
+    }
 }
 
 #[cfg(test)]
@@ -359,6 +366,19 @@ mod tests {
             &[dice],
             1e-6,
         );
+    }
+
+    #[test]
+    fn only_ramps_that_move_make_it_change_with_progress() {
+        assert!(build(DICE_TO_FOCAL).changes_with_progress());
+        let still = build(
+            r#"{"name": "scheduled", "terms": [{"weight": {"start": 0.5, "end": 0.5, "epochs": 3}, "loss": "dice"}, {"weight": 2, "loss": "focal"}]}"#,
+        );
+        assert!(!still.changes_with_progress());
+        let nested = build(&format!(
+            r#"{{"name": "weighted_sum", "terms": [{{"weight": 1, "loss": {DICE_TO_FOCAL}}}]}}"#
+        ));
+        assert!(nested.changes_with_progress());
     }
 
     #[test]

@@ -211,6 +211,12 @@ impl Loss for WeightedSumLoss {
         auxiliary_inputs_of(&losses)
     }
 
+    fn changes_with_progress(&self) -> bool {
+        self.terms
+            .iter()
+            .any(|term| term.loss.changes_with_progress())
+    }
+
     fn capabilities(&self) -> Capabilities {
         let terms: Vec<(&dyn Loss, f64)> = self
             .terms
