@@ -368,6 +368,14 @@ fn every_fault_fails_with_one_line_and_writes_nothing() {
         b"a,b,y\n1,2,3\n4,five,6\n7,8,9\n1,1,1\n2,2,2\n",
     );
     let empty_table = s.file("empty.csv", b"");
+    let missing_value = s.file(
+        "missing_value.csv",
+        b"a,b,y\n1,2,3\n4,NA,6\n7,,9\n1,1,1\n2,2,2\n3,1,2\n",
+    );
+    let text_column = s.file(
+        "text_column.csv",
+        b"name,a,y\nann,1,3\nbob,4,6\ncy,7,9\ndee,1,1\neve,2,2\n",
+    );
     let constant_target = s.file("constant.csv", b"a,y\n1,5\n2,5\n3,5\n4,5\n5,5\n");
     let good_table = s.file(
         "good.csv",
@@ -402,6 +410,43 @@ fn every_fault_fails_with_one_line_and_writes_nothing() {
             name: "table with a text cell",
             args: regression(&text_cell, "y", &[]),
             expect: "text_cell.csv: line 3, column `b`: `five` is not a finite number",
+            not_written: vec![out.clone()],
+        },
+        Fault {
+            name: "table with a missing value",
+            args: regression(&missing_value, "y", &[]),
+            expect: "missing_value.csv: line 3, column `b`: `NA` is a missing value; 2 of 6 rows have a missing value in the columns used. Pass --missing drop",
+            not_written: vec![out.clone()],
+        },
+        Fault {
+            name: "table with a text column",
+            args: regression(&text_column, "y", &[]),
+            expect: "text_column.csv: line 2, column `name` holds text (`ann`), not numbers; every feature and target must be numeric: encode it as numbers, or leave the column out (regression: --exclude name)",
+            not_written: vec![out.clone()],
+        },
+        Fault {
+            name: "--exclude naming no column",
+            args: regression(&text_column, "y", &["--exclude", "nmae"]),
+            expect: "no column `nmae` for --exclude; the columns are name, a, y (did you mean `name`?)",
+            not_written: vec![out.clone()],
+        },
+        Fault {
+            name: "--exclude naming the target",
+            args: regression(&good_table, "y", &["--exclude", "a,y"]),
+            expect: "--exclude y: that is the target column (--target); the target is never a feature",
+            not_written: vec![out.clone()],
+        },
+        Fault {
+            name: "--missing without a table",
+            args: train_args(&[
+                &"--task".into(),
+                &"regression".into(),
+                &"--missing".into(),
+                &"drop".into(),
+                &"--out".into(),
+                &os(&out),
+            ]),
+            expect: "--exclude and --missing say how a --data table of --task regression is read",
             not_written: vec![out.clone()],
         },
         Fault {

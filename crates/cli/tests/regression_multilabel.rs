@@ -194,6 +194,117 @@ fn compare_puts_regression_losses_side_by_side_with_coverage() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A table as R's `write.csv` writes it (row names in an unnamed first column, text quoted,
+/// `NA` for missing values) with an identifier column: `--exclude` leaves the identifier out,
+/// `--missing drop` the rows with an `NA`, and both are kept in the run's config.toml, so the
+/// run resumes and trains again as it was.
+#[test]
+fn tables_as_r_and_pandas_write_them_train_with_exclude_and_missing_drop() {
+    let dir = scratch("rtable");
+    let table = dir.join("r.csv");
+    let mut state = 11u64;
+    let mut csv = String::from("\"\",\"id\",\"a\",\"b\",\"y\"\n");
+    for row in 0..60 {
+        let a = noise(&mut state) * 10.0;
+        let b = noise(&mut state) * 5.0;
+        let y = 2.0 * a + b + noise(&mut state) * 0.1;
+        // Rows 0, 7, 14, …: one NA each, in a feature or in the target.
+        let cell = |value: f64, column: usize| {
+            if row % 7 == 0 && row % 3 == column {
+                "NA".to_string()
+            } else {
+                format!("{value:.4}")
+            }
+        };
+        csv.push_str(&format!(
+            "\"{}\",\"id-{row}\",{},{},{}\n",
+            row + 1,
+            cell(a, 0),
+            cell(b, 1),
+            cell(y, 2)
+        ));
+    }
+    std::fs::write(&table, csv).unwrap();
+    let run = dir.join("run");
+    let args = |extra: &[&'static str]| -> Vec<String> {
+        let mut args: Vec<&str> = vec![
+            "train",
+            "--task",
+            "regression",
+            "--data",
+            table.to_str().unwrap(),
+            "--target",
+            "y",
+            "--out",
+            run.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        args.into_iter().map(String::from).collect()
+    };
+    let call = |extra: &[&'static str]| {
+        let args = args(extra);
+        losskit(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let refused = call(&[]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("line 2, column `a`: `NA` is a missing value; 9 of 60 rows"),
+        "{stderr}"
+    );
+    let refused = call(&["--missing", "drop"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("line 3, column `id` holds text (`id-1`)")
+            && stderr.contains("--exclude id"),
+        "{stderr}"
+    );
+    assert!(!run.exists(), "a refused run writes nothing");
+    let trained = call(&["--exclude", "id", "--missing", "drop"]);
+    assert!(trained.status.success(), "{}", text(&trained));
+    let stderr = String::from_utf8_lossy(&trained.stderr);
+    assert!(
+        stderr.contains("2 numeric features, target `y`; row names left out; excluded: id; 9 rows with a missing value left out"),
+        "{stderr}"
+    );
+    assert_eq!(predictions(&run).len(), 10, "20 % of the 51 complete rows");
+    let summary = json(&run.join("summary.json"));
+    assert!(summary["val_r2"].as_f64().unwrap() > 0.9, "{summary}");
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(
+        config.contains("exclude = [\"id\"]") && config.contains("missing = \"drop\""),
+        "{config}"
+    );
+    // The config trains the same run again; --resume keeps the reading.
+    let again = dir.join("again");
+    run_ok(&[
+        "train",
+        "--config",
+        run.join("config.toml").to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+        "--progress",
+        "quiet",
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(again.join("val_predictions.csv")).unwrap(),
+        std::fs::read_to_string(run.join("val_predictions.csv")).unwrap()
+    );
+    run_ok(&[
+        "train",
+        "--resume",
+        "--out",
+        run.to_str().unwrap(),
+        "--epochs",
+        "181",
+        "--progress",
+        "quiet",
+    ]);
+    assert_eq!(json(&run.join("summary.json"))["epochs"], 181);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Gray images whose brightness is `value`, with a label per image.
 fn image(path: &Path, value: u8, striped: bool) {
     image::GrayImage::from_fn(20, 20, |x, _| {

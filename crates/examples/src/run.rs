@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::{
     data::{
         DataSource, Dataset, FolderReading, MaskMode, Normalization, SEG_SIZE, SegmentationData,
+        TableReading,
         patches::{Augmentation, PatchSampling},
         regression::least_squares_r2,
     },
@@ -95,6 +96,8 @@ pub struct TrainRequest {
     pub init_from: Option<PathBuf>,
     /// The table column a regression run predicts (`--data` tables).
     pub target: Option<String>,
+    /// How a regression table is read: columns left out, rows with missing values.
+    pub table: TableReading,
 }
 
 /// What `train` was asked about segmentation (each `None`: the default for the data).
@@ -167,6 +170,7 @@ impl TrainRequest {
             patience: None,
             init_from: None,
             target: None,
+            table: TableReading::default(),
         }
     }
 }
@@ -376,7 +380,11 @@ pub fn default_loss(task: TaskKind) -> &'static str {
     }
 }
 
-/// The task's default optimizer and schedule specs.
+/// The default schedule of regression on images (tables keep a constant rate).
+pub const IMAGE_REGRESSION_SCHEDULE: &str = "cosine";
+
+/// The task's default optimizer and schedule specs (regression on images: also
+/// [`IMAGE_REGRESSION_SCHEDULE`], chosen once the data shows images).
 pub fn default_optimizer(task: TaskKind) -> (&'static str, Option<&'static str>) {
     match task {
         TaskKind::Classification | TaskKind::Regression | TaskKind::MultiLabel => ("adam", None),
@@ -556,6 +564,13 @@ pub fn prepare_with(
                 regression,
                 &loss.capabilities().targets,
             ));
+        }
+        // Images are regressed by the CNN, whose batch norm makes the last epochs of a constant
+        // rate wander (the generated counts: validation predictions 0.6 cells low on average
+        // after 10 epochs, against 0.05 with cosine decay); the tables' MLP has none.
+        if matches!(data, Dataset::Regression(_)) && spec.channels > 0 && request.schedule.is_none()
+        {
+            spec.schedule = ScheduleConfig::parse(IMAGE_REGRESSION_SCHEDULE)?;
         }
         if let Dataset::Regression(regression) = &data
             && spec.channels == 0
@@ -795,6 +810,7 @@ fn new_spec(request: &TrainRequest, source: Option<&RunSpec>) -> Result<RunSpec>
         reading,
         request.size,
         request.target.as_deref(),
+        &request.table,
     )?;
     if request.size.is_some()
         && !matches!(

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{
-    data::{DataSource, MaskMode, Normalization, SEG_SIZE},
+    data::{DataSource, MaskMode, Missing, Normalization, SEG_SIZE, TableReading},
     run::{RunSpec, SegmentationRequest, TrainRequest},
 };
 
@@ -91,10 +91,14 @@ pub struct RunConfig {
     pub overlap: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing: Option<Missing>,
 }
 
 /// The keys a config file may hold.
-pub const KEYS: [&str; 28] = [
+pub const KEYS: [&str; 30] = [
     "task",
     "data",
     "loss",
@@ -121,6 +125,8 @@ pub const KEYS: [&str; 28] = [
     "masks",
     "pad",
     "target",
+    "exclude",
+    "missing",
     "foreground",
     "overlap",
 ];
@@ -199,7 +205,9 @@ impl RunConfig {
             pad,
             foreground,
             overlap,
-            target
+            target,
+            exclude,
+            missing
         )
     }
 
@@ -241,6 +249,10 @@ impl RunConfig {
         request.init_from = self.init_from.clone();
         request.size = self.size;
         request.target = self.target.clone();
+        request.table = TableReading {
+            exclude: self.exclude.clone().unwrap_or_default(),
+            missing: self.missing.unwrap_or_default(),
+        };
         request.augment = self.augment;
         request.segmentation = SegmentationRequest {
             depth: self.depth,
@@ -314,10 +326,16 @@ impl RunConfig {
                 config.limit = (*train < 1000).then_some(*train);
             }
             DataSource::Table {
-                path, target, size, ..
+                path,
+                target,
+                size,
+                reading,
+                ..
             } => {
                 config.data = Some(path.clone());
                 config.target = Some(target.clone());
+                config.exclude = (!reading.exclude.is_empty()).then(|| reading.exclude.clone());
+                config.missing = (reading.missing != Missing::Error).then_some(reading.missing);
                 config.size = *size;
             }
             DataSource::LabelTable { path, size, .. } => {

@@ -12,7 +12,7 @@ use losskit_optim::{
 use serde_json::{Value, json};
 
 use losskit_examples::{
-    data::{DataSource, Dataset, FolderReading},
+    data::{DataSource, Dataset, FolderReading, TableReading},
     run::{RunSpec, TaskRun, device_from_flag, with_task},
 };
 
@@ -114,9 +114,14 @@ pub fn run(path: &Path, data: Option<&Path>, device: Option<&str>) -> Result<Str
                 DataSource::MaskFolder { reading, .. } => *reading,
                 _ => FolderReading::default(),
             };
-            let (size, target) = match &spec.data {
-                DataSource::Table { target, size, .. } => (*size, Some(target.as_str())),
-                _ => (Some(spec.data.input_size()), None),
+            let (size, target, table) = match &spec.data {
+                DataSource::Table {
+                    target,
+                    size,
+                    reading,
+                    ..
+                } => (*size, Some(target.as_str()), reading.clone()),
+                _ => (Some(spec.data.input_size()), None, TableReading::default()),
             };
             DataSource::from_flag(
                 spec.task,
@@ -127,6 +132,7 @@ pub fn run(path: &Path, data: Option<&Path>, device: Option<&str>) -> Result<Str
                 reading,
                 size,
                 target,
+                &table,
             )?
         }
         None => spec.data.clone(),

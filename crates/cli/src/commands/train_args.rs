@@ -7,13 +7,22 @@ use anyhow::{Context, Result, bail};
 use losskit_optim::{Progress, TaskKind};
 
 use losskit_examples::{
-    data::{MaskMode, Normalization},
+    data::{MaskMode, Missing, Normalization},
     run::{RunSpec, SegmentationRequest, TrainRequest},
     run_config::{PatchSize, RunConfig},
 };
 use losskit_optim::{OptimizerConfig, ScheduleConfig};
 
 use crate::commands::{compare, dashboard::Dashboard, evaluate, train};
+
+/// `--missing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MissingArg {
+    /// Refuse the table, naming the first missing cell.
+    Error,
+    /// Leave out the rows with a missing value.
+    Drop,
+}
 
 /// `--task`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -67,13 +76,21 @@ pub struct RunArgs {
     /// The table column a regression run predicts (with --data TABLE.csv).
     #[arg(long)]
     pub target: Option<String>,
+    /// Table columns that are not features, comma-separated (identifiers, text, other
+    /// targets); regression on a --data table.
+    #[arg(long, value_delimiter = ',')]
+    pub exclude: Vec<String>,
+    /// Rows of a regression table with a missing value (empty, NA, NaN, null, …) in a column
+    /// the run uses: error (default; names the first) or drop (train on the other rows).
+    #[arg(long, value_enum)]
+    pub missing: Option<MissingArg>,
     /// The optimizer: a name (sgd, adam, adamw, rmsprop, adagrad) or a JSON object such as
     /// {"name": "sgd", "lr": 0.05, "momentum": 0.9} (default: adam; lr 0.003 for segmentation).
     #[arg(long)]
     pub optimizer: Option<String>,
     /// The learning-rate schedule: constant, step, exponential, cosine, warmup, or a JSON object
     /// such as {"name": "cosine", "warmup_steps": 50} (default: constant; cosine for
-    /// segmentation).
+    /// segmentation and for regression on images).
     #[arg(long)]
     pub schedule: Option<String>,
     /// Epochs (default: 6 for classification, at least 300 steps on image folders; 12 for
@@ -268,6 +285,11 @@ impl RunArgs {
             foreground: seg.foreground,
             overlap: seg.overlap,
             target: self.target.clone(),
+            exclude: (!self.exclude.is_empty()).then(|| self.exclude.clone()),
+            missing: self.missing.map(|m| match m {
+                MissingArg::Error => Missing::Error,
+                MissingArg::Drop => Missing::Drop,
+            }),
         }
     }
 

@@ -33,8 +33,13 @@ pub use self::{
         FolderReading, MaskMode, Normalization, SegImage, SegImages, SegmentationData,
         load_segmentation_folder, read_image,
     },
+    table::{Missing, TableReading},
 };
 use crate::models::CNN_SIZE;
+
+fn is_default_reading(reading: &TableReading) -> bool {
+    *reading == TableReading::default()
+}
 
 /// The side of the generated segmentation images.
 pub const SEG_SIZE: usize = 48;
@@ -341,6 +346,10 @@ pub enum DataSource {
         path: PathBuf,
         /// The target column.
         target: String,
+        /// Columns left out and rows with missing values (the defaults in runs written before
+        /// they were options).
+        #[serde(default, skip_serializing_if = "is_default_reading")]
+        reading: TableReading,
         /// The seed of the train/validation split.
         seed: u64,
         /// The side images are resized to (recorded once loaded; `None`: none, or not yet).
@@ -372,9 +381,10 @@ impl DataSource {
             DataSource::Table {
                 path,
                 target,
+                reading,
                 seed,
                 size,
-            } => Dataset::Regression(load_table_regression(path, target, *seed, *size)?.0),
+            } => Dataset::Regression(load_table_regression(path, target, reading, *seed, *size)?.0),
             DataSource::LabelTable { path, seed, size } => {
                 Dataset::MultiLabel(load_label_table(path, *seed, *size)?.0)
             }
@@ -451,9 +461,13 @@ impl DataSource {
         reading: FolderReading,
         size: Option<usize>,
         target: Option<&str>,
+        table: &TableReading,
     ) -> Result<Self> {
         if target.is_some() && !(kind == TaskKind::Regression && path.is_some()) {
             bail!("--target names the column to predict in a --data table of --task regression");
+        }
+        if *table != TableReading::default() && !(kind == TaskKind::Regression && path.is_some()) {
+            bail!("--exclude and --missing say how a --data table of --task regression is read");
         }
         let Some(path) = path else {
             return Ok(match kind {
@@ -495,6 +509,7 @@ impl DataSource {
                 return Ok(DataSource::Table {
                     path: table_path(path, &["targets.csv", "targets.tsv"])?,
                     target: target.to_string(),
+                    reading: table.clone(),
                     seed,
                     size,
                 });

@@ -10,7 +10,7 @@ use super::{
     ImageSet,
     image_file::{decode_all, listed_file, median_side},
     split_indices,
-    table::{Table, read_table},
+    table::{Missing, Table, TableReading, read_table},
 };
 
 /// The column of a table that names image files (relative to the table's folder).
@@ -138,15 +138,62 @@ pub fn table_path(path: &Path, names: &[&str]) -> Result<std::path::PathBuf> {
 
 /// Regression data from a table: the `target` column, and as inputs either the images its
 /// `file` column names (resized to `size`, by default the median shorter side) or every other
-/// column (each numeric). 20 % of the rows, drawn from `seed`, are held out for validation.
+/// column not in `reading.exclude` (each numeric). Rows with a missing value in a used column
+/// are refused or left out, as `reading.missing` says. 20 % of the rows, drawn from `seed`, are
+/// held out for validation.
 pub fn load_table_regression(
     path: &Path,
     target: &str,
+    reading: &TableReading,
     seed: u64,
     size: Option<usize>,
 ) -> Result<(RegressionData, Option<usize>)> {
-    let table = read_table(path)?;
+    let mut table = read_table(path)?;
     let target_column = table.column(target, "the target (--target)")?;
+    let mut excluded = Vec::new();
+    for name in &reading.exclude {
+        let column = table.column(name, "--exclude")?;
+        if column == target_column {
+            bail!(
+                "--exclude {name}: that is the target column (--target); the target is never a feature"
+            );
+        }
+        excluded.push(column);
+    }
+    let file_column = (table.columns.iter())
+        .position(|c| c == FILE_COLUMN)
+        .filter(|c| !excluded.contains(c));
+    let used: Vec<usize> = match file_column {
+        Some(column) => vec![target_column, column],
+        None => (0..table.columns.len())
+            .filter(|c| !excluded.contains(c))
+            .collect(),
+    };
+    let missing = table.missing_cells(&used);
+    if let Some(&(row, column)) = missing.first() {
+        match reading.missing {
+            Missing::Error => {
+                let cell = &table.rows[row][column];
+                let what = if cell.is_empty() {
+                    "the cell is empty".to_string()
+                } else {
+                    format!("`{cell}` is a missing value")
+                };
+                bail!(
+                    "{}: line {}, column `{}`: {what}; {} of {} rows have a missing value in the columns used. Pass --missing drop to train on the other rows, or --exclude a column that is mostly missing",
+                    path.display(),
+                    table.line(row),
+                    table.columns[column],
+                    missing.len(),
+                    table.rows.len()
+                )
+            }
+            Missing::Drop => {
+                let rows: Vec<usize> = missing.iter().map(|&(row, _)| row).collect();
+                table.drop_rows(&rows);
+            }
+        }
+    }
     let targets = table.numbers(target_column)?;
     if let Some(first) = targets.first()
         && targets.iter().all(|t| t == first)
@@ -157,13 +204,20 @@ pub fn load_table_regression(
         );
     }
     if table.rows.len() < 5 {
+        let dropped = if missing.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (after leaving out {} with a missing value)",
+                missing.len()
+            )
+        };
         bail!(
-            "{}: {} rows are too few to train and validate on (at least 5)",
+            "{}: {} rows{dropped} are too few to train and validate on (at least 5)",
             path.display(),
             table.rows.len()
         );
     }
-    let file_column = table.columns.iter().position(|c| c == FILE_COLUMN);
     let (inputs, features, size, what) = match file_column {
         Some(column) => {
             let (inputs, size) = listed_images(&table, column, size)?;
@@ -177,7 +231,9 @@ pub fn load_table_regression(
                     path.display()
                 );
             }
-            let features: Vec<usize> = (0..table.columns.len())
+            let features: Vec<usize> = used
+                .iter()
+                .copied()
                 .filter(|&c| c != target_column)
                 .collect();
             if features.is_empty() {
@@ -207,13 +263,27 @@ pub fn load_table_regression(
         }
     };
     let (train, valid) = split_indices(table.rows.len(), seed);
+    let mut notes = Vec::new();
+    if table.row_names {
+        notes.push("row names left out".to_string());
+    }
+    if !reading.exclude.is_empty() {
+        notes.push(format!("excluded: {}", reading.exclude.join(", ")));
+    }
+    if !missing.is_empty() {
+        notes.push(format!(
+            "{} rows with a missing value left out",
+            missing.len()
+        ));
+    }
+    let notes: String = notes.iter().map(|n| format!("; {n}")).collect();
     let data = RegressionData {
         target: target.to_string(),
         features,
         train: RegressionSet::select(&inputs, &targets, &train),
         valid: RegressionSet::select(&inputs, &targets, &valid),
         description: format!(
-            "table {} ({what}, target `{target}`), train: {}, validation: {} (held out by the seed)",
+            "table {} ({what}, target `{target}`{notes}), train: {}, validation: {} (held out by the seed)",
             path.display(),
             train.len(),
             valid.len()

@@ -1,11 +1,63 @@
 //! Tables from text files: the numeric columns of tabular regression, and the file and label
 //! columns of label files. Comma-, semicolon- or tab-separated (the header decides; a header
 //! with none of them is split on whitespace), quoted as spreadsheets write it. Every cell is
-//! checked where it is used: a bad one fails with its line and column.
+//! checked where it is used: a bad one fails with its line and column. A first column without
+//! a name (pandas' `to_csv`, R's `write.csv`) or a header one cell shorter than the rows (R's
+//! `write.table`) holds row names, which are left out.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// What a regression run does with the rows of a table that have a missing value (an empty
+/// cell, `NA`, `NaN`, `null`, … in a column it uses).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Missing {
+    /// Refuse the table, naming the first missing cell and how many rows have one.
+    #[default]
+    Error,
+    /// Leave those rows out (the run's description says how many).
+    Drop,
+}
+
+impl Missing {
+    /// The name on the command line and in config files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Missing::Error => "error",
+            Missing::Drop => "drop",
+        }
+    }
+}
+
+/// How a regression table is read: the columns left out of the features and what happens to
+/// rows with missing values. Recorded in the run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TableReading {
+    /// Columns that are not features (identifiers, text, other targets).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// Rows with a missing value in a used column.
+    #[serde(default, skip_serializing_if = "is_error")]
+    pub missing: Missing,
+}
+
+fn is_error(missing: &Missing) -> bool {
+    *missing == Missing::Error
+}
+
+/// The cell texts read as a missing value: pandas' `read_csv` defaults, and `?` (UCI files).
+const MISSING_CELLS: [&str; 20] = [
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null", "?",
+];
+
+/// Whether a cell holds a missing value.
+pub fn is_missing(cell: &str) -> bool {
+    MISSING_CELLS.contains(&cell)
+}
 
 /// A table as text: the header and the cells of each row.
 #[derive(Debug, Clone)]
@@ -18,6 +70,8 @@ pub struct Table {
     pub rows: Vec<Vec<String>>,
     /// The line in the file of each row (the header is line 1).
     lines: Vec<u64>,
+    /// Whether the file's first column held row names (left out of `columns` and `rows`).
+    pub row_names: bool,
 }
 
 /// Reads a table: a header naming the columns, then one row per sample.
@@ -68,7 +122,14 @@ pub fn read_table(path: &Path) -> Result<Table> {
         }
         None => {
             for (i, line) in text.lines().enumerate() {
-                let cells: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+                // R's write.table quotes names and text: "age" "sex".
+                let cells: Vec<String> = line
+                    .split_whitespace()
+                    .map(|cell| {
+                        let unquoted = cell.strip_prefix('"').and_then(|c| c.strip_suffix('"'));
+                        unquoted.unwrap_or(cell).to_string()
+                    })
+                    .collect();
                 if cells.is_empty() {
                     continue;
                 }
@@ -79,6 +140,23 @@ pub fn read_table(path: &Path) -> Result<Table> {
                     lines.push(i as u64 + 1);
                 }
             }
+        }
+    }
+    // Row names: a first column without a name, or one cell more in every row than the header.
+    let mut row_names = false;
+    if columns.first().is_some_and(String::is_empty)
+        && !columns.iter().skip(1).any(String::is_empty)
+        && !rows.is_empty()
+        && rows.iter().all(|cells| cells.len() == columns.len())
+    {
+        columns.remove(0);
+        row_names = true;
+    } else if !rows.is_empty() && rows.iter().all(|cells| cells.len() == columns.len() + 1) {
+        row_names = true;
+    }
+    if row_names {
+        for cells in &mut rows {
+            cells.remove(0);
         }
     }
     if let Some(i) = columns.iter().position(String::is_empty) {
@@ -115,6 +193,7 @@ pub fn read_table(path: &Path) -> Result<Table> {
         columns,
         rows,
         lines,
+        row_names,
     })
 }
 
@@ -169,14 +248,23 @@ impl Table {
             .zip(&self.lines)
             .map(|(cells, line)| {
                 let cell = &cells[column];
-                if cell.is_empty() {
+                if is_missing(cell) {
+                    let what = if cell.is_empty() {
+                        "the cell is empty".to_string()
+                    } else {
+                        format!("`{cell}` is a missing value")
+                    };
                     bail!(
-                        "{}: line {line}, column `{name}`: the cell is empty; missing values are not supported (fill or drop the row)",
+                        "{}: line {line}, column `{name}`: {what}; fill it in, or leave out the rows with a missing value (regression: --missing drop)",
                         self.path.display()
                     );
                 }
                 match cell.parse::<f64>() {
                     Ok(value) if value.is_finite() => Ok(value),
+                    _ if self.is_text(column) => bail!(
+                        "{}: line {line}, column `{name}` holds text (`{cell}`), not numbers; every feature and target must be numeric: encode it as numbers, or leave the column out (regression: --exclude {name})",
+                        self.path.display()
+                    ),
                     _ => bail!(
                         "{}: line {line}, column `{name}`: `{cell}` is not a finite number (every feature and target cell must be numeric)",
                         self.path.display()
@@ -186,9 +274,45 @@ impl Table {
             .collect()
     }
 
+    /// Whether no cell of `column` is a number (a column of names or categories, rather than a
+    /// number column with a stray cell).
+    fn is_text(&self, column: usize) -> bool {
+        self.rows
+            .iter()
+            .map(|cells| &cells[column])
+            .filter(|cell| !is_missing(cell))
+            .all(|cell| cell.parse::<f64>().is_err())
+    }
+
     /// The line in the file of row `row`.
     pub fn line(&self, row: usize) -> u64 {
         self.lines[row]
+    }
+
+    /// The rows with a missing value in one of `columns`: `(row, column)` of each row's first.
+    pub fn missing_cells(&self, columns: &[usize]) -> Vec<(usize, usize)> {
+        self.rows
+            .iter()
+            .enumerate()
+            .filter_map(|(row, cells)| {
+                columns
+                    .iter()
+                    .find(|&&c| is_missing(&cells[c]))
+                    .map(|&c| (row, c))
+            })
+            .collect()
+    }
+
+    /// Leaves out the rows `rows`.
+    pub fn drop_rows(&mut self, rows: &[usize]) {
+        let mut kept = vec![true; self.rows.len()];
+        for &row in rows {
+            kept[row] = false;
+        }
+        let mut flags = kept.iter();
+        self.rows.retain(|_| *flags.next().unwrap_or(&true));
+        let mut flags = kept.iter();
+        self.lines.retain(|_| *flags.next().unwrap_or(&true));
     }
 }
 
@@ -227,6 +351,71 @@ mod tests {
     }
 
     #[test]
+    fn row_names_are_left_out() {
+        // pandas' to_csv and R's write.csv: a first column without a name.
+        for text in [
+            ",a,b\n0,1,2\n1,3,4\n",
+            "\"\",\"a\",\"b\"\n\"r1\",1,2\n\"r2\",3,4\n",
+            // R's write.table: the header has one cell fewer than the rows, names quoted.
+            "\"a\" \"b\"\n\"r1\" 1 2\n\"r2\" 3 4\n",
+        ] {
+            let t = table(text).unwrap();
+            assert!(t.row_names, "{text}");
+            assert_eq!(t.columns, ["a", "b"], "{text}");
+            assert_eq!(t.numbers(0).unwrap(), [1.0, 3.0], "{text}");
+            assert_eq!(t.numbers(1).unwrap(), [2.0, 4.0], "{text}");
+        }
+        let t = table("a,b\n1,2\n").unwrap();
+        assert!(!t.row_names);
+        // An unnamed column that is not the first is still an error.
+        let e = table("a,,b\n1,2,3\n").unwrap_err().to_string();
+        assert!(e.contains("column 2 of the header has no name"), "{e}");
+    }
+
+    #[test]
+    fn missing_values_are_found_and_dropped() {
+        let mut t = table("a,b,c\n1,2,3\n4,NA,6\n7,8,\n?,1,1\n5,5,nan\n").unwrap();
+        assert!(
+            ["", "NA", "NaN", "nan", "null", "N/A", "?"]
+                .iter()
+                .all(|c| is_missing(c))
+        );
+        assert!(!is_missing("0") && !is_missing("na-1"));
+        // Each row's first missing cell, among the columns asked about.
+        assert_eq!(
+            t.missing_cells(&[0, 1, 2]),
+            [(1, 1), (2, 2), (3, 0), (4, 2)]
+        );
+        assert_eq!(t.missing_cells(&[1]), [(1, 1)]);
+        let e = t.numbers(1).unwrap_err().to_string();
+        assert!(
+            e.contains("line 3, column `b`: `NA` is a missing value"),
+            "{e}"
+        );
+        let e = t.numbers(2).unwrap_err().to_string();
+        assert!(e.contains("line 4, column `c`: the cell is empty"), "{e}");
+        t.drop_rows(&[1, 2, 3, 4]);
+        assert_eq!(t.numbers(2).unwrap(), [3.0]);
+        assert_eq!(t.line(0), 2);
+    }
+
+    #[test]
+    fn a_text_column_is_told_apart_from_a_stray_text_cell() {
+        let t = table("name,a\nann,1\nbob,x\nNA,3\n").unwrap();
+        let e = t.numbers(0).unwrap_err().to_string();
+        assert!(
+            e.contains("line 2, column `name` holds text (`ann`), not numbers"),
+            "{e}"
+        );
+        assert!(e.contains("--exclude name"), "{e}");
+        let e = t.numbers(1).unwrap_err().to_string();
+        assert!(
+            e.contains("line 3, column `a`: `x` is not a finite number"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn bad_tables_name_line_and_column() {
         let e = table("").unwrap_err().to_string();
         assert!(e.contains("the file is empty"), "{e}");
@@ -246,6 +435,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 2, column `b`: the cell is empty"), "{e}");
+        assert!(e.contains("--missing drop"), "{e}");
         let e = table("a,a\n1,2\n").unwrap_err().to_string();
         assert!(e.contains("names column `a` twice"), "{e}");
         let t = table("age,progression\n1,2\n").unwrap();
