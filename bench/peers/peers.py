@@ -2,8 +2,15 @@
 
 Started by bench/peers/run, which builds the losskit side (bench/peers/losskit-peer) and this
 script's virtual environment. Every case is forward + backward of a loss (or one Adam step of
-a bundled model) and reads the loss and one gradient element back, on both sides. Each round
-runs every case on losskit, then on PyTorch; the medians over all rounds are compared.
+a bundled model) and reads the loss and one gradient element back, on both sides.
+
+The loss cases are fair by construction: this script draws each case's arrays once, writes
+them as .npy files for losskit and hands the same arrays to PyTorch in the shapes PyTorch users
+pass ([N, C], [N, C, H, W], [N, C, D, H, W]; targets [N, ...]). Before timing, both sides
+compute the loss and three gradient elements on them; a case whose values differ by more than
+1e-4 (relative) fails and is not timed. Each round runs every case on losskit, then on
+PyTorch, and gives a ratio of their median times; the reported ratio is the median over the
+rounds, with the smallest and largest beside it.
 """
 
 import argparse
@@ -13,8 +20,11 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import zlib
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -38,28 +48,57 @@ STEP_CASES = ["cnn_step_b32", "unet_step_b16"]
 
 
 def dice_loss(x, t, smooth_nr=1e-5, smooth_dr=1e-5):
-    """MONAI's DiceLoss(softmax=True, to_onehot_y=True), mean over samples and classes."""
+    """MONAI's DiceLoss(softmax=True, to_onehot_y=True) on the natural shape: softmax over the
+    classes, sums over the spatial axes (none for [N, C]: one position per sample, MONAI's
+    [N, C, 1] view), mean over samples and classes."""
     c = x.shape[1]
     p = torch.softmax(x, 1)
     onehot = F.one_hot(t, c).movedim(-1, 1).to(p.dtype)
-    intersection = (p * onehot).sum(2)
-    denominator = p.sum(2) + onehot.sum(2)
+    axes = tuple(range(2, x.dim()))
+    if axes:
+        intersection = (p * onehot).sum(axes)
+        denominator = p.sum(axes) + onehot.sum(axes)
+    else:
+        intersection = p * onehot
+        denominator = p + onehot
     return (1 - (2 * intersection + smooth_nr) / (denominator + smooth_dr)).mean()
 
 
-def loss_runner(name):
+LOSS_FUNCTIONS = {"ce": F.cross_entropy, "mse": F.mse_loss, "dice": dice_loss}
+
+
+def case_arrays(name):
+    """The case's output and target, drawn once from a seed of the case's name: float32
+    logits of the case's shape, and int64 class indices [N, ...] or a float32 target."""
     kind, shape, indices = LOSS_CASES[name]
-    n, c = shape[0], shape[1]
-    s = 1
-    for d in shape[2:]:
-        s *= d
-    g = torch.Generator().manual_seed(1)
-    base = torch.randn(n, c, s, generator=g)
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    output = rng.standard_normal(shape, dtype=np.float32)
     if indices:
-        target = torch.randint(0, c, (n, s), generator=g)
+        target = rng.integers(0, shape[1], (shape[0],) + shape[2:], dtype=np.int64)
     else:
-        target = torch.randn(n, c, s, generator=g)
-    fn = {"ce": F.cross_entropy, "mse": F.mse_loss, "dice": dice_loss}[kind]
+        target = rng.standard_normal(shape, dtype=np.float32)
+    return output, target
+
+
+def write_inputs(directory, cases):
+    for name in cases:
+        if name in LOSS_CASES:
+            output, target = case_arrays(name)
+            np.save(os.path.join(directory, f"{name}.output.npy"), output)
+            np.save(os.path.join(directory, f"{name}.target.npy"), target)
+
+
+def read_inputs(directory, name):
+    return (
+        torch.from_numpy(np.load(os.path.join(directory, f"{name}.output.npy"))),
+        torch.from_numpy(np.load(os.path.join(directory, f"{name}.target.npy"))),
+    )
+
+
+def loss_runner(name, inputs):
+    kind = LOSS_CASES[name][0]
+    base, target = read_inputs(inputs, name)
+    fn = LOSS_FUNCTIONS[kind]
 
     def run():
         x = base.detach().requires_grad_()
@@ -68,6 +107,27 @@ def loss_runner(name):
         return loss.item() + x.grad.view(-1)[0].item()
 
     return run
+
+
+def check_indices(name):
+    """Three gradient elements compared: the first, one in the middle, the last."""
+    size = 1
+    for d in LOSS_CASES[name][1]:
+        size *= d
+    return [0, size // 2 + 1, size - 1]
+
+
+def torch_check(name, inputs):
+    base, target = read_inputs(inputs, name)
+    x = base.detach().requires_grad_()
+    loss = LOSS_FUNCTIONS[LOSS_CASES[name][0]](x, target)
+    loss.backward()
+    flat = x.grad.reshape(-1)
+    return loss.item(), [flat[i].item() for i in check_indices(name)]
+
+
+def close(a, b, rtol=1e-4):
+    return abs(a - b) <= rtol * max(abs(a), abs(b)) + 1e-12
 
 
 def block(i, o):
@@ -143,16 +203,26 @@ def step_runner(name):
     return run
 
 
-def runner(name):
-    return loss_runner(name) if name in LOSS_CASES else step_runner(name)
+def runner(name, inputs):
+    return loss_runner(name, inputs) if name in LOSS_CASES else step_runner(name)
 
 
-def peak_resident_bytes():
+def status_bytes(field):
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def reset_peak():
+    """Linux clear_refs 5: the peak resident memory starts again from what is held now (the
+    losskit side does the same), so that the peak measures the run, not its inputs' reading."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+    except OSError:
+        pass
 
 
 class Losskit:
@@ -174,10 +244,17 @@ class Losskit:
         self.process.wait()
 
 
-def peak_of(command, request):
-    """Peak memory of one run of a case, in a fresh process."""
+def peak_of(command, request, env=None):
+    """Peak memory of one run of a case, in a fresh process: how far the peak rose above what
+    the process held with the inputs ready."""
     reply = subprocess.run(
-        command, input=request + "\n", capture_output=True, text=True, check=True, timeout=120
+        command,
+        input=request + "\n",
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        env=env,
     )
     return json.loads(reply.stdout.splitlines()[-1])["peak_bytes"]
 
@@ -211,29 +288,53 @@ def main():
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--markdown", help="also write the table here")
     parser.add_argument("--peak", help=argparse.SUPPRESS)
+    parser.add_argument("--inputs", help=argparse.SUPPRESS)
     args = parser.parse_args()
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
 
     if args.peak:
         # Child mode: the PyTorch side of one case's peak memory.
-        run = runner(args.peak)
-        before = peak_resident_bytes()
+        run = runner(args.peak, args.inputs)
+        reset_peak()
+        before = status_bytes("VmRSS:")
         run()
-        print(json.dumps({"case": args.peak, "peak_bytes": max(0, peak_resident_bytes() - before)}))
+        print(json.dumps({"case": args.peak, "peak_bytes": max(0, status_bytes("VmHWM:") - before)}))
         return
 
     losskit = Losskit(args.losskit)
     cases = [c for c in losskit.ask("cases") if args.cases in c]
+    inputs_dir = tempfile.TemporaryDirectory(prefix="losskit-peers-")
+    inputs = inputs_dir.name
+    write_inputs(inputs, cases)
+    losskit.ask(f"inputs {inputs}")
+    failed = []
+    for case in [c for c in cases if c in LOSS_CASES]:
+        indices = check_indices(case)
+        theirs = torch_check(case, inputs)
+        ours = losskit.ask(f"check {case} {' '.join(map(str, indices))}")
+        ours = (ours["loss"], ours["grad"])
+        same = close(ours[0], theirs[0]) and all(map(close, ours[1], theirs[1]))
+        verdict = "same" if same else "DIFFERENT"
+        print(
+            f"check {case}: loss {ours[0]:.7g} vs {theirs[0]:.7g}, gradient at {indices} "
+            f"{[f'{g:.6g}' for g in ours[1]]} vs {[f'{g:.6g}' for g in theirs[1]]}: {verdict}",
+            file=sys.stderr,
+            flush=True,
+        )
+        if not same:
+            failed.append(case)
+    cases = [c for c in cases if c not in failed]
     torch_runners = {}
-    times = {case: ([], []) for case in cases}
+    times = {case: [] for case in cases}
     for round_ in range(args.rounds):
         for case in cases:
+            ours, theirs = [], []
             reps = reps_for(case)
             time.sleep(SETTLE_SECONDS)
-            times[case][0].extend(losskit.ask(f"run {case} {reps}")["seconds"])
+            ours.extend(losskit.ask(f"run {case} {reps}")["seconds"])
             if case not in torch_runners:
-                torch_runners[case] = runner(case)
+                torch_runners[case] = runner(case, inputs)
                 for _ in range(2):
                     torch_runners[case]()
             run = torch_runners[case]
@@ -241,50 +342,113 @@ def main():
             for _ in range(reps):
                 started = time.perf_counter()
                 run()
-                times[case][1].append(time.perf_counter() - started)
+                theirs.append(time.perf_counter() - started)
+            times[case].append((ours, theirs))
         print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     losskit.close()
 
     for case in cases:
-        ratio = statistics.median(times[case][0]) / statistics.median(times[case][1])
-        print(f"ratio {case} {ratio:.3f}", flush=True)
+        print(f"ratio {case} {statistics.median(round_ratios(times[case])):.3f}", flush=True)
     header = (
         f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {threads} threads, "
         f"PyTorch {torch.__version__}, {args.rounds} interleaved rounds"
     )
     # The times first (printed and written), then memory: each case once more in a fresh
     # process per side, which takes a while.
-    emit(args.markdown, header, cases, times, {})
-    if args.no_memory:
-        return
-    peaks = {}
+    bandwidth = copy_bandwidth()
+    header += f"; copy bandwidth {bandwidth / 1e9:.1f} GB/s"
+    emit(args.markdown, header, cases, times, {}, failed, bandwidth)
+    if not args.no_memory:
+        peaks = {}
+        for case in cases:
+            try:
+                peaks[case] = (
+                    # mimalloc gives freed memory back at once here: otherwise the pages of
+                    # the .npy reading, freed but kept, would serve the run unseen.
+                    peak_of(
+                        [args.losskit],
+                        f"inputs {inputs}\npeak {case}",
+                        dict(os.environ, MIMALLOC_PURGE_DELAY="0"),
+                    ),
+                    peak_of([sys.executable, __file__, "--peak", case, "--inputs", inputs], ""),
+                )
+            except (subprocess.SubprocessError, ValueError, KeyError) as error:
+                print(f"peak {case}: {error}", file=sys.stderr)
+        emit(args.markdown, header, cases, times, peaks, failed, bandwidth)
+    inputs_dir.cleanup()
+    if failed:
+        sys.exit(f"losskit and PyTorch computed different values on {', '.join(failed)}")
+
+
+def copy_bandwidth():
+    """Bytes a second this machine moves in a large copy (read once, write once; numpy's
+    single-threaded copy of 256 MiB, the best of five)."""
+    source = np.ones(64 * 2**20, dtype=np.float32)
+    target = np.empty_like(source)
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        np.copyto(target, source)
+        best = min(best, time.perf_counter() - started)
+    return 2 * source.nbytes / best
+
+
+# The passes over output-sized float32 arrays that no implementation of a case can avoid:
+# cross-entropy reads the output once and writes the gradient once; MSE also reads the target;
+# Dice reads the output a second time, because its class sums must be complete before any
+# gradient element can be written.
+FLOOR_PASSES = {"ce": 2, "mse": 3, "dice": 3}
+
+
+def floors(cases, bandwidth):
+    """(case, floor ms) of the cases of at least a million elements."""
+    rows = []
     for case in cases:
-        try:
-            peaks[case] = (
-                peak_of([args.losskit], f"peak {case}"),
-                peak_of([sys.executable, __file__, "--peak", case], ""),
-            )
-        except (subprocess.SubprocessError, ValueError, KeyError) as error:
-            print(f"peak {case}: {error}", file=sys.stderr)
-    emit(args.markdown, header, cases, times, peaks)
+        if case not in LOSS_CASES:
+            continue
+        kind, shape, _ = LOSS_CASES[case]
+        size = 1
+        for d in shape:
+            size *= d
+        if size >= 2**20:
+            rows.append((case, FLOOR_PASSES[kind] * 4 * size / bandwidth * 1e3))
+    return rows
 
 
-def emit(markdown, header, cases, times, peaks):
+def round_ratios(rounds):
+    """Each round's ratio of the median times, losskit over PyTorch."""
+    return [statistics.median(ours) / statistics.median(theirs) for ours, theirs in rounds]
+
+
+def emit(markdown, header, cases, times, peaks, failed, bandwidth):
     lines = [
         header,
         "",
         "| case | losskit ms (min – median – max) | PyTorch ms (min – median – max) "
-        "| losskit / PyTorch (median) | peak MiB losskit | peak MiB PyTorch |",
+        "| losskit / PyTorch: median of the rounds (min – max) | peak MiB losskit | peak MiB PyTorch |",
         "|---|---|---|---|---|---|",
     ]
     for case in cases:
-        ours, theirs = times[case]
-        ratio = statistics.median(ours) / statistics.median(theirs)
+        ours = [t for round_ in times[case] for t in round_[0]]
+        theirs = [t for round_ in times[case] for t in round_[1]]
+        ratios = round_ratios(times[case])
         peak = peaks.get(case)
         memory = f"{peak[0] / 2**20:.1f} | {peak[1] / 2**20:.1f}" if peak else "– | –"
         lines.append(
-            f"| {case} | {milliseconds(ours)} | {milliseconds(theirs)} | {ratio:.2f} | {memory} |"
+            f"| {case} | {milliseconds(ours)} | {milliseconds(theirs)} "
+            f"| {statistics.median(ratios):.2f} ({min(ratios):.2f} – {max(ratios):.2f}) | {memory} |"
         )
+    for case in failed:
+        lines.append(f"| {case} | not timed: the values differ | | | | |")
+    lines += [
+        "",
+        "| case | floor ms (bandwidth) | losskit median / floor | PyTorch median / floor |",
+        "|---|---|---|---|",
+    ]
+    for case, floor in floors(cases, bandwidth):
+        ours = statistics.median(t for round_ in times[case] for t in round_[0]) * 1e3
+        theirs = statistics.median(t for round_ in times[case] for t in round_[1]) * 1e3
+        lines.append(f"| {case} | {floor:.2f} | {ours / floor:.1f} | {theirs / floor:.1f} |")
     table = "\n".join(lines)
     print(table, flush=True)
     if markdown:

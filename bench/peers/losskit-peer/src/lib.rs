@@ -3,14 +3,18 @@
 //!
 //! Every case is forward + backward of a loss (or one Adam step of a bundled model), and ends
 //! by reading the loss and one gradient element back to the host, so that lazy work is done;
-//! `bench/peers/peers.py` does the same in PyTorch.
+//! `bench/peers/peers.py` does the same in PyTorch. The driver hands both sides the same input
+//! arrays ([`loss_runner_on`], [`check_loss_case`]); `cargo bench` makes its own
+//! ([`runner`]).
 #![warn(missing_docs)]
 
 use burn::{
     optim::GradientsParams,
     tensor::{Device, Int, Tensor, TensorData},
 };
-use losskit_core::{Loss, LossInput, Reduction, Registry, Rng, Target};
+use losskit_core::{
+    Loss, LossInput, Reduction, Registry, Rng, Target, compute::compute_loss, input::HostArray,
+};
 use losskit_examples::models::{Cnn, CnnConfig, UNet, UNetConfig};
 use losskit_optim::{OptimizerConfig, ScheduleConfig};
 
@@ -153,11 +157,22 @@ fn labels(shape: &[usize], classes: usize, seed: u64) -> TensorData {
 /// A prepared case: one call is one repetition; it returns a value to keep the work alive.
 pub type Runner = Box<dyn FnMut() -> f64>;
 
-fn loss_runner(case: &LossCase, device: &Device) -> Runner {
-    let loss: Box<dyn Loss> = Registry::global()
+fn build_loss(case: &LossCase) -> Box<dyn Loss> {
+    Registry::global()
         .expect("the registry builds")
         .build_spec(case.spec)
-        .expect("a built-in loss");
+        .expect("a built-in loss")
+}
+
+/// The loss case named `case`.
+pub fn loss_case(case: &str) -> Option<&'static LossCase> {
+    LOSS_CASES
+        .iter()
+        .find(|(name, _)| *name == case)
+        .map(|(_, case)| case)
+}
+
+fn loss_runner(case: &LossCase, device: &Device) -> Runner {
     let autodiff = device.clone().autodiff();
     // The canonical layout [N, C, S], as `LossInput::with_indices` makes it from [N, C, ...].
     let (n, c) = (case.shape[0], case.shape[1]);
@@ -171,7 +186,57 @@ fn loss_runner(case: &LossCase, device: &Device) -> Runner {
     } else {
         Target::Dense(Tensor::<3>::from_data(normal(&[n, c, s], 2), &autodiff))
     };
-    let shape = case.shape.to_vec();
+    timed_loss(build_loss(case), output, target, case.shape.to_vec())
+}
+
+/// The loss case on the given arrays (an output of the case's shape and its target, as a
+/// user's `.npy` files would hold them), read onto `device` once, as a training loop holds
+/// them.
+pub fn loss_runner_on(
+    case: &LossCase,
+    output: &HostArray,
+    target: &HostArray,
+    device: &Device,
+) -> Result<Runner, String> {
+    if output.shape != case.shape {
+        return Err(format!(
+            "the output has shape {:?}, the case {:?}",
+            output.shape, case.shape
+        ));
+    }
+    let input = LossInput::from_host(output, target, &device.clone().autodiff())
+        .map_err(|error| error.to_string())?;
+    let (output, target) = input.into_parts();
+    Ok(timed_loss(
+        build_loss(case),
+        output,
+        target,
+        case.shape.to_vec(),
+    ))
+}
+
+/// The case's loss (mean) and its gradient with respect to the output, in the output's
+/// row-major order, on the given arrays: what the driver compares with PyTorch's before timing.
+pub fn check_loss_case(
+    case: &LossCase,
+    output: &HostArray,
+    target: &HostArray,
+    device: &Device,
+) -> Result<(f64, Vec<f64>), String> {
+    let computed = compute_loss(
+        build_loss(case).as_ref(),
+        output,
+        target,
+        device,
+        Reduction::Mean,
+        true,
+    )
+    .map_err(|error| error.to_string())?;
+    let gradient = computed.gradient.ok_or("no gradient came back")?;
+    Ok((computed.value[0], gradient))
+}
+
+fn timed_loss(loss: Box<dyn Loss>, output: Tensor<3>, target: Target, shape: Vec<usize>) -> Runner {
     Box::new(move || {
         let x = output.clone().require_grad();
         let input = LossInput::from_canonical(x.clone(), target.clone(), shape.clone())
@@ -268,4 +333,47 @@ pub fn runner(case: &str, device: &Device) -> Option<Runner> {
     STEP_CASES
         .contains(&case)
         .then(|| step_runner(case, device))
+}
+
+#[cfg(test)]
+mod tests {
+    use losskit_core::input::HostValues;
+
+    use super::*;
+
+    #[test]
+    fn the_driver_s_arrays_give_the_loss_and_its_gradient_the_timed_run_computes() {
+        let device = losskit_core::devices::default_device().expect("a CPU device");
+        let case = loss_case("dice_256x10").expect("a loss case");
+        let mut rng = Rng::new(5);
+        let output = HostArray {
+            shape: vec![256, 10],
+            values: HostValues::Float((0..2560).map(|_| rng.normal()).collect()),
+        };
+        let target = HostArray {
+            shape: vec![256],
+            values: HostValues::Int((0..256).map(|_| rng.below(10) as i64).collect()),
+        };
+        let (value, gradient) = check_loss_case(case, &output, &target, &device).unwrap();
+        assert_eq!(gradient.len(), 2560);
+        // The timed run returns the loss plus the first gradient element.
+        let mut run = loss_runner_on(case, &output, &target, &device).unwrap();
+        let timed = run();
+        assert!(
+            (timed - (value + gradient[0])).abs() < 1e-5,
+            "{timed} vs {value} + {}",
+            gradient[0]
+        );
+        let wrong = HostArray {
+            shape: vec![2560],
+            values: output.values.clone(),
+        };
+        let error = loss_runner_on(case, &wrong, &target, &device)
+            .err()
+            .expect("a wrong shape is refused");
+        assert!(
+            error.contains("the output has shape [2560], the case [256, 10]"),
+            "{error}"
+        );
+    }
 }
