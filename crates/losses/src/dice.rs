@@ -158,6 +158,12 @@ impl DiceLoss {
 impl Loss for DiceLoss {
     fn forward(&self, input: LossInput, reduction: Reduction) -> Result<LossValue, Error> {
         let channels = input.channels();
+        if let Some(values) = self.overlap.dice_rows(&input, self.jaccard)? {
+            return Ok(self
+                .overlap
+                .reduce_rows(values, channels, reduction)?
+                .into());
+        }
         let (values, sums) = self.per_class(input)?;
         Ok(self
             .overlap

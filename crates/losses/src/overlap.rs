@@ -426,6 +426,50 @@ impl Overlap {
         })
     }
 
+    /// The Dice (or, with `jaccard`, Jaccard) loss per (sample, class) `[N, K]` where each
+    /// sample has one position (a classifier's `[N, C]`), softmax over class indices, none
+    /// ignored, per sample and without `ignore_empty` or `squared_pred`: with one position each
+    /// sum is one element, so the fused kernel computes the ratio in the softmax's pass
+    /// ([`fused::softmax_dice_rows`]) on the CPU backend; `None` for every other case.
+    pub(crate) fn dice_rows(
+        &self,
+        input: &LossInput,
+        jaccard: bool,
+    ) -> Result<Option<Tensor<2>>, Error> {
+        let channels = input.channels();
+        let Target::Indices(indices) = input.target() else {
+            return Ok(None);
+        };
+        let one_position = input.output().dims()[2] == 1;
+        if !one_position
+            || self.activation != Activation::Softmax
+            || self.squared_pred
+            || self.batch
+            || self.ignore_empty
+            || channels < 2
+            || !fused::is_fused(input.output())
+        {
+            return Ok(None);
+        }
+        let (indices, valid) = checked_indices(indices, channels, self.ignore_index)?;
+        if valid.is_some() {
+            return Ok(None);
+        }
+        let values = fused::softmax_dice_rows(
+            input.output().clone(),
+            indices,
+            self.smooth_nr as f32,
+            self.smooth_dr as f32,
+            jaccard,
+        );
+        let dropped = self.dropped(channels);
+        Ok(Some(if dropped > 0 {
+            values.narrow(1, dropped, channels - dropped)
+        } else {
+            values
+        }))
+    }
+
     /// The sums of the common case, softmax over class indices with none ignored, in one fused
     /// pass each way ([`fused::softmax_overlap_sums`]); `None` for every other case.
     fn softmax_index_sums(&self, input: &LossInput) -> Result<Option<Sums>, Error> {
@@ -520,17 +564,49 @@ impl Overlap {
         }
         Ok(reduce_classes(values, sums, reduction))
     }
+
+    /// [`Overlap::reduce`] of per-sample values `[N, K]` where every sample has a counted
+    /// position and every class counts ([`Overlap::dice_rows`]).
+    pub(crate) fn reduce_rows(
+        &self,
+        mut values: Tensor<2>,
+        channels: usize,
+        reduction: Reduction,
+    ) -> Result<Tensor<1>, Error> {
+        if let Some(weights) = self.class_weights(channels, &values.device())? {
+            values = values * weights;
+        }
+        let samples = values.dims()[0];
+        Ok(reduce_counted(values, None, None, samples, reduction))
+    }
 }
 
 /// Zeroes samples without a counted position (and, with `ignore_empty`, the empty classes)
 /// and reduces `[B, K]` (see [`Overlap::reduce`]): `none` is each sample's share of `sum`.
 pub(crate) fn reduce_classes(values: Tensor<2>, sums: &Sums, reduction: Reduction) -> Tensor<1> {
-    let values = match &sums.counted {
-        Some(counted) => values * counted.clone(),
+    reduce_counted(
+        values,
+        sums.counted.clone(),
+        sums.present.clone(),
+        sums.samples,
+        reduction,
+    )
+}
+
+/// [`reduce_classes`] given what it reads of the sums.
+fn reduce_counted(
+    values: Tensor<2>,
+    counted: Option<Tensor<2>>,
+    present: Option<Tensor<2>>,
+    samples: usize,
+    reduction: Reduction,
+) -> Tensor<1> {
+    let values = match counted {
+        Some(counted) => values * counted,
         None => values,
     };
-    let (values, present) = match &sums.present {
-        Some(present) => (values * present.clone(), Some(present.clone())),
+    let (values, present) = match present {
+        Some(present) => (values * present.clone(), Some(present)),
         None => (values, None),
     };
     match reduction {
@@ -542,11 +618,11 @@ pub(crate) fn reduce_classes(values: Tensor<2>, sums: &Sums, reduction: Reductio
         Reduction::Sum => values.sum(),
         Reduction::None => {
             let [b, _] = values.dims();
-            if b == sums.samples {
+            if b == samples {
                 values.sum_dim(1).reshape([b])
             } else {
                 // One value per class for the whole batch: each sample gets an equal share.
-                (values.sum() / sums.samples as f64).repeat_dim(0, sums.samples)
+                (values.sum() / samples as f64).repeat_dim(0, samples)
             }
         }
     }

@@ -30,6 +30,13 @@ pub trait FusedLossBackend: Backend {
     /// See [`super::squared_error_sum`].
     fn squared_error_sum(output: FloatTensor<Self>, target: FloatTensor<Self>)
     -> FloatTensor<Self>;
+    /// See [`super::softmax_dice_rows`]; `params` `[3]`: `smooth_nr`, `smooth_dr`, and 1
+    /// (Dice) or 2 (Jaccard).
+    fn softmax_dice_rows(
+        logits: FloatTensor<Self>,
+        target: IntTensor<Self>,
+        params: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
 }
 
 /// What a concrete backend provides so that its fused operations are differentiable: the
@@ -61,6 +68,20 @@ pub trait FusedLossKernels: Backend {
         target: IntTensor<Self>,
         grad_intersection: Option<FloatTensor<Self>>,
         grad_prediction: Option<FloatTensor<Self>>,
+    ) -> FloatTensor<Self>;
+    /// The loss `[N, C]` and the log-sum-exp `[N, 1]` kept for the backward pass.
+    fn softmax_dice_rows_forward(
+        logits: FloatTensor<Self>,
+        target: IntTensor<Self>,
+        params: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+    /// The logits' gradient given the loss's `grad` `[N, C]`.
+    fn softmax_dice_rows_backward(
+        logits: FloatTensor<Self>,
+        log_sum_exp: FloatTensor<Self>,
+        target: IntTensor<Self>,
+        params: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
     /// `sign · 2 · (output - target) · grad`: the output's gradient with `sign = 1`, the
     /// target's with `-1`.
@@ -122,6 +143,24 @@ impl FusedLossKernels for Flex {
     ) -> FloatTensor<Self> {
         flex::squared_error_backward(output, target, grad, sign)
     }
+
+    fn softmax_dice_rows_forward(
+        logits: FloatTensor<Self>,
+        target: IntTensor<Self>,
+        params: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        flex::softmax_dice_rows(logits, target, &params)
+    }
+
+    fn softmax_dice_rows_backward(
+        logits: FloatTensor<Self>,
+        log_sum_exp: FloatTensor<Self>,
+        target: IntTensor<Self>,
+        params: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        flex::softmax_dice_rows_backward(logits, log_sum_exp, target, &params, grad)
+    }
 }
 
 impl FusedLossBackend for Flex {
@@ -142,6 +181,14 @@ impl FusedLossBackend for Flex {
         target: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         flex::squared_error_sum(output, target)
+    }
+
+    fn softmax_dice_rows(
+        logits: FloatTensor<Self>,
+        target: IntTensor<Self>,
+        params: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        flex::softmax_dice_rows(logits, target, &params).0
     }
 }
 
@@ -177,6 +224,20 @@ impl<B: FusedLossKernels, const INTERSECTION: bool> Backward<B, 1> for OverlapSu
                 (None, Some(grad))
             };
             B::softmax_overlap_sums_backward(logits, log_sum_exp, target, intersection, prediction)
+        });
+    }
+}
+
+#[derive(Debug)]
+struct DiceRows;
+
+impl<B: FusedLossKernels> Backward<B, 1> for DiceRows {
+    type State = (FloatTensor<B>, FloatTensor<B>, IntTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (logits, log_sum_exp, target, params) = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+            B::softmax_dice_rows_backward(logits, log_sum_exp, target, params, grad)
         });
     }
 }
@@ -255,6 +316,31 @@ where
         (intersection, prediction, Self::from_inner(truth))
     }
 
+    fn softmax_dice_rows(
+        logits: FloatTensor<Self>,
+        target: IntTensor<Self>,
+        params: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let params = params.into_primitive();
+        match DiceRows
+            .prepare::<C>([logits.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let logits = logits.into_primitive();
+                let (loss, log_sum_exp) =
+                    B::softmax_dice_rows_forward(logits.clone(), target.clone(), params.clone());
+                prep.finish((logits, log_sum_exp, target, params), loss)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::softmax_dice_rows(
+                logits.into_primitive(),
+                target,
+                params,
+            )),
+        }
+    }
+
     fn squared_error_sum(
         output: FloatTensor<Self>,
         target: FloatTensor<Self>,
@@ -303,5 +389,17 @@ pub(super) fn squared_error_sum(output: Tensor<3>, target: Tensor<3>) -> Tensor<
     Tensor::from_dispatch(<Dispatch as FusedLossBackend>::squared_error_sum(
         output.into_dispatch(),
         target.into_dispatch(),
+    ))
+}
+
+pub(super) fn softmax_dice_rows(
+    logits: Tensor<3>,
+    target: Tensor<2, Int>,
+    params: Tensor<1>,
+) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as FusedLossBackend>::softmax_dice_rows(
+        logits.into_dispatch(),
+        target.into_dispatch(),
+        params.into_dispatch(),
     ))
 }

@@ -544,6 +544,177 @@ pub(super) fn softmax_overlap_sums_backward(
     tensor(out, vec![dims.n, dims.c, dims.s])
 }
 
+/// The soft Dice ratio's constants, read from the `[3]` parameter tensor: `smooth_nr`,
+/// `smooth_dr`, and the denominator's factor `k` (1: Dice, `p + t`; 2: Jaccard,
+/// `2·(p + t − p·t)`).
+#[derive(Clone, Copy)]
+struct DiceRatio {
+    nr: f32,
+    dr: f32,
+    k: f32,
+}
+
+impl DiceRatio {
+    fn of(params: &FlexTensor) -> Self {
+        let params = floats(params);
+        Self {
+            nr: params[0],
+            dr: params[1],
+            k: params[2],
+        }
+    }
+
+    /// `1 − r` where the target is 0: `r = nr / (k·p + dr)`.
+    #[inline(always)]
+    fn loss_off(self, p: f32) -> f32 {
+        1.0 - self.nr / (self.k * p + self.dr)
+    }
+
+    /// `1 − r` where the target is 1: `r = (2p + nr) / (p + 1 + dr)` (Dice) or
+    /// `(2p + nr) / (2 + dr)` (Jaccard).
+    #[inline(always)]
+    fn loss_on(self, p: f32) -> f32 {
+        let denominator = if self.k == 1.0 { p + 1.0 } else { 2.0 };
+        1.0 - (2.0 * p + self.nr) / (denominator + self.dr)
+    }
+
+    /// `d(1 − r)/dp` where the target is 0.
+    #[inline(always)]
+    fn slope_off(self, p: f32) -> f32 {
+        let d = self.k * p + self.dr;
+        self.k * self.nr / (d * d)
+    }
+
+    /// `d(1 − r)/dp` where the target is 1.
+    #[inline(always)]
+    fn slope_on(self, p: f32) -> f32 {
+        if self.k == 1.0 {
+            let d = p + 1.0 + self.dr;
+            -(2.0 + 2.0 * self.dr - self.nr) / (d * d)
+        } else {
+            -2.0 / (2.0 + self.dr)
+        }
+    }
+}
+
+/// The soft Dice (or Jaccard) loss `1 − r` per (sample, class) with the softmax over the
+/// classes of rows (`S = 1`: one position per sample), where each (sample, class) sum is a
+/// single element, so the ratio is computed in the same pass as the probabilities; and the
+/// log-sum-exp per row, kept for the backward pass. `params`: see [`DiceRatio`].
+pub(super) fn softmax_dice_rows(
+    logits: FlexTensor,
+    target: FlexTensor,
+    params: &FlexTensor,
+) -> (FlexTensor, FlexTensor) {
+    let (logits, target) = (contiguous(logits), contiguous(target));
+    let dims = Dims::of(&logits);
+    debug_assert_eq!(dims.s, 1, "rows only");
+    let x = floats(&logits);
+    let c = dims.c;
+    let ratio = DiceRatio::of(params);
+    let lse = log_sum_exp(x, dims);
+    let mut out = vec![0f32; dims.n * c];
+    with_classes!(target, |t| {
+        out.par_chunks_mut(c)
+            .enumerate()
+            .with_min_len(ROWS_PER_TASK)
+            .for_each(|(sample, row)| {
+                simd(
+                    #[inline(always)]
+                    || {
+                        dice_row(
+                            &x[sample * c..][..c],
+                            lse[sample],
+                            t[sample].class(),
+                            ratio,
+                            row,
+                        )
+                    },
+                )
+            });
+    });
+    (tensor(out, vec![dims.n, c]), tensor(lse, vec![dims.n, 1]))
+}
+
+/// The logits' gradient of [`softmax_dice_rows`] given the upstream gradient `[N, C]`: with
+/// `G = g · d(1 − r)/dp`, the softmax backward `p · (G − Σ_c p · G)`.
+pub(super) fn softmax_dice_rows_backward(
+    logits: FlexTensor,
+    lse: FlexTensor,
+    target: FlexTensor,
+    params: &FlexTensor,
+    grad: FlexTensor,
+) -> FlexTensor {
+    let (logits, target, grad) = (contiguous(logits), contiguous(target), contiguous(grad));
+    let dims = Dims::of(&logits);
+    let (x, lse, g) = (floats(&logits), floats(&lse), floats(&grad));
+    let c = dims.c;
+    let ratio = DiceRatio::of(params);
+    let mut out = vec![0f32; x.len()];
+    with_classes!(target, |t| {
+        out.par_chunks_mut(c)
+            .enumerate()
+            .with_min_len(ROWS_PER_TASK)
+            .for_each(|(sample, row)| {
+                simd(
+                    #[inline(always)]
+                    || {
+                        dice_backward_row(
+                            &x[sample * c..][..c],
+                            lse[sample],
+                            t[sample].class(),
+                            &g[sample * c..][..c],
+                            ratio,
+                            row,
+                        )
+                    },
+                )
+            });
+    });
+    tensor(out, vec![dims.n, c, 1])
+}
+
+/// One row of [`softmax_dice_rows`].
+#[inline(always)]
+fn dice_row(input: &[f32], lse: f32, class: usize, ratio: DiceRatio, row: &mut [f32]) {
+    for (o, &v) in row.iter_mut().zip(input) {
+        *o = ratio.loss_off(fast_exp(v - lse));
+    }
+    row[class] = ratio.loss_on(fast_exp(input[class] - lse));
+}
+
+/// One row of [`softmax_dice_rows_backward`].
+#[inline(always)]
+fn dice_backward_row(
+    input: &[f32],
+    lse: f32,
+    class: usize,
+    g: &[f32],
+    ratio: DiceRatio,
+    row: &mut [f32],
+) {
+    // `row` holds p first, then the gradient.
+    let mut lanes = [0f32; 8];
+    for (chunk, (values, g)) in row.chunks_mut(8).zip(input.chunks(8).zip(g.chunks(8))) {
+        for ((o, &v), (&g, lane)) in chunk
+            .iter_mut()
+            .zip(values)
+            .zip(g.iter().zip(lanes.iter_mut()))
+        {
+            *o = fast_exp(v - lse);
+            *lane += *o * g * ratio.slope_off(*o);
+        }
+    }
+    let p_class = row[class];
+    let on = g[class] * ratio.slope_on(p_class);
+    let off = g[class] * ratio.slope_off(p_class);
+    let dot = lanes.iter().sum::<f32>() + p_class * (on - off);
+    for (o, &g) in row.iter_mut().zip(g) {
+        *o *= g * ratio.slope_off(*o) - dot;
+    }
+    row[class] = p_class * (on - dot);
+}
+
 /// `Σ (output - target)²`, `[1]`, accumulated per task in `f32` lanes and across tasks in
 /// `f64`.
 pub(super) fn squared_error_sum(output: FlexTensor, target: FlexTensor) -> FlexTensor {

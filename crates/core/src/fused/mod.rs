@@ -1,5 +1,6 @@
 //! Fused loss kernels: the heavy inner parts of the cross-entropy, overlap (Dice family) and
-//! squared-error losses as single backend operations with a hand-written backward pass.
+//! squared-error losses, and the whole soft Dice/Jaccard loss of a classifier's output (one
+//! position per sample), as single backend operations with a hand-written backward pass.
 //!
 //! Composed from burn's tensor operations, a softmax cross-entropy makes one pass over the
 //! `[N, C, S]` logits per operation (max, subtract, exponentiate, sum, logarithm, gather)
@@ -48,6 +49,32 @@ pub fn softmax_overlap_sums(
         return extension::softmax_overlap_sums(logits, target);
     }
     composed::softmax_overlap_sums(logits, target)
+}
+
+/// The soft Dice loss `1 − (2·p·t + smooth_nr) / (p + t + smooth_dr)` (with `jaccard`, the
+/// denominator `2·(p + t − p·t) + smooth_dr`) per sample and class, `[N, C]`, of logits
+/// `[N, C, 1]` (one position per sample: a classifier's output) with `p = softmax(logits)`
+/// over the classes and `t` the one-hot of class indices `[N, 1]` in `0..C`. With one position,
+/// each (sample, class) sum of the Dice family is one element, so the fused form computes the
+/// ratio in the pass that computes `p` (and its gradient in one pass back) instead of building
+/// the sums and then the ratio from `[N, C]` tensors.
+pub fn softmax_dice_rows(
+    logits: Tensor<3>,
+    target: Tensor<2, Int>,
+    smooth_nr: f32,
+    smooth_dr: f32,
+    jaccard: bool,
+) -> Tensor<2> {
+    #[cfg(feature = "flex")]
+    if fused_runs_on(&logits, &target) && logits.dims()[2] == 1 {
+        let k = if jaccard { 2.0 } else { 1.0 };
+        let params = Tensor::<1>::from_data(
+            burn::tensor::TensorData::new(vec![smooth_nr, smooth_dr, k], [3]),
+            &logits.device(),
+        );
+        return extension::softmax_dice_rows(logits, target, params);
+    }
+    composed::softmax_dice_rows(logits, target, smooth_nr, smooth_dr, jaccard)
 }
 
 /// `Σ (output - target)²` over all elements, `[1]`.
@@ -132,6 +159,24 @@ pub mod composed {
             prediction.reshape([n, c]),
             truth.reshape([n, c]),
         )
+    }
+
+    /// See [`super::softmax_dice_rows`]: the sums, then the ratio.
+    pub fn softmax_dice_rows(
+        logits: Tensor<3>,
+        target: Tensor<2, Int>,
+        smooth_nr: f32,
+        smooth_dr: f32,
+        jaccard: bool,
+    ) -> Tensor<2> {
+        let (intersection, prediction, truth) = softmax_overlap_sums(logits, target);
+        let total = prediction + truth;
+        let denominator = if jaccard {
+            (total - intersection.clone()) * 2.0
+        } else {
+            total
+        };
+        ((intersection * 2.0 + smooth_nr) / (denominator + smooth_dr)).neg() + 1.0
     }
 
     /// See [`super::squared_error_sum`]: burn-nn's `MseLoss` with a sum.
@@ -254,8 +299,38 @@ mod tests {
         fused: impl Fn(Tensor<3>, Tensor<2, Int>) -> Tensor<D>,
         composed: impl Fn(Tensor<3>, Tensor<2, Int>) -> Tensor<D>,
     ) {
+        check_shapes(name, &SHAPES, fused, composed);
+    }
+
+    /// [`check`] on the shapes with one position per sample (more rows than a parallel task
+    /// takes, 2 to 1000 classes).
+    fn check_rows<const D: usize>(
+        name: &str,
+        fused: impl Fn(Tensor<3>, Tensor<2, Int>) -> Tensor<D>,
+        composed: impl Fn(Tensor<3>, Tensor<2, Int>) -> Tensor<D>,
+    ) {
+        check_shapes(
+            name,
+            &[
+                [5, 7, 1],
+                [3, 2, 1],
+                [130, 10, 1],
+                [4, 1000, 1],
+                [70, 13, 1],
+            ],
+            fused,
+            composed,
+        );
+    }
+
+    fn check_shapes<const D: usize>(
+        name: &str,
+        shapes: &[[usize; 3]],
+        fused: impl Fn(Tensor<3>, Tensor<2, Int>) -> Tensor<D>,
+        composed: impl Fn(Tensor<3>, Tensor<2, Int>) -> Tensor<D>,
+    ) {
         let device = Device::flex().autodiff();
-        for (k, [n, c, s]) in SHAPES.into_iter().enumerate() {
+        for (k, &[n, c, s]) in shapes.iter().enumerate() {
             let seed = k as u64 + 1;
             let logits = Tensor::<3>::from_data(
                 TensorData::new(values(n * c * s, seed, 6.0), [n, c, s]),
@@ -337,6 +412,21 @@ mod tests {
                 pick(which)(softmax_overlap_sums),
                 pick(which)(composed::softmax_overlap_sums),
             );
+        }
+    }
+
+    #[test]
+    fn fused_dice_rows_match_their_composed_form() {
+        for (smooth_nr, smooth_dr) in [(1e-5, 1e-5), (0.0, 1e-5), (1.0, 1.0)] {
+            for jaccard in [false, true] {
+                let name =
+                    format!("softmax_dice_rows nr {smooth_nr} dr {smooth_dr} jaccard {jaccard}");
+                check_rows(
+                    &name,
+                    |l, t| softmax_dice_rows(l, t, smooth_nr, smooth_dr, jaccard),
+                    |l, t| composed::softmax_dice_rows(l, t, smooth_nr, smooth_dr, jaccard),
+                );
+            }
         }
     }
 
