@@ -693,7 +693,32 @@ fn dice_backward_row(
     ratio: DiceRatio,
     row: &mut [f32],
 ) {
-    // `row` holds p first, then the gradient.
+    softmax_backward_row(
+        input,
+        lse,
+        class,
+        g,
+        #[inline(always)]
+        |p, g| g * ratio.slope_off(p),
+        #[inline(always)]
+        |p| g[class] * ratio.slope_on(p),
+        row,
+    );
+}
+
+/// The softmax backward of one row (`S = 1`), `p · (dp − Σ_c p · dp)`, where `dp` is
+/// `off(p, g)` for every class but `class` and `on(p)` for it; `row` holds p first, then the
+/// gradient.
+#[inline(always)]
+fn softmax_backward_row(
+    input: &[f32],
+    lse: f32,
+    class: usize,
+    g: &[f32],
+    off: impl Fn(f32, f32) -> f32,
+    on: impl Fn(f32) -> f32,
+    row: &mut [f32],
+) {
     let mut lanes = [0f32; 8];
     for (chunk, (values, g)) in row.chunks_mut(8).zip(input.chunks(8).zip(g.chunks(8))) {
         for ((o, &v), (&g, lane)) in chunk
@@ -702,15 +727,14 @@ fn dice_backward_row(
             .zip(g.iter().zip(lanes.iter_mut()))
         {
             *o = fast_exp(v - lse);
-            *lane += *o * g * ratio.slope_off(*o);
+            *lane += *o * off(*o, g);
         }
     }
     let p_class = row[class];
-    let on = g[class] * ratio.slope_on(p_class);
-    let off = g[class] * ratio.slope_off(p_class);
-    let dot = lanes.iter().sum::<f32>() + p_class * (on - off);
+    let on = on(p_class);
+    let dot = lanes.iter().sum::<f32>() + p_class * (on - off(p_class, g[class]));
     for (o, &g) in row.iter_mut().zip(g) {
-        *o *= g * ratio.slope_off(*o) - dot;
+        *o *= off(*o, g) - dot;
     }
     row[class] = p_class * (on - dot);
 }
@@ -883,24 +907,17 @@ fn overlap_backward_row(
     gp: &[f32],
     row: &mut [f32],
 ) {
-    // `row` holds p first, then the gradient.
-    let mut weighted = [0f32; 8];
-    for (chunk, (values, gp)) in row.chunks_mut(8).zip(input.chunks(8).zip(gp.chunks(8))) {
-        for ((o, &v), (&g, w)) in chunk
-            .iter_mut()
-            .zip(values)
-            .zip(gp.iter().zip(weighted.iter_mut()))
-        {
-            *o = fast_exp(v - lse);
-            *w += *o * g;
-        }
-    }
-    let p_class = row[class];
-    let dot = weighted.iter().sum::<f32>() + p_class * gi[class];
-    for (o, &g) in row.iter_mut().zip(gp) {
-        *o *= g - dot;
-    }
-    row[class] += p_class * gi[class];
+    softmax_backward_row(
+        input,
+        lse,
+        class,
+        gp,
+        #[inline(always)]
+        |_, g| g,
+        #[inline(always)]
+        |_| gp[class] + gi[class],
+        row,
+    );
 }
 
 /// One tile's gradient, written to its class segments.

@@ -72,6 +72,9 @@ pub struct Table {
     lines: Vec<u64>,
     /// Whether the file's first column held row names (left out of `columns` and `rows`).
     pub row_names: bool,
+    /// Whether numbers may use a decimal comma (`2,5`): tables separated by semicolons, as
+    /// spreadsheets write them where the comma is the decimal mark.
+    decimal_comma: bool,
 }
 
 /// Reads a table: a header naming the columns, then one row per sample.
@@ -194,6 +197,7 @@ pub fn read_table(path: &Path) -> Result<Table> {
         rows,
         lines,
         row_names,
+        decimal_comma: delimiter == Some(b';'),
     })
 }
 
@@ -259,8 +263,8 @@ impl Table {
                         self.path.display()
                     );
                 }
-                match cell.parse::<f64>() {
-                    Ok(value) if value.is_finite() => Ok(value),
+                match self.number(cell) {
+                    Some(value) if value.is_finite() => Ok(value),
                     _ if self.is_text(column) => bail!(
                         "{}: line {line}, column `{name}` holds text (`{cell}`), not numbers; every feature and target must be numeric: encode it as numbers, or leave the column out (regression: --exclude {name})",
                         self.path.display()
@@ -274,6 +278,17 @@ impl Table {
             .collect()
     }
 
+    /// The number in `cell` (with a decimal comma in semicolon-separated tables).
+    fn number(&self, cell: &str) -> Option<f64> {
+        match cell.parse::<f64>() {
+            Ok(value) => Some(value),
+            Err(_) if self.decimal_comma && !cell.contains('.') => {
+                cell.replacen(',', ".", 1).parse().ok()
+            }
+            Err(_) => None,
+        }
+    }
+
     /// Whether no cell of `column` is a number (a column of names or categories, rather than a
     /// number column with a stray cell).
     fn is_text(&self, column: usize) -> bool {
@@ -281,7 +296,7 @@ impl Table {
             .iter()
             .map(|cells| &cells[column])
             .filter(|cell| !is_missing(cell))
-            .all(|cell| cell.parse::<f64>().is_err())
+            .all(|cell| self.number(cell).is_none())
     }
 
     /// The line in the file of row `row`.
@@ -344,6 +359,13 @@ mod tests {
         assert_eq!(t.line(1), 4, "a quoted newline is part of its cell");
         let t = table("a;b\n1;2\n").unwrap();
         assert_eq!(t.numbers(0).unwrap(), [1.0]);
+        // Semicolons and decimal commas, as spreadsheets write them in much of Europe.
+        let t = table("a;b\n1,5;-2,25\n3;1e3\n").unwrap();
+        assert_eq!(t.numbers(0).unwrap(), [1.5, 3.0]);
+        assert_eq!(t.numbers(1).unwrap(), [-2.25, 1000.0]);
+        // A comma is no decimal mark where commas separate the cells.
+        let t = table("a,b\n\"1,5\",2\n").unwrap();
+        assert!(t.numbers(0).is_err());
         // scikit-learn's linnerud files: whitespace-separated.
         let t = table("Chins Situps Jumps\n5 162 60\n2 110 60\n").unwrap();
         assert_eq!(t.columns, ["Chins", "Situps", "Jumps"]);
