@@ -928,3 +928,32 @@ fn a_run_folders_config_toml_trains_the_same_run_again_and_flags_override_it() {
     assert!(!dir.join("x").exists());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// An overlap loss per sample on the classifier gets a warning that says why it trains poorly
+/// there and what trains well; the batch form and a zero `smooth_nr` get none.
+#[test]
+fn per_sample_dice_on_the_classifier_is_warned_about() {
+    let dir = scratch("dice-advice");
+    for (loss, warned) in [
+        ("dice", true),
+        (r#"{"name": "tversky", "alpha": 0.3, "beta": 0.7}"#, true),
+        (r#"{"name": "dice", "batch": true}"#, false),
+        (r#"{"name": "dice", "smooth_nr": 0}"#, false),
+        ("cross_entropy", false),
+    ] {
+        let out = dir.join("run");
+        let mut args = tiny(&["train", "--loss", loss, "--epochs", "1", "--force"]);
+        args.extend(["--out".to_string(), out.display().to_string()]);
+        let output = run(&args);
+        assert!(output.status.success(), "{loss}: {}", text(&output));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            stderr.contains("losskit: warning:")
+                && stderr.contains("per sample on the classifier's [N, C]")
+                && stderr.contains("\"batch\": true"),
+            warned,
+            "{loss}: {stderr}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

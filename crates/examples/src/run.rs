@@ -395,6 +395,27 @@ pub fn default_optimizer(task: TaskKind) -> (&'static str, Option<&'static str>)
     }
 }
 
+/// Advice on a loss that trains the task but poorly: an overlap loss (one with `batch` and
+/// `smooth_nr` options) per sample on the classifier's `[N, C]` with `smooth_nr > 0`, which
+/// scores each absent class `smooth_nr / (p + smooth_dr)` (see `losskit info dice`).
+pub fn loss_advice(loss_spec: &Value, task: TaskKind) -> Option<String> {
+    if task != TaskKind::Classification {
+        return None;
+    }
+    let name = loss_spec.get("name")?.as_str()?;
+    let registration = Registry::global().ok()?.get(name).ok()?;
+    let defaults = (registration.example)();
+    let option = |key: &str| loss_spec.get(key).or_else(|| defaults.get(key)).cloned();
+    let batch = option("batch")?.as_bool()?;
+    let smooth_nr = option("smooth_nr")?.as_f64()?;
+    (!batch && smooth_nr > 0.0).then(|| {
+        format!(
+            "`{0}` per sample on the classifier's [N, C] (one position per sample) scores each class absent from a sample smooth_nr / (p + smooth_dr) and can settle with a class it never predicts (0.80 validation accuracy on the generated cells); {{\"name\": \"{0}\", \"batch\": true}} or \"smooth_nr\": 0 reach 1.00 (losskit info {0})",
+            registration.name
+        )
+    })
+}
+
 /// Checks that a loss can train the task's model: it takes the task's targets (class indices;
 /// 0/1 per label; real values) at the task's output rank, and the model can give outputs in
 /// the domain it declares.

@@ -118,6 +118,9 @@ pub fn run_prepared(prepared: Prepared, request: &TrainRequest, title: &str) -> 
             RunConfig::resolved(&spec, request.device.as_deref(), &request.devices).to_toml()?,
         )],
     };
+    if let Some(advice) = losskit_examples::run::loss_advice(&spec.loss, spec.task) {
+        tracing::warn!("{advice}");
+    }
     if request.progress != Progress::Quiet {
         tracing::info!("{}", data.description());
         if let Some(source) = &spec.init_from {
