@@ -544,6 +544,21 @@ pub(super) fn softmax_overlap_sums_backward(
     tensor(out, vec![dims.n, dims.c, dims.s])
 }
 
+/// Runs `kernel(sample, row)` on each row of `C` values of `out`, rows in parallel (in groups
+/// of [`ROWS_PER_TASK`]), each task compiled for the CPU's widest vectors ([`simd`]).
+#[inline(always)]
+fn for_each_row(out: &mut [f32], c: usize, kernel: impl Fn(usize, &mut [f32]) + Send + Sync) {
+    out.par_chunks_mut(c)
+        .enumerate()
+        .with_min_len(ROWS_PER_TASK)
+        .for_each(|(sample, row)| {
+            simd(
+                #[inline(always)]
+                || kernel(sample, row),
+            )
+        });
+}
+
 /// The soft Dice ratio's constants, read from the `[3]` parameter tensor: `smooth_nr`,
 /// `smooth_dr`, and the denominator's factor `k` (1: Dice, `p + t`; 2: Jaccard,
 /// `2·(p + t − p·t)`).
@@ -615,23 +630,20 @@ pub(super) fn softmax_dice_rows(
     let lse = log_sum_exp(x, dims);
     let mut out = vec![0f32; dims.n * c];
     with_classes!(target, |t| {
-        out.par_chunks_mut(c)
-            .enumerate()
-            .with_min_len(ROWS_PER_TASK)
-            .for_each(|(sample, row)| {
-                simd(
-                    #[inline(always)]
-                    || {
-                        dice_row(
-                            &x[sample * c..][..c],
-                            lse[sample],
-                            t[sample].class(),
-                            ratio,
-                            row,
-                        )
-                    },
+        for_each_row(
+            &mut out,
+            c,
+            #[inline(always)]
+            |sample, row| {
+                dice_row(
+                    &x[sample * c..][..c],
+                    lse[sample],
+                    t[sample].class(),
+                    ratio,
+                    row,
                 )
-            });
+            },
+        )
     });
     (tensor(out, vec![dims.n, c]), tensor(lse, vec![dims.n, 1]))
 }
@@ -652,24 +664,21 @@ pub(super) fn softmax_dice_rows_backward(
     let ratio = DiceRatio::of(params);
     let mut out = vec![0f32; x.len()];
     with_classes!(target, |t| {
-        out.par_chunks_mut(c)
-            .enumerate()
-            .with_min_len(ROWS_PER_TASK)
-            .for_each(|(sample, row)| {
-                simd(
-                    #[inline(always)]
-                    || {
-                        dice_backward_row(
-                            &x[sample * c..][..c],
-                            lse[sample],
-                            t[sample].class(),
-                            &g[sample * c..][..c],
-                            ratio,
-                            row,
-                        )
-                    },
+        for_each_row(
+            &mut out,
+            c,
+            #[inline(always)]
+            |sample, row| {
+                dice_backward_row(
+                    &x[sample * c..][..c],
+                    lse[sample],
+                    t[sample].class(),
+                    &g[sample * c..][..c],
+                    ratio,
+                    row,
                 )
-            });
+            },
+        )
     });
     tensor(out, vec![dims.n, c, 1])
 }
