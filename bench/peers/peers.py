@@ -44,7 +44,11 @@ LOSS_CASES = {
     "dice_16x4x128x128": ("dice", (16, 4, 128, 128), True),
     "dice_2x4x32x64x64": ("dice", (2, 4, 32, 64, 64), True),
 }
-STEP_CASES = ["cnn_step_b32", "unet_step_b16"]
+# name: U-Net (batch, channels, classes, side, depth) for the U-Net cases; the last is the
+# U-Net as `losskit train --task segmentation --data FOLDER` trains it (crates/examples'
+# folder_defaults: batch 8 of 128×128 patches, depth 3), on RGB images.
+STEP_CASES = ["cnn_step_b32", "unet_step_b16", "unet_step_b8_128"]
+UNET_STEPS = {"unet_step_b16": (16, 1, 3, 48, 2), "unet_step_b8_128": (8, 3, 2, 128, 3)}
 
 
 def dice_loss(x, t, smooth_nr=1e-5, smooth_dr=1e-5):
@@ -151,26 +155,38 @@ class Cnn(nn.Module):
 
 
 class UNet(nn.Module):
-    """crates/examples/src/models.rs's UNet."""
+    """crates/examples/src/models.rs's UNet: per level two blocks and a 2×2 max pooling down, a
+    2×2 transposed convolution up, the skip concatenated after it, one block."""
 
-    def __init__(self, channels=1, classes=3, w=8):
+    def __init__(self, channels=1, classes=3, w=8, depth=2):
         super().__init__()
-        self.enc1, self.enc1b = block(channels, w), block(w, w)
-        self.enc2, self.enc2b = block(w, 2 * w), block(2 * w, 2 * w)
-        self.bottom, self.bottomb = block(2 * w, 4 * w), block(4 * w, 4 * w)
-        self.up2 = nn.ConvTranspose2d(4 * w, 2 * w, 2, stride=2)
-        self.dec2 = block(4 * w, 2 * w)
-        self.up1 = nn.ConvTranspose2d(2 * w, w, 2, stride=2)
-        self.dec1 = block(2 * w, w)
+        widths = [w << level for level in range(depth + 1)]
+
+        def double(i, o):
+            return nn.Sequential(block(i, o), block(o, o))
+
+        self.encoders = nn.ModuleList(
+            double(channels if level == 0 else widths[level - 1], widths[level])
+            for level in range(depth)
+        )
+        self.bottom = double(widths[depth - 1], widths[depth])
+        levels = list(reversed(range(depth)))
+        self.ups = nn.ModuleList(
+            nn.ConvTranspose2d(widths[level + 1], widths[level], 2, stride=2) for level in levels
+        )
+        self.decoders = nn.ModuleList(block(2 * widths[level], widths[level]) for level in levels)
         self.head = nn.Conv2d(w, classes, 1)
 
     def forward(self, x):
-        e1 = self.enc1b(self.enc1(x))
-        e2 = self.enc2b(self.enc2(F.max_pool2d(e1, 2)))
-        b = self.bottomb(self.bottom(F.max_pool2d(e2, 2)))
-        d2 = self.dec2(torch.cat([self.up2(b), e2], 1))
-        d1 = self.dec1(torch.cat([self.up1(d2), e1], 1))
-        return self.head(d1)
+        skips = []
+        for encoder in self.encoders:
+            x = encoder(x)
+            skips.append(x)
+            x = F.max_pool2d(x, 2)
+        x = self.bottom(x)
+        for up, decoder, skip in zip(self.ups, self.decoders, reversed(skips)):
+            x = decoder(torch.cat([up(x), skip], 1))
+        return self.head(x)
 
 
 def step_runner(name):
@@ -184,9 +200,10 @@ def step_runner(name):
         def loss_fn(out):
             return F.cross_entropy(out, target)
     else:
-        model, classes = UNet(), 3
-        images = torch.randn(16, 1, 48, 48, generator=g)
-        target = torch.randint(0, classes, (16, 48 * 48), generator=g)
+        batch, channels, classes, side, depth = UNET_STEPS[name]
+        model = UNet(channels, classes, depth=depth)
+        images = torch.randn(batch, channels, side, side, generator=g)
+        target = torch.randint(0, classes, (batch, side * side), generator=g)
 
         def loss_fn(out):
             return dice_loss(out.flatten(2), target)

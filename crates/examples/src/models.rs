@@ -13,7 +13,7 @@ use burn::{
         activation::{self, relu},
     },
 };
-use losskit_core::OutputDomain;
+use losskit_core::{OutputDomain, fused::layers};
 use serde::{Deserialize, Serialize};
 
 /// The side of the generated classification images and the default classifier input.
@@ -40,8 +40,27 @@ impl ConvBlock {
         }
     }
 
+    // The block runs as two fused operations (`losskit_core::fused::layers`): on Flex the
+    // convolution and the training-time batch norm + ReLU are single graph nodes with
+    // hand-written backward passes, several times faster than burn-flex's composed forms
+    // (bench/RESULTS.md); elsewhere they are burn's own.
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu(self.norm.forward(self.conv.forward(x)))
+        let x = layers::conv2d_same(x, self.conv.weight.val());
+        if !(x.device().is_autodiff() && self.norm.training.is_enabled()) {
+            return relu(self.norm.forward(x));
+        }
+        let norm = &self.norm;
+        let (output, mean, variance) =
+            layers::batch_norm_relu_train(x, norm.gamma.val(), norm.beta.val(), norm.epsilon);
+        // The running statistics, updated as burn-nn's `BatchNorm::forward` updates them.
+        let device = output.device();
+        for (running, batch) in [(&norm.running_mean, mean), (&norm.running_var, variance)] {
+            let value = running.value_sync().to_device(&device);
+            running.update(
+                (value.mul_scalar(1.0 - norm.momentum) + batch.mul_scalar(norm.momentum)).detach(),
+            );
+        }
+        output
     }
 }
 
@@ -211,7 +230,20 @@ impl UNet {
         {
             x = decoder.forward(Tensor::cat(vec![up.forward(x), skip], 1));
         }
-        self.head.forward(x)
+        self.head(x)
+    }
+
+    // The 1×1 head as the fused convolution (its 1×1 path is one product per sample);
+    // burn-flex runs it as a 3-D convolution on layout copies.
+    fn head(&self, x: Tensor<4>) -> Tensor<4> {
+        let logits = layers::conv2d_same(x, self.head.weight.val());
+        match &self.head.bias {
+            Some(bias) => {
+                let [classes] = bias.dims();
+                logits + bias.val().reshape([1, classes, 1, 1])
+            }
+            None => logits,
+        }
     }
 }
 
@@ -321,5 +353,120 @@ mod tests {
             values(output_head(OutputDomain::Real, logits())),
             values(logits())
         );
+    }
+
+    /// burn-nn's own convolution block: what the fused one must equal.
+    fn composed_block(block: &ConvBlock, x: Tensor<4>) -> Tensor<4> {
+        relu(block.norm.forward(block.conv.forward(x)))
+    }
+
+    fn floats<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
+        tensor
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap()
+    }
+
+    fn assert_close(name: &str, a: &[f32], b: &[f32]) {
+        assert_eq!(a.len(), b.len(), "{name}");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() <= 2e-5 * (1.0 + y.abs()),
+                "{name}[{i}]: {x} vs {y}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_fused_conv_block_trains_as_burn_nn_s_conv_batch_norm_relu() {
+        let device = losskit_core::devices::default_device().unwrap().autodiff();
+        // Two blocks from the same seed: clones would share their running statistics.
+        let fresh = || {
+            device.seed(3);
+            ConvBlock::new(3, 5, &device)
+        };
+        let mut rng = losskit_core::Rng::new(9);
+        let shape = [4, 3, 7, 6];
+        let data: Vec<f32> = (0..shape.iter().product::<usize>())
+            .map(|_| rng.normal() as f32 * 2.0 + 0.3)
+            .collect();
+        let x = Tensor::<4>::from_data(TensorData::new(data, shape), &device);
+        let run = |forward: &dyn Fn(&ConvBlock, Tensor<4>) -> Tensor<4>| {
+            let block = fresh();
+            let input = x.clone().require_grad();
+            let output = forward(&block, input.clone());
+            let weights = Tensor::<4>::from_data(
+                TensorData::new(
+                    (0..output.shape().num_elements())
+                        .map(|i| (i % 7) as f32 - 3.0)
+                        .collect::<Vec<f32>>(),
+                    output.dims(),
+                ),
+                &device,
+            );
+            let grads = (output.clone() * weights).sum().backward();
+            let grad = |t: Tensor<1>| floats(t.grad(&grads).unwrap());
+            (
+                floats(output.inner()),
+                floats(input.grad(&grads).unwrap()),
+                floats(block.conv.weight.val().grad(&grads).unwrap()),
+                [grad(block.norm.gamma.val()), grad(block.norm.beta.val())].concat(),
+                [
+                    floats(block.norm.running_mean.value_sync()),
+                    floats(block.norm.running_var.value_sync()),
+                ]
+                .concat(),
+            )
+        };
+        let fused = run(&|block, x| block.forward(x));
+        let composed = run(&composed_block);
+        assert_close("output", &fused.0, &composed.0);
+        assert_close("input grad", &fused.1, &composed.1);
+        assert_close("conv weight grad", &fused.2, &composed.2);
+        assert_close("gamma and beta grads", &fused.3, &composed.3);
+        assert_close("running statistics", &fused.4, &composed.4);
+        // Evaluation (no autodiff) takes the running statistics, as burn-nn does.
+        let inner = fresh().valid();
+        let eval = x.clone().inner();
+        assert_close(
+            "evaluation",
+            &floats(inner.forward(eval.clone())),
+            &floats(relu(inner.norm.forward(inner.conv.forward(eval)))),
+        );
+    }
+
+    #[test]
+    fn the_u_net_head_is_burn_nn_s_1x1_convolution() {
+        let device = losskit_core::devices::default_device().unwrap().autodiff();
+        device.seed(5);
+        let unet = UNetConfig {
+            channels: 1,
+            classes: 3,
+            width: 4,
+            depth: 1,
+        }
+        .init(&device);
+        let mut rng = losskit_core::Rng::new(2);
+        let shape = [2, 4, 6, 5];
+        let data: Vec<f32> = (0..shape.iter().product::<usize>())
+            .map(|_| rng.normal() as f32)
+            .collect();
+        let x = Tensor::<4>::from_data(TensorData::new(data, shape), &device);
+        let run = |forward: &dyn Fn(Tensor<4>) -> Tensor<4>| {
+            let output = forward(x.clone());
+            let grads = (output.clone() * output.clone()).sum().backward();
+            let bias = unet.head.bias.as_ref().unwrap().val();
+            (
+                floats(output.inner()),
+                floats(unet.head.weight.val().grad(&grads).unwrap()),
+                floats(bias.grad(&grads).unwrap()),
+            )
+        };
+        let fused = run(&|x| unet.head(x));
+        let composed = run(&|x| unet.head.forward(x));
+        assert_close("head output", &fused.0, &composed.0);
+        assert_close("head weight grad", &fused.1, &composed.1);
+        assert_close("head bias grad", &fused.2, &composed.2);
     }
 }

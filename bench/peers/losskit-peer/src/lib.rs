@@ -131,8 +131,39 @@ pub const LOSS_CASES: [(&str, LossCase); 12] = [
     ),
 ];
 
-/// The training-step cases: one Adam step of each bundled model at its default batch size.
-pub const STEP_CASES: [&str; 2] = ["cnn_step_b32", "unet_step_b16"];
+/// The training-step cases: one Adam step of each bundled model at its default batch size on
+/// the generated data, and of the U-Net as an image folder trains it (`folder_defaults`: batch
+/// 8 of 128×128 patches, depth 3), on RGB images.
+pub const STEP_CASES: [&str; 3] = ["cnn_step_b32", "unet_step_b16", "unet_step_b8_128"];
+
+/// A U-Net step case's sizes.
+struct UNetStep {
+    batch: usize,
+    channels: usize,
+    classes: usize,
+    side: usize,
+    depth: usize,
+}
+
+fn unet_step(case: &str) -> UNetStep {
+    if case == "unet_step_b8_128" {
+        UNetStep {
+            batch: 8,
+            channels: 3,
+            classes: 2,
+            side: 128,
+            depth: 3,
+        }
+    } else {
+        UNetStep {
+            batch: 16,
+            channels: 1,
+            classes: 3,
+            side: 48,
+            depth: 2,
+        }
+    }
+}
 
 fn normal(shape: &[usize], seed: u64) -> TensorData {
     let mut rng = Rng::new(seed);
@@ -296,17 +327,23 @@ fn step_runner(case: &str, device: &Device) -> Runner {
             scalar
         })
     } else {
-        let (batch, classes, side) = (16, 3, 48);
+        let UNetStep {
+            batch,
+            channels,
+            classes,
+            side,
+            depth,
+        } = unet_step(case);
         let mut model: Option<UNet> = Some(
             UNetConfig {
-                channels: 1,
+                channels,
                 classes,
                 width: 8,
-                depth: 2,
+                depth,
             }
             .init(&autodiff),
         );
-        let images = Tensor::<4>::from_data(normal(&[batch, 1, side, side], 3), &autodiff);
+        let images = Tensor::<4>::from_data(normal(&[batch, channels, side, side], 3), &autodiff);
         let target =
             Tensor::<3, Int>::from_data(labels(&[batch, side, side], classes, 4), &autodiff);
         Box::new(move || {

@@ -22,7 +22,7 @@ use super::{fast_exp, fast_ln};
 /// closures passed here and the kernels they call are `#[inline(always)]`: code that is not
 /// inlined into the dispatched function is compiled for the baseline only.
 #[inline(always)]
-fn simd<R>(kernel: impl FnOnce() -> R) -> R {
+pub(super) fn simd<R>(kernel: impl FnOnce() -> R) -> R {
     pulp::Arch::new().dispatch(kernel)
 }
 
@@ -34,7 +34,7 @@ const ROWS_PER_TASK: usize = 64;
 const ELEMENTS_PER_TASK: usize = 1 << 15;
 
 /// `tensor`, contiguous (a copy only for a strided view).
-fn contiguous(tensor: FlexTensor) -> FlexTensor {
+pub(super) fn contiguous(tensor: FlexTensor) -> FlexTensor {
     if tensor.layout().contiguous_offsets().is_some() {
         tensor
     } else {
@@ -42,13 +42,13 @@ fn contiguous(tensor: FlexTensor) -> FlexTensor {
     }
 }
 
-fn floats(tensor: &FlexTensor) -> &[f32] {
+pub(super) fn floats(tensor: &FlexTensor) -> &[f32] {
     tensor
         .as_slice::<f32>()
         .expect("the fused losses run on contiguous f32 tensors (checked before dispatch)")
 }
 
-fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+pub(super) fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
@@ -120,7 +120,7 @@ impl Dims {
 /// The sum of `values` in eight independent lanes: a strict left-to-right float sum does not
 /// vectorise.
 #[inline(always)]
-fn lane_sum(values: &[f32]) -> f32 {
+pub(super) fn lane_sum(values: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
     let chunks = values.chunks_exact(8);
     let rest: f32 = chunks.remainder().iter().sum();

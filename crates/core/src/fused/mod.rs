@@ -1,18 +1,8 @@
 //! Fused loss kernels: the heavy inner parts of the cross-entropy, overlap (Dice family) and
 //! squared-error losses, and the whole soft Dice/Jaccard loss of a classifier's output (one
-//! position per sample), as single backend operations with a hand-written backward pass.
-//!
-//! Composed from burn's tensor operations, a softmax cross-entropy makes one pass over the
-//! `[N, C, S]` logits per operation (max, subtract, exponentiate, sum, logarithm, gather)
-//! forward and again backward, each allocating a tensor of that size. The fused operations
-//! make one pass forward and one backward, keep only the per-position log-sum-exp between
-//! them, and never build a one-hot target (timings: bench/RESULTS.md).
-//!
-//! They are burn backend extensions (`#[backend_extension]`) with kernels for the Flex CPU
-//! backend and an `Autodiff` implementation whose backward calls the matching gradient kernel.
-//! On every other backend and dtype (ndarray, wgpu, remote devices, `f64`) each function here
-//! runs its [`composed`] form, built from burn's differentiable operations: same value, same
-//! gradient, to float rounding. Tests hold the two to each other on random inputs.
+//! position per sample), as single backend operations with a hand-written backward pass; and,
+//! in [`layers`], the same for the convolution block the bundled models train (a "same"
+//! convolution, batch norm + ReLU).
 
 use burn::tensor::{DType, Int, Tensor};
 
@@ -20,6 +10,11 @@ use burn::tensor::{DType, Int, Tensor};
 mod extension;
 #[cfg(feature = "flex")]
 mod flex;
+#[cfg(feature = "flex")]
+mod flex_layers;
+#[cfg(feature = "flex")]
+mod layer_extension;
+pub mod layers;
 
 /// `-log softmax(logits)[target]` at every position: logits `[N, C, S]`, class indices
 /// `[N, S]` in `0..C`, result `[N, S]`.
@@ -101,7 +96,7 @@ pub fn is_fused(tensor: &Tensor<3>) -> bool {
 }
 
 #[cfg(feature = "flex")]
-fn is_flex_f32(tensor: &Tensor<3>) -> bool {
+fn is_flex_f32<const D: usize>(tensor: &Tensor<D>) -> bool {
     use burn::backend::DispatchDevice;
     // Empty tensors take the composed path: the kernels split their work by sizes.
     tensor.shape().num_elements() > 0

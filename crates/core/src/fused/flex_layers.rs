@@ -1,0 +1,451 @@
+//! The fused layer kernels on Flex: a stride-1 "same" convolution as im2col and burn-flex's
+//! matrix product, per sample and tile of output positions, with its backward pass in the same
+//! form; and batch norm with batch statistics followed by ReLU, in one pass for the statistics
+//! and one for the output (and the same two backward).
+//!
+//! Burn-flex runs a 2-D convolution as a 3-D one on an NHWC copy of its input, its input
+//! gradient as a transposed 3-D convolution and its weight gradient as a convolution of the
+//! axes-swapped input by the axes-swapped output gradient (two layout copies of each); its
+//! batch norm is composed of reductions over axes-swapped copies. Here every pass reads the
+//! NCHW tensors where they lie: a tile's im2col rows are shifted copies of input rows, small
+//! enough to stay in cache for the product that reads them, and the product of the weights by
+//! a tile is already that tile of the NCHW output. The input gradient is the "same"
+//! convolution of the output gradient by the flipped, transposed kernel (stride 1, odd sides),
+//! so it takes the forward's path rather than a scatter.
+//!
+//! Work is split over samples (convolution) or channels and planes (batch norm); each
+//! sample's or channel's sums run in a fixed order, so results do not depend on the threads.
+
+use burn::tensor::Shape;
+use burn_flex::{FlexTensor, ops::matmul::matmul};
+use rayon::prelude::*;
+
+use super::flex::{contiguous, floats, lane_sum, simd, tensor};
+
+/// The most im2col elements of one tile (256 KiB of `f32`: a core's L2 share).
+const TILE_ELEMENTS: usize = 1 << 16;
+
+/// The sizes of a "same" convolution: input `[n, ci, h, w]`, weight `[co, ci, kh, kw]` with odd
+/// kernel sides, output `[n, co, h, w]`.
+#[derive(Debug, Clone, Copy)]
+struct ConvDims {
+    n: usize,
+    ci: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    kh: usize,
+    kw: usize,
+}
+
+impl ConvDims {
+    fn of(x: &FlexTensor, weight: &FlexTensor) -> Self {
+        let (x, weight) = (x.layout().shape(), weight.layout().shape());
+        Self {
+            n: x[0],
+            ci: x[1],
+            h: x[2],
+            w: x[3],
+            co: weight[0],
+            kh: weight[2],
+            kw: weight[3],
+        }
+    }
+
+    /// The convolution that gives the input's gradient: of the output gradient (`co`
+    /// channels) to `ci` channels.
+    fn transposed(self) -> Self {
+        Self {
+            ci: self.co,
+            co: self.ci,
+            ..self
+        }
+    }
+
+    fn plane(&self) -> usize {
+        self.h * self.w
+    }
+
+    /// Rows of the im2col matrix: one per input channel and kernel position.
+    fn patch(&self) -> usize {
+        self.ci * self.kh * self.kw
+    }
+
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1
+    }
+
+    /// Output positions per tile: all of them for a 1×1 kernel (its im2col matrix is the
+    /// input itself), otherwise as many as keep a tile's im2col within [`TILE_ELEMENTS`] (a
+    /// multiple of 16, at least 64).
+    fn tile(&self) -> usize {
+        if self.pointwise() {
+            return self.plane().max(1);
+        }
+        (TILE_ELEMENTS / self.patch() / 16 * 16)
+            .max(64)
+            .min(self.plane())
+            .max(1)
+    }
+}
+
+/// The output positions `lo..hi` of a row whose input position `+ offset` lies in `0..len`.
+#[inline(always)]
+fn valid(len: usize, offset: isize) -> (usize, usize) {
+    let lo = (-offset).clamp(0, len as isize) as usize;
+    let hi = (len as isize - offset).clamp(0, len as isize) as usize;
+    (lo, hi.max(lo))
+}
+
+/// The im2col matrix `[ci·kh·kw, end − start]` of output positions `start..end` (flat, over
+/// `h × w`) of one sample `[ci, h, w]`, zero where the kernel reaches past the border. A tile
+/// fits in cache, so zeroing it first costs less than tracking which elements a copy skips.
+fn im2col_tile(sample: &[f32], d: ConvDims, start: usize, end: usize) -> Vec<f32> {
+    let (w, plane, len) = (d.w, d.plane(), end - start);
+    let (ph, pw) = ((d.kh - 1) / 2, (d.kw - 1) / 2);
+    let mut cols = vec![0f32; d.patch() * len];
+    for (row, out) in cols.chunks_exact_mut(len).enumerate() {
+        let (c, ky, kx) = (row / (d.kh * d.kw), (row / d.kw) % d.kh, row % d.kw);
+        let dy = ky as isize - ph as isize;
+        let dx = kx as isize - pw as isize;
+        let (lo, hi) = valid(w, dx);
+        let input = &sample[c * plane..][..plane];
+        let mut position = start;
+        while position < end {
+            let (oy, first) = (position / w, position % w);
+            let last = w.min(first + (end - position));
+            let iy = oy as isize + dy;
+            let (a, b) = (lo.clamp(first, last), hi.clamp(first, last));
+            if (0..d.h as isize).contains(&iy) && a < b {
+                let from = iy as usize * w;
+                let shift = |i: usize| (i as isize + dx) as usize;
+                let at = position - start;
+                out[at + (a - first)..at + (b - first)]
+                    .copy_from_slice(&input[from + shift(a)..from + shift(b)]);
+            }
+            position += last - first;
+        }
+    }
+    cols
+}
+
+/// The im2col tile of sample `sample` of `x` (`[n, ci, h, w]`, contiguous) as a tensor `[ci·kh·kw,
+/// end − start]`; for a 1×1 kernel, a view of the sample itself.
+fn columns(x: &FlexTensor, d: ConvDims, sample: usize, start: usize, end: usize) -> FlexTensor {
+    let size = d.ci * d.plane();
+    if d.pointwise() {
+        return x
+            .narrow(0, sample, 1)
+            .reshape(Shape::new([d.ci, d.plane()]))
+            .narrow(1, start, end - start);
+    }
+    let cols = im2col_tile(&floats(x)[sample * size..][..size], d, start, end);
+    tensor(cols, vec![d.patch(), end - start])
+}
+
+/// `weights` `[rows, k]` times the im2col matrix of every sample of `x`, tile by tile, written
+/// as `[n, rows, h·w]`: the "same" convolution with `d`'s kernel.
+fn convolve(x: &FlexTensor, weights: &FlexTensor, d: ConvDims, rows: usize) -> Vec<f32> {
+    let (plane, tile) = (d.plane(), d.tile());
+    let mut out = vec![0f32; d.n * rows * plane];
+    out.par_chunks_mut((rows * plane).max(1))
+        .enumerate()
+        .for_each(|(sample, out)| {
+            for start in (0..plane).step_by(tile) {
+                let end = (start + tile).min(plane);
+                let product = matmul(weights.clone(), columns(x, d, sample, start, end));
+                let product = floats(&product);
+                for (row, values) in product.chunks_exact(end - start).enumerate() {
+                    out[row * plane + start..row * plane + end].copy_from_slice(values);
+                }
+            }
+        });
+    out
+}
+
+/// The "same" convolution (stride 1, padding `(k − 1) / 2`) of `x` `[n, ci, h, w]` by `weight`
+/// `[co, ci, kh, kw]` (odd sides), `[n, co, h, w]`.
+pub(super) fn conv2d_same(x: FlexTensor, weight: FlexTensor) -> FlexTensor {
+    let (x, weight) = (contiguous(x), contiguous(weight));
+    let d = ConvDims::of(&x, &weight);
+    let weights = weight.reshape(Shape::new([d.co, d.patch()]));
+    tensor(convolve(&x, &weights, d, d.co), vec![d.n, d.co, d.h, d.w])
+}
+
+/// `weight` `[co, ci, kh, kw]` flipped in both kernel axes with its channel axes swapped, as
+/// a matrix `[ci, co·kh·kw]`: the kernel whose "same" convolution of the output gradient is the
+/// input gradient.
+fn flipped_transposed(weight: &[f32], d: ConvDims) -> FlexTensor {
+    let k = d.kh * d.kw;
+    let mut flipped = vec![0f32; d.ci * d.co * k];
+    for o in 0..d.co {
+        for c in 0..d.ci {
+            for j in 0..k {
+                flipped[(c * d.co + o) * k + (k - 1 - j)] = weight[(o * d.ci + c) * k + j];
+            }
+        }
+    }
+    tensor(flipped, vec![d.ci, d.co * k])
+}
+
+/// The gradients of [`conv2d_same`] given its output's `grad`: the input's (when
+/// `input_gradient`) and the weight's.
+pub(super) fn conv2d_same_backward(
+    x: FlexTensor,
+    weight: FlexTensor,
+    grad: FlexTensor,
+    input_gradient: bool,
+) -> (Option<FlexTensor>, FlexTensor) {
+    let (x, weight, grad) = (contiguous(x), contiguous(weight), contiguous(grad));
+    let d = ConvDims::of(&x, &weight);
+    let (plane, tile) = (d.plane(), d.tile());
+    let weight_size = d.co * d.patch();
+    // Each sample's weight gradient apart, summed in sample order below: a sum in the order
+    // threads finish would make the result depend on the scheduling.
+    let mut per_sample = vec![0f32; d.n * weight_size];
+    per_sample
+        .par_chunks_mut(weight_size.max(1))
+        .enumerate()
+        .for_each(|(sample, weight_grad)| {
+            let grad = grad.narrow(0, sample, 1).reshape(Shape::new([d.co, plane]));
+            for start in (0..plane).step_by(tile) {
+                let end = (start + tile).min(plane);
+                let cols = columns(&x, d, sample, start, end);
+                let product = matmul(grad.narrow(1, start, end - start), cols.transpose(0, 1));
+                for (total, &g) in weight_grad.iter_mut().zip(floats(&product)) {
+                    *total += g;
+                }
+            }
+        });
+    let mut weight_grad = vec![0f32; weight_size];
+    for part in per_sample.chunks_exact(weight_size.max(1)) {
+        for (total, &g) in weight_grad.iter_mut().zip(part) {
+            *total += g;
+        }
+    }
+    let input = input_gradient.then(|| {
+        let flipped = flipped_transposed(floats(&weight), d);
+        let values = convolve(&grad, &flipped, d.transposed(), d.ci);
+        tensor(values, vec![d.n, d.ci, d.h, d.w])
+    });
+    (input, tensor(weight_grad, vec![d.co, d.ci, d.kh, d.kw]))
+}
+
+fn shape_of(x: &FlexTensor) -> Vec<usize> {
+    x.layout().shape().iter().copied().collect()
+}
+
+/// `[n, c, s]` of a tensor `[n, c, ...]`.
+fn norm_dims(x: &FlexTensor) -> [usize; 3] {
+    let shape = x.layout().shape();
+    let (n, c) = (shape[0], shape[1]);
+    [n, c, shape.num_elements() / (n * c).max(1)]
+}
+
+/// Per channel of `x` `[n, c, s]`, the mean and the biased variance (two passes, each plane's
+/// sum in lanes, the planes' sums in `f64`).
+fn channel_statistics(x: &[f32], [n, c, s]: [usize; 3]) -> Vec<(f32, f32)> {
+    let count = (n * s) as f64;
+    (0..c)
+        .into_par_iter()
+        .map(|channel| {
+            simd(|| {
+                let planes = (0..n).map(|i| &x[(i * c + channel) * s..][..s]);
+                let mean = planes.clone().map(|p| f64::from(lane_sum(p))).sum::<f64>() / count;
+                let m = mean as f32;
+                let variance = planes
+                    .map(|p| f64::from(lane_sum_of(p, |v| (v - m) * (v - m))))
+                    .sum::<f64>()
+                    / count;
+                (m, variance as f32)
+            })
+        })
+        .collect()
+}
+
+/// `Σ f(v)` over `values` in eight lanes.
+#[inline(always)]
+fn lane_sum_of(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0f32; 8];
+    let chunks = values.chunks_exact(8);
+    let rest: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += f(v);
+        }
+    }
+    lanes.iter().sum::<f32>() + rest
+}
+
+/// One channel's normalisation: `x̂ = (x − mean) · inv_std`, `z = γ·x̂ + β`.
+#[derive(Debug, Clone, Copy)]
+struct ChannelNorm {
+    mean: f32,
+    inv_std: f32,
+    gamma: f32,
+    beta: f32,
+}
+
+impl ChannelNorm {
+    fn all(statistics: &[(f32, f32)], gamma: &[f32], beta: &[f32], epsilon: f64) -> Vec<Self> {
+        statistics
+            .iter()
+            .zip(gamma.iter().zip(beta))
+            .map(|(&(mean, variance), (&gamma, &beta))| Self {
+                mean,
+                inv_std: (1.0 / (f64::from(variance) + epsilon).sqrt()) as f32,
+                gamma,
+                beta,
+            })
+            .collect()
+    }
+
+    #[inline(always)]
+    fn normalized(&self, v: f32) -> f32 {
+        (v - self.mean) * self.inv_std
+    }
+
+    /// 1 where the ReLU passes the gradient (its input `γ·x̂ + β` is positive), else 0: a
+    /// factor rather than a branch, so that the loops over a plane vectorise.
+    #[inline(always)]
+    fn passes(&self, normalized: f32) -> f32 {
+        f32::from(u8::from(normalized * self.gamma + self.beta > 0.0))
+    }
+
+    #[inline(always)]
+    fn output(&self, v: f32) -> f32 {
+        (self.normalized(v) * self.gamma + self.beta).max(0.0)
+    }
+}
+
+/// `relu(γ · (x − mean) / √(var + ε) + β)` with the batch's per-channel mean and biased
+/// variance, of `x` `[n, c, ...]`; returns the output, the mean `[c]` and the variance `[c]`.
+pub(super) fn batch_norm_relu(
+    x: FlexTensor,
+    gamma: FlexTensor,
+    beta: FlexTensor,
+    epsilon: f64,
+) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let [x, gamma, beta] = [x, gamma, beta].map(contiguous);
+    let dims @ [_, c, s] = norm_dims(&x);
+    let values = floats(&x);
+    let statistics = channel_statistics(values, dims);
+    let norms = ChannelNorm::all(&statistics, floats(&gamma), floats(&beta), epsilon);
+    let mut out = vec![0f32; values.len()];
+    out.par_chunks_mut(s.max(1))
+        .zip(values.par_chunks(s.max(1)))
+        .enumerate()
+        .for_each(|(plane, (out, x))| {
+            let norm = norms[plane % c];
+            simd(|| {
+                for (o, &v) in out.iter_mut().zip(x) {
+                    *o = norm.output(v);
+                }
+            });
+        });
+    let (mean, variance): (Vec<f32>, Vec<f32>) = statistics.into_iter().unzip();
+    (
+        tensor(out, shape_of(&x)),
+        tensor(mean, vec![c]),
+        tensor(variance, vec![c]),
+    )
+}
+
+/// The gradients of [`batch_norm_relu`] with respect to `x`, `γ` and `β`, given its output's
+/// `grad` and the statistics it returned.
+pub(super) fn batch_norm_relu_backward(
+    x: FlexTensor,
+    gamma: FlexTensor,
+    beta: FlexTensor,
+    mean: FlexTensor,
+    variance: FlexTensor,
+    epsilon: f64,
+    grad: FlexTensor,
+) -> [FlexTensor; 3] {
+    let [x, grad, gamma, beta, mean, variance] =
+        [x, grad, gamma, beta, mean, variance].map(contiguous);
+    let [n, c, s] = norm_dims(&x);
+    let (values, upstream) = (floats(&x), floats(&grad));
+    let statistics: Vec<(f32, f32)> = floats(&mean)
+        .iter()
+        .copied()
+        .zip(floats(&variance).iter().copied())
+        .collect();
+    let norms = ChannelNorm::all(&statistics, floats(&gamma), floats(&beta), epsilon);
+    // Per channel, Σ g and Σ g·x̂ with g the upstream gradient where the ReLU passed it.
+    let sums: Vec<(f32, f32)> = (0..c)
+        .into_par_iter()
+        .map(|channel| {
+            let norm = norms[channel];
+            simd(|| {
+                let (mut total, mut total_x) = (0f64, 0f64);
+                for i in 0..n {
+                    let at = (i * c + channel) * s;
+                    let (g, x) = (&upstream[at..at + s], &values[at..at + s]);
+                    let (a, b) = relu_grad_sums(norm, x, g);
+                    total += f64::from(a);
+                    total_x += f64::from(b);
+                }
+                (total as f32, total_x as f32)
+            })
+        })
+        .collect();
+    let count = (n * s) as f32;
+    let mut input = vec![0f32; values.len()];
+    input
+        .par_chunks_mut(s.max(1))
+        .zip(
+            values
+                .par_chunks(s.max(1))
+                .zip(upstream.par_chunks(s.max(1))),
+        )
+        .enumerate()
+        .for_each(|(plane, (out, (x, g)))| {
+            let channel = plane % c;
+            let (norm, (total, total_x)) = (norms[channel], sums[channel]);
+            let scale = norm.gamma * norm.inv_std;
+            let (mean_g, mean_gx) = (total / count, total_x / count);
+            simd(|| {
+                for ((o, &v), &g) in out.iter_mut().zip(x).zip(g) {
+                    let normalized = norm.normalized(v);
+                    let g = g * norm.passes(normalized);
+                    *o = scale * (g - mean_g - normalized * mean_gx);
+                }
+            });
+        });
+    let (beta_grad, gamma_grad): (Vec<f32>, Vec<f32>) = sums.into_iter().unzip();
+    [
+        tensor(input, shape_of(&x)),
+        tensor(gamma_grad, vec![c]),
+        tensor(beta_grad, vec![c]),
+    ]
+}
+
+/// `(Σ g, Σ g·x̂)` over a plane, `g` the upstream gradient where the ReLU's input is positive.
+#[inline(always)]
+fn relu_grad_sums(norm: ChannelNorm, x: &[f32], g: &[f32]) -> (f32, f32) {
+    let masked = |v: f32, g: f32| {
+        let normalized = norm.normalized(v);
+        let g = g * norm.passes(normalized);
+        (g, g * normalized)
+    };
+    let (mut total, mut total_x) = ([0f32; 8], [0f32; 8]);
+    for (xs, gs) in x.chunks_exact(8).zip(g.chunks_exact(8)) {
+        for lane in 0..8 {
+            let (a, b) = masked(xs[lane], gs[lane]);
+            total[lane] += a;
+            total_x[lane] += b;
+        }
+    }
+    let tail = x.len() / 8 * 8;
+    let (mut rest, mut rest_x) = (0f32, 0f32);
+    for (&v, &g) in x[tail..].iter().zip(&g[tail..]) {
+        let (a, b) = masked(v, g);
+        rest += a;
+        rest_x += b;
+    }
+    (
+        total.iter().sum::<f32>() + rest,
+        total_x.iter().sum::<f32>() + rest_x,
+    )
+}
