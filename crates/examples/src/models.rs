@@ -228,9 +228,17 @@ impl UNet {
             .zip(&self.decoders)
             .zip(skips.into_iter().rev())
         {
-            x = decoder.forward(Tensor::cat(vec![up.forward(x), skip], 1));
+            x = decoder.forward(Tensor::cat(vec![Self::up(up, x), skip], 1));
         }
         self.head(x)
+    }
+
+    // The 2×2 stride-2 up-sampling as the fused transposed convolution (one product per
+    // sample); burn-flex runs it, and its backward, as 3-D (transposed) convolutions on
+    // layout copies. `UNetConfig::init` builds every `ups` layer with stride = kernel, no
+    // padding, dilation 1 and one group, the only case the fused form computes.
+    fn up(up: &ConvTranspose2d, x: Tensor<4>) -> Tensor<4> {
+        layers::conv_transpose2d_blocks(x, up.weight.val(), up.bias.as_ref().map(|b| b.val()))
     }
 
     // The 1×1 head as the fused convolution (its 1×1 path is one product per sample);
@@ -434,6 +442,45 @@ mod tests {
             &floats(inner.forward(eval.clone())),
             &floats(relu(inner.norm.forward(inner.conv.forward(eval)))),
         );
+    }
+
+    #[test]
+    fn the_u_net_up_sampling_is_burn_nn_s_transposed_convolution() {
+        let device = losskit_core::devices::default_device().unwrap().autodiff();
+        device.seed(6);
+        let unet = UNetConfig {
+            channels: 1,
+            classes: 2,
+            width: 3,
+            depth: 2,
+        }
+        .init(&device);
+        let mut rng = losskit_core::Rng::new(3);
+        for up in &unet.ups {
+            let [inputs, _, _, _] = up.weight.dims();
+            let shape = [2, inputs, 3, 5];
+            let data: Vec<f32> = (0..shape.iter().product::<usize>())
+                .map(|_| rng.normal() as f32)
+                .collect();
+            let x = Tensor::<4>::from_data(TensorData::new(data, shape), &device).require_grad();
+            let run = |forward: &dyn Fn(Tensor<4>) -> Tensor<4>| {
+                let output = forward(x.clone());
+                let grads = (output.clone() * output.clone()).sum().backward();
+                let bias = up.bias.as_ref().unwrap().val();
+                (
+                    floats(output.inner()),
+                    floats(x.grad(&grads).unwrap()),
+                    floats(up.weight.val().grad(&grads).unwrap()),
+                    floats(bias.grad(&grads).unwrap()),
+                )
+            };
+            let fused = run(&|x| UNet::up(up, x));
+            let composed = run(&|x| up.forward(x));
+            assert_close("up output", &fused.0, &composed.0);
+            assert_close("up input grad", &fused.1, &composed.1);
+            assert_close("up weight grad", &fused.2, &composed.2);
+            assert_close("up bias grad", &fused.3, &composed.3);
+        }
     }
 
     #[test]

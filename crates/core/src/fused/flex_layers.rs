@@ -1,6 +1,7 @@
 //! The fused layer kernels on Flex: a stride-1 "same" convolution as im2col and burn-flex's
 //! matrix product, per sample and tile of output positions, with its backward pass in the same
-//! form; and batch norm with batch statistics followed by ReLU, in one pass for the statistics
+//! form; a transposed convolution whose stride equals its kernel (a U-Net's up-sampling) as
+//! one product per sample; and batch norm with batch statistics followed by ReLU, in one pass for the statistics
 //! and one for the output (and the same two backward).
 //!
 //! Burn-flex runs a 2-D convolution as a 3-D one on an NHWC copy of its input, its input
@@ -98,32 +99,48 @@ fn valid(len: usize, offset: isize) -> (usize, usize) {
 }
 
 /// The im2col matrix `[ci·kh·kw, end − start]` of output positions `start..end` (flat, over
-/// `h × w`) of one sample `[ci, h, w]`, zero where the kernel reaches past the border. A tile
-/// fits in cache, so zeroing it first costs less than tracking which elements a copy skips.
+/// `h × w`) of one sample `[ci, h, w]`, zero where the kernel reaches past the border.
+///
+/// Row `(c, ky, kx)` of the matrix is channel `c` of the input shifted by `(dy, dx)`: over the
+/// positions whose shifted row lies inside the image, one contiguous run of the input (one
+/// copy, not one a row), in which the elements that wrapped around a row's end are then
+/// zeroed. The buffer is written front to back, each element once, so it is never cleared
+/// first.
 fn im2col_tile(sample: &[f32], d: ConvDims, start: usize, end: usize) -> Vec<f32> {
-    let (w, plane, len) = (d.w, d.plane(), end - start);
-    let (ph, pw) = ((d.kh - 1) / 2, (d.kw - 1) / 2);
-    let mut cols = vec![0f32; d.patch() * len];
-    for (row, out) in cols.chunks_exact_mut(len).enumerate() {
+    let (w, plane, len) = (d.w as isize, d.plane() as isize, end - start);
+    let (ph, pw) = (((d.kh - 1) / 2) as isize, ((d.kw - 1) / 2) as isize);
+    let mut cols = Vec::with_capacity(d.patch() * len);
+    for row in 0..d.patch() {
         let (c, ky, kx) = (row / (d.kh * d.kw), (row / d.kw) % d.kh, row % d.kw);
-        let dy = ky as isize - ph as isize;
-        let dx = kx as isize - pw as isize;
-        let (lo, hi) = valid(w, dx);
-        let input = &sample[c * plane..][..plane];
-        let mut position = start;
-        while position < end {
-            let (oy, first) = (position / w, position % w);
-            let last = w.min(first + (end - position));
-            let iy = oy as isize + dy;
-            let (a, b) = (lo.clamp(first, last), hi.clamp(first, last));
-            if (0..d.h as isize).contains(&iy) && a < b {
-                let from = iy as usize * w;
-                let shift = |i: usize| (i as isize + dx) as usize;
-                let at = position - start;
-                out[at + (a - first)..at + (b - first)]
-                    .copy_from_slice(&input[from + shift(a)..from + shift(b)]);
+        let (dy, dx) = (ky as isize - ph, kx as isize - pw);
+        let input = &sample[c * d.plane()..][..d.plane()];
+        let shift = dy * w + dx;
+        // Positions whose shifted row is inside the image, and whose shifted flat index is
+        // inside the plane (the two differ only by elements the column fix-up zeroes).
+        let first = (start as isize).max(-dy * w).max(-shift).min(end as isize);
+        let last = (end as isize)
+            .min((d.h as isize - dy) * w)
+            .min(plane - shift)
+            .max(first);
+        let at = cols.len();
+        cols.resize(at + (first - start as isize) as usize, 0.0);
+        if first < last {
+            cols.extend_from_slice(&input[(first + shift) as usize..(last + shift) as usize]);
+        }
+        cols.resize(at + len, 0.0);
+        if dx != 0 {
+            let (lo, hi) = valid(d.w, dx);
+            let out = &mut cols[at..];
+            let mut line = start - start % d.w;
+            while line < end {
+                for x in (0..lo).chain(hi..d.w) {
+                    let position = line + x;
+                    if (start..end).contains(&position) {
+                        out[position - start] = 0.0;
+                    }
+                }
+                line += d.w;
             }
-            position += last - first;
         }
     }
     cols
@@ -231,6 +248,195 @@ pub(super) fn conv2d_same_backward(
     (input, tensor(weight_grad, vec![d.co, d.ci, d.kh, d.kw]))
 }
 
+/// The sizes of a transposed convolution whose stride equals its kernel: input
+/// `[n, ci, h, w]`, weight `[ci, co, kh, kw]`, output `[n, co, h·kh, w·kw]`, each input pixel
+/// spreading over its own `kh × kw` block of the output.
+#[derive(Debug, Clone, Copy)]
+struct BlockDims {
+    n: usize,
+    ci: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    kh: usize,
+    kw: usize,
+}
+
+impl BlockDims {
+    fn of(x: &FlexTensor, weight: &FlexTensor) -> Self {
+        let (x, weight) = (x.layout().shape(), weight.layout().shape());
+        Self {
+            n: x[0],
+            ci: x[1],
+            h: x[2],
+            w: x[3],
+            co: weight[1],
+            kh: weight[2],
+            kw: weight[3],
+        }
+    }
+
+    fn plane(&self) -> usize {
+        self.h * self.w
+    }
+
+    /// Rows of a sample's product: one per output channel and kernel position.
+    fn rows(&self) -> usize {
+        self.co * self.kh * self.kw
+    }
+
+    fn output_plane(&self) -> usize {
+        self.plane() * self.kh * self.kw
+    }
+}
+
+/// Sample `sample` of `x` `[n, c, h, w]` (contiguous) as a matrix view `[c, h·w]`.
+fn sample_matrix(x: &FlexTensor, sample: usize, c: usize, plane: usize) -> FlexTensor {
+    x.narrow(0, sample, 1).reshape(Shape::new([c, plane]))
+}
+
+/// The transposed convolution with stride equal to its kernel of `x` `[n, ci, h, w]` by
+/// `weight` `[ci, co, kh, kw]`, plus `bias` `[co]`: per sample, the product of the weights
+/// (as `[co·kh·kw, ci]`) by the sample (`[ci, h·w]`), whose row `(o, a, b)` is the `(a, b)`
+/// position of every block of output channel `o`.
+pub(super) fn conv_transpose2d_blocks(
+    x: FlexTensor,
+    weight: FlexTensor,
+    bias: FlexTensor,
+) -> FlexTensor {
+    let [x, weight, bias] = [x, weight, bias].map(contiguous);
+    let d = BlockDims::of(&x, &weight);
+    let bias = floats(&bias);
+    let weights = weight.reshape(Shape::new([d.ci, d.rows()])).transpose(0, 1);
+    let mut out = vec![0f32; d.n * d.co * d.output_plane()];
+    out.par_chunks_mut((d.co * d.output_plane()).max(1))
+        .enumerate()
+        .for_each(|(sample, out)| {
+            let product = matmul(weights.clone(), sample_matrix(&x, sample, d.ci, d.plane()));
+            scatter_blocks(floats(&product), bias, d, out);
+        });
+    tensor(out, vec![d.n, d.co, d.h * d.kh, d.w * d.kw])
+}
+
+/// Writes a sample's product `[co·kh·kw, h·w]` into its output `[co, h·kh, w·kw]`, plus the
+/// channel's bias.
+fn scatter_blocks(product: &[f32], bias: &[f32], d: BlockDims, out: &mut [f32]) {
+    let (plane, width) = (d.plane(), d.w * d.kw);
+    for (o, channel) in out.chunks_exact_mut(d.output_plane()).enumerate() {
+        for (line_index, line) in channel.chunks_exact_mut(width).enumerate() {
+            let (y, a) = (line_index / d.kh, line_index % d.kh);
+            for b in 0..d.kw {
+                let row = ((o * d.kh + a) * d.kw + b) * plane + y * d.w;
+                for (block, &v) in line[b..]
+                    .iter_mut()
+                    .step_by(d.kw)
+                    .zip(&product[row..row + d.w])
+                {
+                    *block = v + bias[o];
+                }
+            }
+        }
+    }
+}
+
+/// A sample's output gradient `[co, h·kh, w·kw]` gathered as `[co·kh·kw, h·w]`, the layout of
+/// the forward product.
+fn gather_blocks(grad: &[f32], d: BlockDims) -> Vec<f32> {
+    let width = d.w * d.kw;
+    let mut rows = Vec::with_capacity(d.rows() * d.plane());
+    for channel in grad.chunks_exact(d.output_plane()) {
+        for a in 0..d.kh {
+            for b in 0..d.kw {
+                for y in 0..d.h {
+                    let line = &channel[(y * d.kh + a) * width..][..width];
+                    rows.extend(line[b..].iter().step_by(d.kw));
+                }
+            }
+        }
+    }
+    rows
+}
+
+/// The gradients of [`conv_transpose2d_blocks`] given its output's `grad`: the input's (when
+/// `input_gradient`), the weight's and the bias's. Per sample the gathered gradient `G`
+/// `[co·kh·kw, h·w]` gives the input's as `weights · G`, the weight's as `x · Gᵀ` and the
+/// bias's as the sums of `G`'s rows; the per-sample parts are summed in sample order.
+pub(super) fn conv_transpose2d_blocks_backward(
+    x: FlexTensor,
+    weight: FlexTensor,
+    grad: FlexTensor,
+    input_gradient: bool,
+) -> (Option<FlexTensor>, FlexTensor, FlexTensor) {
+    let [x, weight, grad] = [x, weight, grad].map(contiguous);
+    let d = BlockDims::of(&x, &weight);
+    let weights = weight.reshape(Shape::new([d.ci, d.rows()]));
+    let (sample_input, weight_size) = (d.ci * d.plane(), d.ci * d.rows());
+    let upstream = floats(&grad);
+    let mut input = vec![
+        0f32;
+        if input_gradient {
+            d.n * sample_input
+        } else {
+            d.n
+        }
+    ];
+    let mut weight_parts = vec![0f32; d.n * weight_size];
+    let mut bias_parts = vec![0f64; d.n * d.co];
+    input
+        .par_chunks_mut(if input_gradient {
+            sample_input.max(1)
+        } else {
+            1
+        })
+        .zip(weight_parts.par_chunks_mut(weight_size.max(1)))
+        .zip(bias_parts.par_chunks_mut(d.co.max(1)))
+        .enumerate()
+        .for_each(|(sample, ((input, weight_part), bias_part))| {
+            let sample_grad =
+                &upstream[sample * d.co * d.output_plane()..][..d.co * d.output_plane()];
+            let gathered = gather_blocks(sample_grad, d);
+            simd(
+                #[inline(always)]
+                || {
+                    for (total, rows) in bias_part
+                        .iter_mut()
+                        .zip(gathered.chunks_exact((d.kh * d.kw * d.plane()).max(1)))
+                    {
+                        *total = f64::from(lane_sum(rows));
+                    }
+                },
+            );
+            let gathered = tensor(gathered, vec![d.rows(), d.plane()]);
+            let sample = sample_matrix(&x, sample, d.ci, d.plane());
+            let part = matmul(sample, gathered.clone().transpose(0, 1));
+            weight_part.copy_from_slice(floats(&part));
+            if input_gradient {
+                input.copy_from_slice(floats(&matmul(weights.clone(), gathered)));
+            }
+        });
+    let mut weight_grad = vec![0f32; weight_size];
+    for part in weight_parts.chunks_exact(weight_size.max(1)) {
+        for (total, &g) in weight_grad.iter_mut().zip(part) {
+            *total += g;
+        }
+    }
+    let mut bias_grad = vec![0f64; d.co];
+    for part in bias_parts.chunks_exact(d.co.max(1)) {
+        for (total, &g) in bias_grad.iter_mut().zip(part) {
+            *total += g;
+        }
+    }
+    let input = input_gradient.then(|| tensor(input, vec![d.n, d.ci, d.h, d.w]));
+    (
+        input,
+        tensor(weight_grad, vec![d.ci, d.co, d.kh, d.kw]),
+        tensor(
+            bias_grad.into_iter().map(|v| v as f32).collect(),
+            vec![d.co],
+        ),
+    )
+}
+
 fn shape_of(x: &FlexTensor) -> Vec<usize> {
     x.layout().shape().iter().copied().collect()
 }
@@ -249,16 +455,19 @@ fn channel_statistics(x: &[f32], [n, c, s]: [usize; 3]) -> Vec<(f32, f32)> {
     (0..c)
         .into_par_iter()
         .map(|channel| {
-            simd(|| {
-                let planes = (0..n).map(|i| &x[(i * c + channel) * s..][..s]);
-                let mean = planes.clone().map(|p| f64::from(lane_sum(p))).sum::<f64>() / count;
-                let m = mean as f32;
-                let variance = planes
-                    .map(|p| f64::from(lane_sum_of(p, |v| (v - m) * (v - m))))
-                    .sum::<f64>()
-                    / count;
-                (m, variance as f32)
-            })
+            simd(
+                #[inline(always)]
+                || {
+                    let planes = (0..n).map(|i| &x[(i * c + channel) * s..][..s]);
+                    let mean = planes.clone().map(|p| f64::from(lane_sum(p))).sum::<f64>() / count;
+                    let m = mean as f32;
+                    let variance = planes
+                        .map(|p| f64::from(lane_sum_of(p, |v| (v - m) * (v - m))))
+                        .sum::<f64>()
+                        / count;
+                    (m, variance as f32)
+                },
+            )
         })
         .collect()
 }
@@ -337,11 +546,14 @@ pub(super) fn batch_norm_relu(
         .enumerate()
         .for_each(|(plane, (out, x))| {
             let norm = norms[plane % c];
-            simd(|| {
-                for (o, &v) in out.iter_mut().zip(x) {
-                    *o = norm.output(v);
-                }
-            });
+            simd(
+                #[inline(always)]
+                || {
+                    for (o, &v) in out.iter_mut().zip(x) {
+                        *o = norm.output(v);
+                    }
+                },
+            );
         });
     let (mean, variance): (Vec<f32>, Vec<f32>) = statistics.into_iter().unzip();
     (
@@ -377,17 +589,20 @@ pub(super) fn batch_norm_relu_backward(
         .into_par_iter()
         .map(|channel| {
             let norm = norms[channel];
-            simd(|| {
-                let (mut total, mut total_x) = (0f64, 0f64);
-                for i in 0..n {
-                    let at = (i * c + channel) * s;
-                    let (g, x) = (&upstream[at..at + s], &values[at..at + s]);
-                    let (a, b) = relu_grad_sums(norm, x, g);
-                    total += f64::from(a);
-                    total_x += f64::from(b);
-                }
-                (total as f32, total_x as f32)
-            })
+            simd(
+                #[inline(always)]
+                || {
+                    let (mut total, mut total_x) = (0f64, 0f64);
+                    for i in 0..n {
+                        let at = (i * c + channel) * s;
+                        let (g, x) = (&upstream[at..at + s], &values[at..at + s]);
+                        let (a, b) = relu_grad_sums(norm, x, g);
+                        total += f64::from(a);
+                        total_x += f64::from(b);
+                    }
+                    (total as f32, total_x as f32)
+                },
+            )
         })
         .collect();
     let count = (n * s) as f32;
@@ -405,13 +620,16 @@ pub(super) fn batch_norm_relu_backward(
             let (norm, (total, total_x)) = (norms[channel], sums[channel]);
             let scale = norm.gamma * norm.inv_std;
             let (mean_g, mean_gx) = (total / count, total_x / count);
-            simd(|| {
-                for ((o, &v), &g) in out.iter_mut().zip(x).zip(g) {
-                    let normalized = norm.normalized(v);
-                    let g = g * norm.passes(normalized);
-                    *o = scale * (g - mean_g - normalized * mean_gx);
-                }
-            });
+            simd(
+                #[inline(always)]
+                || {
+                    for ((o, &v), &g) in out.iter_mut().zip(x).zip(g) {
+                        let normalized = norm.normalized(v);
+                        let g = g * norm.passes(normalized);
+                        *o = scale * (g - mean_g - normalized * mean_gx);
+                    }
+                },
+            );
         });
     let (beta_grad, gamma_grad): (Vec<f32>, Vec<f32>) = sums.into_iter().unzip();
     [

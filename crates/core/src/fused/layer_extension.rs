@@ -22,6 +22,12 @@ use super::flex_layers;
 pub trait FusedLayerBackend: Backend {
     /// See [`super::layers::conv2d_same`].
     fn conv2d_same(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// See [`super::layers::conv_transpose2d_blocks`] (the bias is always given here).
+    fn conv_transpose2d_blocks(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
     /// See [`super::layers::batch_norm_relu_train`]: the output, the batch mean and the biased
     /// batch variance.
     fn batch_norm_relu_train(
@@ -41,6 +47,19 @@ pub trait FusedLayerKernels: Backend {
         grad: FloatTensor<Self>,
         input_gradient: bool,
     ) -> (Option<FloatTensor<Self>>, FloatTensor<Self>);
+    /// The input's gradient (when `input_gradient`), the weight's and the bias's, given the
+    /// output's.
+    #[allow(clippy::type_complexity)]
+    fn conv_transpose2d_blocks_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        input_gradient: bool,
+    ) -> (
+        Option<FloatTensor<Self>>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    );
     /// The gradients of the input, `gamma` and `beta`, given the output's and the batch
     /// statistics the forward pass returned.
     #[allow(clippy::too_many_arguments)]
@@ -58,6 +77,14 @@ pub trait FusedLayerKernels: Backend {
 impl FusedLayerBackend for Flex {
     fn conv2d_same(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
         flex_layers::conv2d_same(x, weight)
+    }
+
+    fn conv_transpose2d_blocks(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        flex_layers::conv_transpose2d_blocks(x, weight, bias)
     }
 
     fn batch_norm_relu_train(
@@ -78,6 +105,19 @@ impl FusedLayerKernels for Flex {
         input_gradient: bool,
     ) -> (Option<FloatTensor<Self>>, FloatTensor<Self>) {
         flex_layers::conv2d_same_backward(x, weight, grad, input_gradient)
+    }
+
+    fn conv_transpose2d_blocks_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        input_gradient: bool,
+    ) -> (
+        Option<FloatTensor<Self>>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        flex_layers::conv_transpose2d_blocks_backward(x, weight, grad, input_gradient)
     }
 
     fn batch_norm_relu_train_backward(
@@ -110,6 +150,29 @@ impl<B: FusedLayerKernels> Backward<B, 2> for Conv2dSame {
         }
         if let Some(node) = weight_node {
             grads.register::<B>(node.id, weight_grad);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ConvTranspose2dBlocks;
+
+impl<B: FusedLayerKernels> Backward<B, 3> for ConvTranspose2dBlocks {
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [input_node, weight_node, bias_node] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, weight) = ops.state;
+        let (input_grad, weight_grad, bias_grad) =
+            B::conv_transpose2d_blocks_backward(x, weight, grad, input_node.is_some());
+        if let (Some(node), Some(input_grad)) = (input_node, input_grad) {
+            grads.register::<B>(node.id, input_grad);
+        }
+        for (node, grad) in [(weight_node, weight_grad), (bias_node, bias_grad)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, grad);
+            }
         }
     }
 }
@@ -165,6 +228,30 @@ where
         }
     }
 
+    fn conv_transpose2d_blocks(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        match ConvTranspose2dBlocks
+            .prepare::<C>([x.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (x, weight) = (x.into_primitive(), weight.into_primitive());
+                let output =
+                    B::conv_transpose2d_blocks(x.clone(), weight.clone(), bias.into_primitive());
+                prep.finish((x, weight), output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::conv_transpose2d_blocks(
+                x.into_primitive(),
+                weight.into_primitive(),
+                bias.into_primitive(),
+            )),
+        }
+    }
+
     fn batch_norm_relu_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -198,6 +285,18 @@ pub(super) fn conv2d_same(x: Tensor<4>, weight: Tensor<4>) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as FusedLayerBackend>::conv2d_same(
         x.into_dispatch(),
         weight.into_dispatch(),
+    ))
+}
+
+pub(super) fn conv_transpose2d_blocks(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as FusedLayerBackend>::conv_transpose2d_blocks(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
     ))
 }
 

@@ -1,10 +1,11 @@
 //! Fused layer kernels for the bundled models' convolution blocks: a stride-1 "same" 2-D
-//! convolution, and batch norm with batch statistics followed by ReLU (the training form).
+//! convolution, a transposed convolution whose stride equals its kernel (a U-Net's
+//! up-sampling), and batch norm with batch statistics followed by ReLU (the training form).
 //!
 //! On the Flex CPU backend with `f32` each runs as one operation with a hand-written backward
 //! pass (the kernels' notes say why burn-flex's own forms are slower); on every other backend
-//! and dtype each runs its [`composed`] form, burn's `conv2d` and `batch_norm_train` then
-//! `relu`: same value, same gradient, to float rounding. Tests hold the two to each other.
+//! and dtype each runs its [`composed`] form, burn's `conv2d`, `conv_transpose2d` and
+//! `batch_norm_train` then `relu`: same value, same gradient, to float rounding. Tests hold the two to each other.
 
 use burn::tensor::Tensor;
 
@@ -31,6 +32,35 @@ pub fn conv2d_same(x: Tensor<4>, weight: Tensor<4>) -> Tensor<4> {
         }
     }
     composed::conv2d_same(x, weight)
+}
+
+/// The transposed convolution of `x` `[N, C_in, H, W]` by `weight` `[C_in, C_out, K_h, K_w]`
+/// (burn-nn's `ConvTranspose2d` layout) with stride equal to the kernel, no padding, dilation
+/// 1 and no groups, plus `bias` `[C_out]` when given: `[N, C_out, H·K_h, W·K_w]`, each input
+/// pixel spread over its own `K_h × K_w` block, as a U-Net's 2×2 stride-2 up-sampling does.
+pub fn conv_transpose2d_blocks(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<4> {
+    #[cfg(feature = "flex")]
+    {
+        let [_, channels, _, _] = x.dims();
+        let [weight_channels, outputs, _, _] = weight.dims();
+        let bias_fits = bias.as_ref().is_none_or(|bias| {
+            super::is_flex_f32(bias) && bias.dims() == [outputs] && bias.device() == x.device()
+        });
+        if super::is_flex_f32(&x)
+            && super::is_flex_f32(&weight)
+            && channels == weight_channels
+            && bias_fits
+            && x.device() == weight.device()
+        {
+            let bias = bias.unwrap_or_else(|| Tensor::zeros([outputs], &x.device()));
+            return extension::conv_transpose2d_blocks(x, weight, bias);
+        }
+    }
+    composed::conv_transpose2d_blocks(x, weight, bias)
 }
 
 /// `relu(γ · (x − mean) / √(var + ε) + β)` of `x` `[N, C, H, W]` with the batch's own
@@ -66,8 +96,8 @@ pub mod composed {
     use burn::tensor::{
         Tensor,
         activation::relu,
-        module::{batch_norm_train, conv2d},
-        ops::ConvOptions,
+        module::{batch_norm_train, conv_transpose2d, conv2d},
+        ops::{ConvOptions, ConvTransposeOptions},
     };
 
     /// See [`super::conv2d_same`].
@@ -75,6 +105,17 @@ pub mod composed {
         let [_, _, kh, kw] = weight.dims();
         let options = ConvOptions::new([1, 1], [(kh - 1) / 2, (kw - 1) / 2], [1, 1], 1);
         conv2d(x, weight, None, options)
+    }
+
+    /// See [`super::conv_transpose2d_blocks`].
+    pub fn conv_transpose2d_blocks(
+        x: Tensor<4>,
+        weight: Tensor<4>,
+        bias: Option<Tensor<1>>,
+    ) -> Tensor<4> {
+        let [_, _, kh, kw] = weight.dims();
+        let options = ConvTransposeOptions::new([kh, kw], [0, 0], [0, 0], [1, 1], 1);
+        conv_transpose2d(x, weight, bias, options)
     }
 
     /// See [`super::batch_norm_relu_train`].
@@ -163,6 +204,79 @@ mod tests {
             assert_close(&format!("{label} input grad"), &fused.1, &composed.1, 1e-5);
             assert_close(&format!("{label} weight grad"), &fused.2, &composed.2, 1e-5);
         }
+    }
+
+    /// Inputs `[N, C_in, H, W]` and weights `[C_in, C_out, K_h, K_w]`: 2×2 as a U-Net uses it,
+    /// 3×3 and 1×2 blocks, one-pixel and one-channel inputs, and a product large enough for
+    /// the matrix product to split over threads.
+    const BLOCK_SHAPES: [([usize; 4], [usize; 4]); 6] = [
+        ([2, 3, 4, 5], [3, 4, 2, 2]),
+        ([1, 2, 3, 3], [2, 1, 3, 3]),
+        ([3, 1, 1, 2], [1, 2, 1, 2]),
+        ([2, 4, 1, 1], [4, 3, 2, 2]),
+        ([2, 8, 6, 7], [8, 4, 2, 2]),
+        ([2, 64, 24, 24], [64, 32, 2, 2]),
+    ];
+
+    #[test]
+    fn fused_conv_transpose2d_blocks_matches_burn_conv_transpose2d() {
+        let device = Device::flex().autodiff();
+        for (k, (input, kernel)) in BLOCK_SHAPES.into_iter().enumerate() {
+            let seed = 100 + 10 * k as u64;
+            let x = random(input, seed, &device);
+            let weight = random(kernel, seed + 1, &device);
+            let bias = random([kernel[1]], seed + 2, &device);
+            let [n, _, h, w] = input;
+            let upstream = random(
+                [n, kernel[1], h * kernel[2], w * kernel[3]],
+                seed + 3,
+                &device,
+            );
+            type Blocks = fn(Tensor<4>, Tensor<4>, Option<Tensor<1>>) -> Tensor<4>;
+            let run = |f: Blocks| {
+                let (x, weight, bias) = (
+                    x.clone().require_grad(),
+                    weight.clone().require_grad(),
+                    bias.clone().require_grad(),
+                );
+                let out = f(x.clone(), weight.clone(), Some(bias.clone()));
+                let value = floats(out.clone().inner());
+                let grads = (out * upstream.clone()).sum().backward();
+                let grad_x = floats(x.grad(&grads).expect("an input gradient"));
+                let grad_weight = floats(weight.grad(&grads).expect("a weight gradient"));
+                let grad_bias = floats(bias.grad(&grads).expect("a bias gradient"));
+                (value, grad_x, grad_weight, grad_bias)
+            };
+            let fused = run(conv_transpose2d_blocks);
+            let composed = run(composed::conv_transpose2d_blocks);
+            let label = format!("conv_transpose2d_blocks {input:?} by {kernel:?}");
+            assert_close(&format!("{label} value"), &fused.0, &composed.0, 1e-5);
+            assert_close(&format!("{label} input grad"), &fused.1, &composed.1, 1e-5);
+            assert_close(&format!("{label} weight grad"), &fused.2, &composed.2, 1e-5);
+            assert_close(&format!("{label} bias grad"), &fused.3, &composed.3, 1e-5);
+        }
+    }
+
+    #[test]
+    fn the_blocks_without_a_bias_and_of_a_constant_input_match_burn() {
+        let device = Device::flex().autodiff();
+        let x = random([2, 3, 3, 4], 7, &device);
+        let weight = random([3, 2, 2, 2], 8, &device).require_grad();
+        let run = |f: fn(Tensor<4>, Tensor<4>, Option<Tensor<1>>) -> Tensor<4>| {
+            let out = f(x.clone(), weight.clone(), None);
+            let grads = (out.clone() * out.clone()).sum().backward();
+            assert!(x.grad(&grads).is_none(), "a constant input has no gradient");
+            (
+                floats(out.inner()),
+                floats(weight.grad(&grads).expect("a weight gradient")),
+            )
+        };
+        let (fused, composed) = (
+            run(conv_transpose2d_blocks),
+            run(composed::conv_transpose2d_blocks),
+        );
+        assert_close("unbiased blocks value", &fused.0, &composed.0, 1e-5);
+        assert_close("unbiased blocks weight grad", &fused.1, &composed.1, 1e-5);
     }
 
     #[test]
