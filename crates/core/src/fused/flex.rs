@@ -121,12 +121,18 @@ impl Dims {
 /// vectorise.
 #[inline(always)]
 pub(super) fn lane_sum(values: &[f32]) -> f32 {
+    lane_sum_of(values, |v| v)
+}
+
+/// `Σ f(v)` over `values` in eight independent lanes.
+#[inline(always)]
+pub(super) fn lane_sum_of(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut lanes = [0f32; 8];
     let chunks = values.chunks_exact(8);
-    let rest: f32 = chunks.remainder().iter().sum();
+    let rest: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
     for chunk in chunks {
         for (lane, &v) in lanes.iter_mut().zip(chunk) {
-            *lane += v;
+            *lane += f(v);
         }
     }
     lanes.iter().sum::<f32>() + rest

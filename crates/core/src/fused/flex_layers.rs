@@ -21,13 +21,14 @@ use burn::tensor::Shape;
 use burn_flex::{FlexTensor, ops::matmul::matmul};
 use rayon::prelude::*;
 
-use super::flex::{contiguous, floats, lane_sum, simd, tensor};
+use super::flex::{contiguous, floats, lane_sum, lane_sum_of, simd, tensor};
 
 /// The most im2col elements of one tile (256 KiB of `f32`: a core's L2 share).
 const TILE_ELEMENTS: usize = 1 << 16;
 
 /// The sizes of a "same" convolution: input `[n, ci, h, w]`, weight `[co, ci, kh, kw]` with odd
-/// kernel sides, output `[n, co, h, w]`.
+/// kernel sides, output `[n, co, h, w]`; or of a transposed convolution whose stride equals its
+/// kernel ([`ConvDims::of_transposed`]).
 #[derive(Debug, Clone, Copy)]
 struct ConvDims {
     n: usize,
@@ -51,6 +52,28 @@ impl ConvDims {
             kh: weight[2],
             kw: weight[3],
         }
+    }
+
+    /// The sizes of a transposed convolution whose stride equals its kernel: input
+    /// `[n, ci, h, w]`, weight `[ci, co, kh, kw]` (burn's transposed layout), output
+    /// `[n, co, h·kh, w·kw]`, each input pixel spreading over its own `kh × kw` block.
+    fn of_transposed(x: &FlexTensor, weight: &FlexTensor) -> Self {
+        let shape = weight.layout().shape();
+        Self {
+            co: shape[1],
+            ..Self::of(x, weight)
+        }
+    }
+
+    /// Rows of a transposed convolution's product per sample: one per output channel and
+    /// kernel position.
+    fn block_rows(&self) -> usize {
+        self.co * self.kh * self.kw
+    }
+
+    /// Elements of one channel of a transposed convolution's output.
+    fn block_plane(&self) -> usize {
+        self.plane() * self.kh * self.kw
     }
 
     /// The convolution that gives the input's gradient: of the output gradient (`co`
@@ -248,48 +271,6 @@ pub(super) fn conv2d_same_backward(
     (input, tensor(weight_grad, vec![d.co, d.ci, d.kh, d.kw]))
 }
 
-/// The sizes of a transposed convolution whose stride equals its kernel: input
-/// `[n, ci, h, w]`, weight `[ci, co, kh, kw]`, output `[n, co, h·kh, w·kw]`, each input pixel
-/// spreading over its own `kh × kw` block of the output.
-#[derive(Debug, Clone, Copy)]
-struct BlockDims {
-    n: usize,
-    ci: usize,
-    h: usize,
-    w: usize,
-    co: usize,
-    kh: usize,
-    kw: usize,
-}
-
-impl BlockDims {
-    fn of(x: &FlexTensor, weight: &FlexTensor) -> Self {
-        let (x, weight) = (x.layout().shape(), weight.layout().shape());
-        Self {
-            n: x[0],
-            ci: x[1],
-            h: x[2],
-            w: x[3],
-            co: weight[1],
-            kh: weight[2],
-            kw: weight[3],
-        }
-    }
-
-    fn plane(&self) -> usize {
-        self.h * self.w
-    }
-
-    /// Rows of a sample's product: one per output channel and kernel position.
-    fn rows(&self) -> usize {
-        self.co * self.kh * self.kw
-    }
-
-    fn output_plane(&self) -> usize {
-        self.plane() * self.kh * self.kw
-    }
-}
-
 /// Sample `sample` of `x` `[n, c, h, w]` (contiguous) as a matrix view `[c, h·w]`.
 fn sample_matrix(x: &FlexTensor, sample: usize, c: usize, plane: usize) -> FlexTensor {
     x.narrow(0, sample, 1).reshape(Shape::new([c, plane]))
@@ -305,11 +286,13 @@ pub(super) fn conv_transpose2d_blocks(
     bias: FlexTensor,
 ) -> FlexTensor {
     let [x, weight, bias] = [x, weight, bias].map(contiguous);
-    let d = BlockDims::of(&x, &weight);
+    let d = ConvDims::of_transposed(&x, &weight);
     let bias = floats(&bias);
-    let weights = weight.reshape(Shape::new([d.ci, d.rows()])).transpose(0, 1);
-    let mut out = vec![0f32; d.n * d.co * d.output_plane()];
-    out.par_chunks_mut((d.co * d.output_plane()).max(1))
+    let weights = weight
+        .reshape(Shape::new([d.ci, d.block_rows()]))
+        .transpose(0, 1);
+    let mut out = vec![0f32; d.n * d.co * d.block_plane()];
+    out.par_chunks_mut((d.co * d.block_plane()).max(1))
         .enumerate()
         .for_each(|(sample, out)| {
             let product = matmul(weights.clone(), sample_matrix(&x, sample, d.ci, d.plane()));
@@ -320,9 +303,9 @@ pub(super) fn conv_transpose2d_blocks(
 
 /// Writes a sample's product `[co·kh·kw, h·w]` into its output `[co, h·kh, w·kw]`, plus the
 /// channel's bias.
-fn scatter_blocks(product: &[f32], bias: &[f32], d: BlockDims, out: &mut [f32]) {
+fn scatter_blocks(product: &[f32], bias: &[f32], d: ConvDims, out: &mut [f32]) {
     let (plane, width) = (d.plane(), d.w * d.kw);
-    for (o, channel) in out.chunks_exact_mut(d.output_plane()).enumerate() {
+    for (o, channel) in out.chunks_exact_mut(d.block_plane()).enumerate() {
         for (line_index, line) in channel.chunks_exact_mut(width).enumerate() {
             let (y, a) = (line_index / d.kh, line_index % d.kh);
             for b in 0..d.kw {
@@ -341,10 +324,10 @@ fn scatter_blocks(product: &[f32], bias: &[f32], d: BlockDims, out: &mut [f32]) 
 
 /// A sample's output gradient `[co, h·kh, w·kw]` gathered as `[co·kh·kw, h·w]`, the layout of
 /// the forward product.
-fn gather_blocks(grad: &[f32], d: BlockDims) -> Vec<f32> {
+fn gather_blocks(grad: &[f32], d: ConvDims) -> Vec<f32> {
     let width = d.w * d.kw;
-    let mut rows = Vec::with_capacity(d.rows() * d.plane());
-    for channel in grad.chunks_exact(d.output_plane()) {
+    let mut rows = Vec::with_capacity(d.block_rows() * d.plane());
+    for channel in grad.chunks_exact(d.block_plane()) {
         for a in 0..d.kh {
             for b in 0..d.kw {
                 for y in 0..d.h {
@@ -368,9 +351,9 @@ pub(super) fn conv_transpose2d_blocks_backward(
     input_gradient: bool,
 ) -> (Option<FlexTensor>, FlexTensor, FlexTensor) {
     let [x, weight, grad] = [x, weight, grad].map(contiguous);
-    let d = BlockDims::of(&x, &weight);
-    let weights = weight.reshape(Shape::new([d.ci, d.rows()]));
-    let (sample_input, weight_size) = (d.ci * d.plane(), d.ci * d.rows());
+    let d = ConvDims::of_transposed(&x, &weight);
+    let weights = weight.reshape(Shape::new([d.ci, d.block_rows()]));
+    let (sample_input, weight_size) = (d.ci * d.plane(), d.ci * d.block_rows());
     let upstream = floats(&grad);
     let mut input = vec![
         0f32;
@@ -393,7 +376,7 @@ pub(super) fn conv_transpose2d_blocks_backward(
         .enumerate()
         .for_each(|(sample, ((input, weight_part), bias_part))| {
             let sample_grad =
-                &upstream[sample * d.co * d.output_plane()..][..d.co * d.output_plane()];
+                &upstream[sample * d.co * d.block_plane()..][..d.co * d.block_plane()];
             let gathered = gather_blocks(sample_grad, d);
             simd(
                 #[inline(always)]
@@ -406,7 +389,7 @@ pub(super) fn conv_transpose2d_blocks_backward(
                     }
                 },
             );
-            let gathered = tensor(gathered, vec![d.rows(), d.plane()]);
+            let gathered = tensor(gathered, vec![d.block_rows(), d.plane()]);
             let sample = sample_matrix(&x, sample, d.ci, d.plane());
             let part = matmul(sample, gathered.clone().transpose(0, 1));
             weight_part.copy_from_slice(floats(&part));
@@ -470,20 +453,6 @@ fn channel_statistics(x: &[f32], [n, c, s]: [usize; 3]) -> Vec<(f32, f32)> {
             )
         })
         .collect()
-}
-
-/// `Σ f(v)` over `values` in eight lanes.
-#[inline(always)]
-fn lane_sum_of(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    let mut lanes = [0f32; 8];
-    let chunks = values.chunks_exact(8);
-    let rest: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
-    for chunk in chunks {
-        for (lane, &v) in lanes.iter_mut().zip(chunk) {
-            *lane += f(v);
-        }
-    }
-    lanes.iter().sum::<f32>() + rest
 }
 
 /// One channel's normalisation: `x̂ = (x − mean) · inv_std`, `z = γ·x̂ + β`.
