@@ -1,8 +1,8 @@
 //! The fused layer kernels on Flex: a stride-1 "same" convolution as im2col and burn-flex's
 //! matrix product, per sample and tile of output positions, with its backward pass in the same
 //! form; a transposed convolution whose stride equals its kernel (a U-Net's up-sampling) as
-//! one product per sample; and batch norm with batch statistics followed by ReLU, in one pass for the statistics
-//! and one for the output (and the same two backward).
+//! one product per sample; and batch norm with batch statistics followed by ReLU, in one pass
+//! for the statistics and one for the output (and the same two backward).
 //!
 //! Burn-flex runs a 2-D convolution as a 3-D one on an NHWC copy of its input, its input
 //! gradient as a transposed 3-D convolution and its weight gradient as a convolution of the
@@ -240,8 +240,7 @@ pub(super) fn conv2d_same_backward(
     let d = ConvDims::of(&x, &weight);
     let (plane, tile) = (d.plane(), d.tile());
     let weight_size = d.co * d.patch();
-    // Each sample's weight gradient apart, summed in sample order below: a sum in the order
-    // threads finish would make the result depend on the scheduling.
+    // Each sample's weight gradient apart, then summed in sample order.
     let mut per_sample = vec![0f32; d.n * weight_size];
     per_sample
         .par_chunks_mut(weight_size.max(1))
@@ -257,18 +256,29 @@ pub(super) fn conv2d_same_backward(
                 }
             }
         });
-    let mut weight_grad = vec![0f32; weight_size];
-    for part in per_sample.chunks_exact(weight_size.max(1)) {
-        for (total, &g) in weight_grad.iter_mut().zip(part) {
-            *total += g;
-        }
-    }
+    let weight_grad = sum_in_sample_order(&per_sample, weight_size);
     let input = input_gradient.then(|| {
         let flipped = flipped_transposed(floats(&weight), d);
         let values = convolve(&grad, &flipped, d.transposed(), d.ci);
         tensor(values, vec![d.n, d.ci, d.h, d.w])
     });
     (input, tensor(weight_grad, vec![d.co, d.ci, d.kh, d.kw]))
+}
+
+/// The element-wise sum of the consecutive `size`-long per-sample parts of `parts`, added in
+/// sample order: a sum in the order threads finish would make the result depend on the
+/// scheduling.
+fn sum_in_sample_order<T: Copy + Default + std::ops::AddAssign>(
+    parts: &[T],
+    size: usize,
+) -> Vec<T> {
+    let mut total = vec![T::default(); size];
+    for part in parts.chunks_exact(size.max(1)) {
+        for (sum, &value) in total.iter_mut().zip(part) {
+            *sum += value;
+        }
+    }
+    total
 }
 
 /// Sample `sample` of `x` `[n, c, h, w]` (contiguous) as a matrix view `[c, h·w]`.
@@ -397,18 +407,8 @@ pub(super) fn conv_transpose2d_blocks_backward(
                 input.copy_from_slice(floats(&matmul(weights.clone(), gathered)));
             }
         });
-    let mut weight_grad = vec![0f32; weight_size];
-    for part in weight_parts.chunks_exact(weight_size.max(1)) {
-        for (total, &g) in weight_grad.iter_mut().zip(part) {
-            *total += g;
-        }
-    }
-    let mut bias_grad = vec![0f64; d.co];
-    for part in bias_parts.chunks_exact(d.co.max(1)) {
-        for (total, &g) in bias_grad.iter_mut().zip(part) {
-            *total += g;
-        }
-    }
+    let weight_grad = sum_in_sample_order(&weight_parts, weight_size);
+    let bias_grad = sum_in_sample_order(&bias_parts, d.co);
     let input = input_gradient.then(|| tensor(input, vec![d.n, d.ci, d.h, d.w]));
     (
         input,

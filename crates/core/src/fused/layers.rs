@@ -5,7 +5,8 @@
 //! On the Flex CPU backend with `f32` each runs as one operation with a hand-written backward
 //! pass (the kernels' notes say why burn-flex's own forms are slower); on every other backend
 //! and dtype each runs its [`composed`] form, burn's `conv2d`, `conv_transpose2d` and
-//! `batch_norm_train` then `relu`: same value, same gradient, to float rounding. Tests hold the two to each other.
+//! `batch_norm_train` then `relu`: same value, same gradient, to float rounding. Tests hold the
+//! two to each other.
 
 use burn::tensor::Tensor;
 
