@@ -22,11 +22,13 @@ use super::flex;
 pub trait FusedLossBackend: Backend {
     /// See [`super::log_softmax_nll`].
     fn log_softmax_nll(logits: FloatTensor<Self>, target: IntTensor<Self>) -> FloatTensor<Self>;
-    /// See [`super::softmax_overlap_sums`].
+    /// See [`super::softmax_overlap_sums`]: the intersection and prediction sums stacked,
+    /// `[2, N, C]` (one graph node, so that the backward pass is one pass over the logits),
+    /// and the truth sums `[N, C]`.
     fn softmax_overlap_sums(
         logits: FloatTensor<Self>,
         target: IntTensor<Self>,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
     /// See [`super::squared_error_sum`].
     fn squared_error_sum(output: FloatTensor<Self>, target: FloatTensor<Self>)
     -> FloatTensor<Self>;
@@ -54,20 +56,18 @@ pub trait FusedLossKernels: Backend {
         target: IntTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
-    /// The intersection, prediction and truth sums, and the log-sum-exp `[N, S]` kept for
-    /// the backward pass.
+    /// The stacked intersection and prediction sums `[2, N, C]`, the truth sums `[N, C]`, and
+    /// the log-sum-exp `[N, S]` kept for the backward pass.
     fn softmax_overlap_sums_forward(
         logits: FloatTensor<Self>,
         target: IntTensor<Self>,
-    ) -> [FloatTensor<Self>; 4];
-    /// The logits' gradient given the gradients `[N, C]` of the intersection and of the
-    /// prediction sums (`None`: zero).
+    ) -> [FloatTensor<Self>; 3];
+    /// The logits' gradient given the stacked sums' gradient `[2, N, C]`.
     fn softmax_overlap_sums_backward(
         logits: FloatTensor<Self>,
         log_sum_exp: FloatTensor<Self>,
         target: IntTensor<Self>,
-        grad_intersection: Option<FloatTensor<Self>>,
-        grad_prediction: Option<FloatTensor<Self>>,
+        grad: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
     /// The loss `[N, C]` and the log-sum-exp `[N, 1]` kept for the backward pass.
     fn softmax_dice_rows_forward(
@@ -113,26 +113,18 @@ impl FusedLossKernels for Flex {
     fn softmax_overlap_sums_forward(
         logits: FloatTensor<Self>,
         target: IntTensor<Self>,
-    ) -> [FloatTensor<Self>; 4] {
-        let (intersection, prediction, truth, log_sum_exp) =
-            flex::softmax_overlap_sums(logits, target);
-        [intersection, prediction, truth, log_sum_exp]
+    ) -> [FloatTensor<Self>; 3] {
+        let (sums, truth, log_sum_exp) = flex::softmax_overlap_sums(logits, target);
+        [sums, truth, log_sum_exp]
     }
 
     fn softmax_overlap_sums_backward(
         logits: FloatTensor<Self>,
         log_sum_exp: FloatTensor<Self>,
         target: IntTensor<Self>,
-        grad_intersection: Option<FloatTensor<Self>>,
-        grad_prediction: Option<FloatTensor<Self>>,
+        grad: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        flex::softmax_overlap_sums_backward(
-            logits,
-            log_sum_exp,
-            target,
-            grad_intersection,
-            grad_prediction,
-        )
+        flex::softmax_overlap_sums_backward(logits, log_sum_exp, target, grad)
     }
 
     fn squared_error_backward(
@@ -171,9 +163,9 @@ impl FusedLossBackend for Flex {
     fn softmax_overlap_sums(
         logits: FloatTensor<Self>,
         target: IntTensor<Self>,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let (intersection, prediction, truth, _) = flex::softmax_overlap_sums(logits, target);
-        (intersection, prediction, truth)
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (sums, truth, _) = flex::softmax_overlap_sums(logits, target);
+        (sums, truth)
     }
 
     fn squared_error_sum(
@@ -206,24 +198,20 @@ impl<B: FusedLossKernels> Backward<B, 1> for LogSoftmaxNll {
     }
 }
 
-// The intersection (`INTERSECTION = true`) and the prediction sums are two graph nodes over
-// the same logits, so that each gets its gradient as its own `[N, C]` tensor; a stacked output
-// would cost a zero-padded gradient of the whole stack per slice.
+// The intersection and prediction sums are one graph node with a stacked `[2, N, C]` output:
+// the backward pass then reads the logits once for both gradients. (As two nodes, each made a
+// whole `[N, C, S]` gradient, and autodiff added the two.) Slicing the stack costs a
+// zero-padded `[2, N, C]` gradient per slice, which is small.
 #[derive(Debug)]
-struct OverlapSum<const INTERSECTION: bool>;
+struct OverlapSums;
 
-impl<B: FusedLossKernels, const INTERSECTION: bool> Backward<B, 1> for OverlapSum<INTERSECTION> {
+impl<B: FusedLossKernels> Backward<B, 1> for OverlapSums {
     type State = (FloatTensor<B>, FloatTensor<B>, IntTensor<B>);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (logits, log_sum_exp, target) = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-            let (intersection, prediction) = if INTERSECTION {
-                (Some(grad), None)
-            } else {
-                (None, Some(grad))
-            };
-            B::softmax_overlap_sums_backward(logits, log_sum_exp, target, intersection, prediction)
+            B::softmax_overlap_sums_backward(logits, log_sum_exp, target, grad)
         });
     }
 }
@@ -289,31 +277,20 @@ where
     fn softmax_overlap_sums(
         logits: FloatTensor<Self>,
         target: IntTensor<Self>,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let intersection_prep = OverlapSum::<true>
-            .prepare::<C>([logits.node()])
-            .compute_bound()
-            .stateful();
-        let prediction_prep = OverlapSum::<false>
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let prep = OverlapSums
             .prepare::<C>([logits.node()])
             .compute_bound()
             .stateful();
         let logits = logits.into_primitive();
-        let [intersection, prediction, truth, log_sum_exp] =
+        let [sums, truth, log_sum_exp] =
             B::softmax_overlap_sums_forward(logits.clone(), target.clone());
-        let intersection = match intersection_prep {
-            OpsKind::Tracked(prep) => prep.finish(
-                (logits.clone(), log_sum_exp.clone(), target.clone()),
-                intersection,
-            ),
-            OpsKind::UnTracked(prep) => prep.finish(intersection),
-        };
-        let prediction = match prediction_prep {
-            OpsKind::Tracked(prep) => prep.finish((logits, log_sum_exp, target), prediction),
-            OpsKind::UnTracked(prep) => prep.finish(prediction),
+        let sums = match prep {
+            OpsKind::Tracked(prep) => prep.finish((logits, log_sum_exp, target), sums),
+            OpsKind::UnTracked(prep) => prep.finish(sums),
         };
         // The target counts do not depend on the logits.
-        (intersection, prediction, Self::from_inner(truth))
+        (sums, Self::from_inner(truth))
     }
 
     fn softmax_dice_rows(
@@ -374,13 +351,15 @@ pub(super) fn softmax_overlap_sums(
     logits: Tensor<3>,
     target: Tensor<2, Int>,
 ) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
-    let (intersection, prediction, truth) = <Dispatch as FusedLossBackend>::softmax_overlap_sums(
+    let (sums, truth) = <Dispatch as FusedLossBackend>::softmax_overlap_sums(
         logits.into_dispatch(),
         target.into_dispatch(),
     );
+    let sums = Tensor::<3>::from_dispatch(sums);
+    let [_, n, c] = sums.dims();
     (
-        Tensor::from_dispatch(intersection),
-        Tensor::from_dispatch(prediction),
+        sums.clone().slice([0..1]).reshape([n, c]),
+        sums.slice([1..2]).reshape([n, c]),
         Tensor::from_dispatch(truth),
     )
 }

@@ -21,7 +21,9 @@ use burn::tensor::Shape;
 use burn_flex::{FlexTensor, ops::matmul::matmul};
 use rayon::prelude::*;
 
-use super::flex::{contiguous, floats, lane_sum, lane_sum_of, simd, tensor};
+use super::flex::{
+    contiguous, floats, for_each_run, lane_sum, lane_sum_of, simd, tensor, written_in_chunks,
+};
 
 /// The most im2col elements of one tile (256 KiB of `f32`: a core's L2 share).
 const TILE_ELEMENTS: usize = 1 << 16;
@@ -509,21 +511,26 @@ pub(super) fn batch_norm_relu(
     let values = floats(&x);
     let statistics = channel_statistics(values, dims);
     let norms = ChannelNorm::all(&statistics, floats(&gamma), floats(&beta), epsilon);
-    let mut out = vec![0f32; values.len()];
-    out.par_chunks_mut(s.max(1))
-        .zip(values.par_chunks(s.max(1)))
-        .enumerate()
-        .for_each(|(plane, (out, x))| {
-            let norm = norms[plane % c];
-            simd(
+    let out = written_in_chunks(
+        values.len(),
+        1,
+        #[inline(always)]
+        |start, chunk| {
+            for_each_run(
+                start,
+                chunk,
+                s,
                 #[inline(always)]
-                || {
+                |plane, first, out| {
+                    let norm = norms[plane % c];
+                    let x = &values[plane * s + first..][..out.len()];
                     for (o, &v) in out.iter_mut().zip(x) {
                         *o = norm.output(v);
                     }
                 },
-            );
-        });
+            )
+        },
+    );
     let (mean, variance): (Vec<f32>, Vec<f32>) = statistics.into_iter().unzip();
     (
         tensor(out, shape_of(&x)),
@@ -575,31 +582,32 @@ pub(super) fn batch_norm_relu_backward(
         })
         .collect();
     let count = (n * s) as f32;
-    let mut input = vec![0f32; values.len()];
-    input
-        .par_chunks_mut(s.max(1))
-        .zip(
-            values
-                .par_chunks(s.max(1))
-                .zip(upstream.par_chunks(s.max(1))),
-        )
-        .enumerate()
-        .for_each(|(plane, (out, (x, g)))| {
-            let channel = plane % c;
-            let (norm, (total, total_x)) = (norms[channel], sums[channel]);
-            let scale = norm.gamma * norm.inv_std;
-            let (mean_g, mean_gx) = (total / count, total_x / count);
-            simd(
+    let input = written_in_chunks(
+        values.len(),
+        1,
+        #[inline(always)]
+        |start, chunk| {
+            for_each_run(
+                start,
+                chunk,
+                s,
                 #[inline(always)]
-                || {
+                |plane, first, out| {
+                    let channel = plane % c;
+                    let (norm, (total, total_x)) = (norms[channel], sums[channel]);
+                    let scale = norm.gamma * norm.inv_std;
+                    let (mean_g, mean_gx) = (total / count, total_x / count);
+                    let at = plane * s + first;
+                    let (x, g) = (&values[at..][..out.len()], &upstream[at..][..out.len()]);
                     for ((o, &v), &g) in out.iter_mut().zip(x).zip(g) {
                         let normalized = norm.normalized(v);
                         let g = g * norm.passes(normalized);
                         *o = scale * (g - mean_g - normalized * mean_gx);
                     }
                 },
-            );
-        });
+            )
+        },
+    );
     let (beta_grad, gamma_grad): (Vec<f32>, Vec<f32>) = sums.into_iter().unzip();
     [
         tensor(input, shape_of(&x)),
