@@ -208,24 +208,17 @@ fn tile_classes<I: ClassIndex>(classes: &[I]) -> [i32; TILE] {
 
 /// The log-sum-exp over the classes at every position, `[N * S]`.
 fn log_sum_exp(x: &[f32], dims: Dims) -> Vec<f32> {
-    written_in_chunks(
+    written_in_runs(
         dims.n * dims.s,
         dims.c,
+        dims.s,
         #[inline(always)]
-        |start, chunk| {
-            for_each_run(
-                start,
-                chunk,
-                dims.s,
-                #[inline(always)]
-                |sample, first, lse| {
-                    if dims.s == 1 {
-                        lse[0] = log_sum_exp_row(&x[sample * dims.c..][..dims.c]);
-                    } else {
-                        log_sum_exp_tile(x, dims, sample, first, lse);
-                    }
-                },
-            )
+        |sample, first, lse| {
+            if dims.s == 1 {
+                lse[0] = log_sum_exp_row(&x[sample * dims.c..][..dims.c]);
+            } else {
+                log_sum_exp_tile(x, dims, sample, first, lse);
+            }
         },
     )
 }
@@ -281,37 +274,23 @@ pub(super) fn log_softmax_nll_backward(
     let (x, lse, upstream) = (floats(&logits), floats(&lse), floats(&grad));
     let out = with_classes!(target, |t| {
         if dims.s == 1 {
-            written_in_chunks(
+            written_in_runs(
                 x.len(),
                 1,
+                dims.c,
                 #[inline(always)]
-                |start, chunk| {
-                    for_each_run(
-                        start,
-                        chunk,
-                        dims.c,
-                        #[inline(always)]
-                        |row, first, piece| {
-                            nll_backward_row_piece(x, lse, upstream, t, dims.c, row, first, piece)
-                        },
-                    )
+                |row, first, piece| {
+                    nll_backward_row_piece(x, lse, upstream, t, dims.c, row, first, piece)
                 },
             )
         } else {
-            written_in_chunks(
+            written_in_runs(
                 x.len(),
                 1,
+                dims.s,
                 #[inline(always)]
-                |start, chunk| {
-                    for_each_run(
-                        start,
-                        chunk,
-                        dims.s,
-                        #[inline(always)]
-                        |row, first, piece| {
-                            nll_backward_class_piece(x, lse, upstream, t, dims, row, first, piece)
-                        },
-                    )
+                |row, first, piece| {
+                    nll_backward_class_piece(x, lse, upstream, t, dims, row, first, piece)
                 },
             )
         }
@@ -329,7 +308,7 @@ const CHUNK: usize = 256;
 /// `reads` is how many input values each output value reads (C for a per-position statistic,
 /// 1 for a gradient): it sets how many chunks make a parallel task.
 #[inline(always)]
-pub(super) fn written_in_chunks(
+fn written_in_chunks(
     len: usize,
     reads: usize,
     kernel: impl Fn(usize, &mut [f32]) + Send + Sync,
@@ -395,7 +374,7 @@ fn written_in_chunk_pairs(
 /// run, and calls `piece(run, first, values)` with the run's index and the piece's first
 /// offset in it.
 #[inline(always)]
-pub(super) fn for_each_run(
+fn for_each_run(
     start: usize,
     chunk: &mut [f32],
     run_len: usize,
@@ -411,6 +390,35 @@ pub(super) fn for_each_run(
         index += values.len();
         rest = tail;
     }
+}
+
+/// [`written_in_chunks`] where each value belongs to a run of `run_len` contiguous values (a
+/// row's classes, a class's positions, a sample's positions): `piece(run, first, values)`
+/// writes the values from offset `first` of run `run`, each chunk cut at the runs' ends
+/// ([`for_each_run`]).
+#[inline(always)]
+pub(super) fn written_in_runs(
+    len: usize,
+    reads: usize,
+    run_len: usize,
+    piece: impl Fn(usize, usize, &mut [f32]) + Send + Sync,
+) -> Vec<f32> {
+    written_in_chunks(
+        len,
+        reads,
+        #[inline(always)]
+        |start, chunk| {
+            // A closure of its own: passing `&piece` (std's forwarding impl for `&F`) made the
+            // kernels 8-14x slower, their bodies compiled outside the vector dispatch.
+            for_each_run(
+                start,
+                chunk,
+                run_len,
+                #[inline(always)]
+                |run, first, values| piece(run, first, values),
+            )
+        },
+    )
 }
 
 /// Per sample and class: the sums over positions of `p · onehot` and of `p` stacked,
@@ -564,49 +572,32 @@ pub(super) fn softmax_overlap_sums_backward(
     let (x, lse, grad) = (floats(&logits), floats(&lse), floats(&grad));
     let (g_i, g_p) = grad.split_at(dims.n * dims.c);
     let out = with_classes!(target, |t| {
-        let dot = written_in_chunks(
+        let dot = written_in_runs(
             dims.n * dims.s,
             dims.c,
+            dims.s,
             #[inline(always)]
-            |start, chunk| {
-                for_each_run(
-                    start,
-                    chunk,
-                    dims.s,
-                    #[inline(always)]
-                    |sample, first, dot| {
-                        let weights = OverlapWeights::of(g_i, g_p, dims.c, sample);
-                        overlap_dot(x, lse, t, dims, sample, first, weights, dot)
-                    },
-                )
+            |sample, first, dot| {
+                let weights = OverlapWeights::of(g_i, g_p, dims.c, sample);
+                overlap_dot(x, lse, t, dims, sample, first, weights, dot)
             },
         );
-        written_in_chunks(
+        written_in_runs(
             x.len(),
             1,
+            if dims.s == 1 { dims.c } else { dims.s },
             #[inline(always)]
-            |start, chunk| {
-                let run_len = if dims.s == 1 { dims.c } else { dims.s };
-                for_each_run(
-                    start,
-                    chunk,
-                    run_len,
-                    #[inline(always)]
-                    |run, first, piece| {
-                        if dims.s == 1 {
-                            let weights = OverlapWeights::of(g_i, g_p, dims.c, run);
-                            overlap_backward_row_piece(
-                                x, lse, &dot, t, dims.c, weights, run, first, piece,
-                            )
-                        } else {
-                            let (sample, class) = (run / dims.c, run % dims.c);
-                            let weights = OverlapWeights::of(g_i, g_p, dims.c, sample);
-                            overlap_backward_class_piece(
-                                x, lse, &dot, t, dims, weights, sample, class, first, piece,
-                            )
-                        }
-                    },
-                )
+            |run, first, piece| {
+                if dims.s == 1 {
+                    let weights = OverlapWeights::of(g_i, g_p, dims.c, run);
+                    overlap_backward_row_piece(x, lse, &dot, t, dims.c, weights, run, first, piece)
+                } else {
+                    let (sample, class) = (run / dims.c, run % dims.c);
+                    let weights = OverlapWeights::of(g_i, g_p, dims.c, sample);
+                    overlap_backward_class_piece(
+                        x, lse, &dot, t, dims, weights, sample, class, first, piece,
+                    )
+                }
             },
         )
     });
@@ -707,21 +698,14 @@ pub(super) fn softmax_dice_rows(
     let ratio = DiceRatio::of(params);
     let lse = log_sum_exp(x, dims);
     let out = with_classes!(target, |t| {
-        written_in_chunks(
+        written_in_runs(
             dims.n * c,
             1,
+            c,
             #[inline(always)]
-            |start, chunk| {
-                for_each_run(
-                    start,
-                    chunk,
-                    c,
-                    #[inline(always)]
-                    |sample, first, piece| {
-                        let input = &x[sample * c..][..c];
-                        dice_row_piece(input, lse[sample], t[sample].class(), ratio, first, piece)
-                    },
-                )
+            |sample, first, piece| {
+                let input = &x[sample * c..][..c];
+                dice_row_piece(input, lse[sample], t[sample].class(), ratio, first, piece)
             },
         )
     });

@@ -21,9 +21,7 @@ use burn::tensor::Shape;
 use burn_flex::{FlexTensor, ops::matmul::matmul};
 use rayon::prelude::*;
 
-use super::flex::{
-    contiguous, floats, for_each_run, lane_sum, lane_sum_of, simd, tensor, written_in_chunks,
-};
+use super::flex::{contiguous, floats, lane_sum, lane_sum_of, simd, tensor, written_in_runs};
 
 /// The most im2col elements of one tile (256 KiB of `f32`: a core's L2 share).
 const TILE_ELEMENTS: usize = 1 << 16;
@@ -511,24 +509,17 @@ pub(super) fn batch_norm_relu(
     let values = floats(&x);
     let statistics = channel_statistics(values, dims);
     let norms = ChannelNorm::all(&statistics, floats(&gamma), floats(&beta), epsilon);
-    let out = written_in_chunks(
+    let out = written_in_runs(
         values.len(),
         1,
+        s,
         #[inline(always)]
-        |start, chunk| {
-            for_each_run(
-                start,
-                chunk,
-                s,
-                #[inline(always)]
-                |plane, first, out| {
-                    let norm = norms[plane % c];
-                    let x = &values[plane * s + first..][..out.len()];
-                    for (o, &v) in out.iter_mut().zip(x) {
-                        *o = norm.output(v);
-                    }
-                },
-            )
+        |plane, first, out| {
+            let norm = norms[plane % c];
+            let x = &values[plane * s + first..][..out.len()];
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = norm.output(v);
+            }
         },
     );
     let (mean, variance): (Vec<f32>, Vec<f32>) = statistics.into_iter().unzip();
@@ -582,30 +573,23 @@ pub(super) fn batch_norm_relu_backward(
         })
         .collect();
     let count = (n * s) as f32;
-    let input = written_in_chunks(
+    let input = written_in_runs(
         values.len(),
         1,
+        s,
         #[inline(always)]
-        |start, chunk| {
-            for_each_run(
-                start,
-                chunk,
-                s,
-                #[inline(always)]
-                |plane, first, out| {
-                    let channel = plane % c;
-                    let (norm, (total, total_x)) = (norms[channel], sums[channel]);
-                    let scale = norm.gamma * norm.inv_std;
-                    let (mean_g, mean_gx) = (total / count, total_x / count);
-                    let at = plane * s + first;
-                    let (x, g) = (&values[at..][..out.len()], &upstream[at..][..out.len()]);
-                    for ((o, &v), &g) in out.iter_mut().zip(x).zip(g) {
-                        let normalized = norm.normalized(v);
-                        let g = g * norm.passes(normalized);
-                        *o = scale * (g - mean_g - normalized * mean_gx);
-                    }
-                },
-            )
+        |plane, first, out| {
+            let channel = plane % c;
+            let (norm, (total, total_x)) = (norms[channel], sums[channel]);
+            let scale = norm.gamma * norm.inv_std;
+            let (mean_g, mean_gx) = (total / count, total_x / count);
+            let at = plane * s + first;
+            let (x, g) = (&values[at..][..out.len()], &upstream[at..][..out.len()]);
+            for ((o, &v), &g) in out.iter_mut().zip(x).zip(g) {
+                let normalized = norm.normalized(v);
+                let g = g * norm.passes(normalized);
+                *o = scale * (g - mean_g - normalized * mean_gx);
+            }
         },
     );
     let (beta_grad, gamma_grad): (Vec<f32>, Vec<f32>) = sums.into_iter().unzip();
