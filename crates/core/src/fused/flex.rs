@@ -235,15 +235,13 @@ pub(super) fn log_softmax_nll(logits: FlexTensor, target: FlexTensor) -> (FlexTe
             dims.c,
             #[inline(always)]
             |start, loss, lse| {
-                let mut first = start;
                 for_each_run(
                     start,
                     loss,
                     dims.s,
                     #[inline(always)]
                     |sample, offset, loss| {
-                        let lse = &mut lse[first - start..][..loss.len()];
-                        first += loss.len();
+                        let lse = &mut lse[sample * dims.s + offset - start..][..loss.len()];
                         if dims.s == 1 {
                             let row = &x[sample * dims.c..][..dims.c];
                             lse[0] = log_sum_exp_row(row);
@@ -559,8 +557,8 @@ fn overlap_tile<I: ClassIndex>(
 /// The gradient of [`softmax_overlap_sums`] given the stacked sums' upstream gradient
 /// `[2, N, C]` (`g_I`, then `g_P`): with `dp = g_I · onehot + g_P`, the softmax backward
 /// `p · (dp - Σ_c p · dp)`. Two passes: the dot `Σ_c p · dp` per position, then the gradient
-/// chunk by chunk ([`written_in_chunks`]), each recomputing `p` (cheaper than clearing a
-/// buffer to write whole tiles into).
+/// chunk by chunk ([`written_in_runs`]), each recomputing `p`, so that the gradient needs no
+/// cleared buffer.
 pub(super) fn softmax_overlap_sums_backward(
     logits: FlexTensor,
     lse: FlexTensor,
