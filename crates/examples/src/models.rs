@@ -22,6 +22,22 @@ pub const CNN_SIZE: usize = 28;
 /// The smallest classifier input side (three 2×2 poolings must leave a pixel).
 pub const MIN_CNN_SIZE: usize = 8;
 
+/// `pool` applied to `x`: a 2×2 stride-2 pooling (as the models build theirs) as the fused
+/// operation, whose kernels on Flex read each window once each way (burn-flex runs every max
+/// pooling as a general 3-D loop with `i64` indices); any other through burn-nn.
+fn max_pool(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
+    let two_by_two = pool.kernel_size == [2, 2]
+        && pool.stride == [2, 2]
+        && pool.dilation == [1, 1]
+        && !pool.ceil_mode
+        && matches!(pool.padding, PaddingConfig2d::Valid);
+    if two_by_two {
+        layers::max_pool2d_2x2(x)
+    } else {
+        pool.forward(x)
+    }
+}
+
 /// Convolution, batch norm, ReLU.
 #[derive(Module, Debug)]
 pub struct ConvBlock {
@@ -112,9 +128,11 @@ impl CnnConfig {
 impl Cnn {
     /// Logits `[N, classes]` of images `[N, channels, H, W]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = self.pool.forward(self.block1.forward(images)); // 28 -> 14
-        let x = self.pool.forward(self.block2.forward(x)); // 7
-        let x = self.grid.forward(self.pool.forward(self.block3.forward(x))); // 3
+        let x = max_pool(&self.pool, self.block1.forward(images)); // 28 -> 14
+        let x = max_pool(&self.pool, self.block2.forward(x)); // 7
+        let x = self
+            .grid
+            .forward(max_pool(&self.pool, self.block3.forward(x))); // 3
         let [n, c, h, w] = x.dims();
         let x = relu(self.hidden.forward(x.reshape([n, c * h * w])));
         self.output.forward(x)
@@ -218,7 +236,7 @@ impl UNet {
         let mut x = images;
         for encoder in &self.encoders {
             let features = encoder.forward(x);
-            x = self.pool.forward(features.clone());
+            x = max_pool(&self.pool, features.clone());
             skips.push(features);
         }
         x = self.bottom.forward(x);

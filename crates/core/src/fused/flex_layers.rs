@@ -1,8 +1,9 @@
 //! The fused layer kernels on Flex: a stride-1 "same" convolution as im2col and burn-flex's
 //! matrix product, per sample and tile of output positions, with its backward pass in the same
 //! form; a transposed convolution whose stride equals its kernel (a U-Net's up-sampling) as
-//! one product per sample; and batch norm with batch statistics followed by ReLU, in one pass
-//! for the statistics and one for the output (and the same two backward).
+//! one product per sample; batch norm with batch statistics followed by ReLU, in one pass
+//! for the statistics and one for the output (and the same two backward); and the 2×2
+//! stride-2 max pooling, one pass each way.
 //!
 //! Burn-flex runs a 2-D convolution as a 3-D one on an NHWC copy of its input, its input
 //! gradient as a transposed 3-D convolution and its weight gradient as a convolution of the
@@ -627,4 +628,122 @@ fn relu_grad_sums(norm: ChannelNorm, x: &[f32], g: &[f32]) -> (f32, f32) {
         total.iter().sum::<f32>() + rest,
         total_x.iter().sum::<f32>() + rest_x,
     )
+}
+
+/// `[n, c, h, w]` of a 4-D tensor.
+fn dims4(x: &FlexTensor) -> [usize; 4] {
+    let shape = x.layout().shape();
+    [shape[0], shape[1], shape[2], shape[3]]
+}
+
+/// The maximum of the 2×2 window `[[a, b], [c, d]]` and its place in it (`0..4`, row by row):
+/// the first largest value, or the last NaN, as burn and PyTorch choose, so that the gradient
+/// goes to the same element. Selects rather than branches, so that loops over windows
+/// vectorise.
+#[inline(always)]
+fn window_max(a: f32, b: f32, c: f32, d: f32) -> (f32, u32) {
+    let mut best = (a, 0u32);
+    for (place, v) in [(1, b), (2, c), (3, d)] {
+        let take = (v > best.0) | v.is_nan();
+        best = (
+            if take { v } else { best.0 },
+            if take { place } else { best.1 },
+        );
+    }
+    best
+}
+
+/// The rows `2·oy` and `2·oy + 1` of plane `plane` of `x` `[n, c, h, w]`.
+#[inline(always)]
+fn row_pair(x: &[f32], [_, _, h, w]: [usize; 4], plane: usize, oy: usize) -> (&[f32], &[f32]) {
+    let top = (plane * h + 2 * oy) * w;
+    (&x[top..][..w], &x[top + w..][..w])
+}
+
+/// The 2×2 max pooling with stride 2 (no padding; an odd last row or column is dropped) of `x`
+/// `[n, c, h, w]`, `[n, c, h / 2, w / 2]`. Burn-flex runs every max pooling through one
+/// general 3-D loop that finds each window's bounds with divisions and writes `i64` indices;
+/// this one reads two rows per output row.
+pub(super) fn max_pool2d_2x2(x: FlexTensor) -> FlexTensor {
+    let x = contiguous(x);
+    let dims @ [n, c, h, w] = dims4(&x);
+    let (oh, ow) = (h / 2, w / 2);
+    let input = floats(&x);
+    let out = written_in_runs(
+        n * c * oh * ow,
+        4,
+        ow.max(1),
+        #[inline(always)]
+        |row, first, out| {
+            let (top, bottom) = row_pair(input, dims, row / oh, row % oh);
+            let (top, bottom) = (&top[2 * first..], &bottom[2 * first..]);
+            for ((o, t), b) in out
+                .iter_mut()
+                .zip(top.chunks_exact(2))
+                .zip(bottom.chunks_exact(2))
+            {
+                *o = window_max(t[0], t[1], b[0], b[1]).0;
+            }
+        },
+    );
+    tensor(out, vec![n, c, oh, ow])
+}
+
+/// The input's gradient of [`max_pool2d_2x2`] given its output's `grad`: each window's
+/// upstream value at the window's maximum (found again from `x`, which the graph keeps
+/// anyway), zero elsewhere and on a dropped row or column. Written a row at a time, a window's
+/// two columns together.
+pub(super) fn max_pool2d_2x2_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
+    let (x, grad) = (contiguous(x), contiguous(grad));
+    let dims @ [n, c, h, w] = dims4(&x);
+    let (oh, ow) = (h / 2, w / 2);
+    let (input, upstream) = (floats(&x), floats(&grad));
+    let out = written_in_runs(
+        n * c * h * w,
+        4,
+        w,
+        #[inline(always)]
+        |row, first, out| {
+            let (plane, y) = (row / h, row % h);
+            let oy = y / 2;
+            if oy >= oh {
+                out.fill(0.0);
+                return;
+            }
+            let (top, bottom) = row_pair(input, dims, plane, oy);
+            let g = &upstream[(plane * oh + oy) * ow..][..ow];
+            let side = 2 * (y % 2) as u32;
+            // One column of a window (at the piece's ends, or a dropped last column).
+            let single = |col: usize| {
+                let ox = col / 2;
+                let (l, r) = (2 * ox, 2 * ox + 1);
+                let hit = ox < ow
+                    && window_max(top[l], top[r], bottom[l], bottom[r]).1
+                        == side + (col % 2) as u32;
+                if hit { g[ox] } else { 0.0 }
+            };
+            let (mut col, mut out) = (first, out);
+            if col % 2 == 1 {
+                let (head, rest) = out.split_at_mut(1);
+                head[0] = single(col);
+                (col, out) = (col + 1, rest);
+            }
+            let pairs = (out.len() / 2).min(ow.saturating_sub(col / 2));
+            let (paired, rest) = out.split_at_mut(2 * pairs);
+            for (((o, &g), t), b) in paired
+                .chunks_exact_mut(2)
+                .zip(&g[col / 2..])
+                .zip(top[col..].chunks_exact(2))
+                .zip(bottom[col..].chunks_exact(2))
+            {
+                let place = window_max(t[0], t[1], b[0], b[1]).1;
+                o[0] = if place == side { g } else { 0.0 };
+                o[1] = if place == side + 1 { g } else { 0.0 };
+            }
+            for (col, o) in (col + 2 * pairs..).zip(rest) {
+                *o = single(col);
+            }
+        },
+    );
+    tensor(out, vec![n, c, h, w])
 }

@@ -7,7 +7,7 @@ use burn::{
         autodiff::{
             checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
             grads::Gradients,
-            ops::{Backward, Ops, OpsKind},
+            ops::{Backward, Ops, OpsKind, unary},
         },
         backend_extension,
         tensor::FloatTensor,
@@ -36,6 +36,8 @@ pub trait FusedLayerBackend: Backend {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    /// See [`super::layers::max_pool2d_2x2`].
+    fn max_pool2d_2x2(x: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// The gradient kernels of a concrete backend's fused layer operations.
@@ -72,6 +74,8 @@ pub trait FusedLayerKernels: Backend {
         epsilon: f64,
         grad: FloatTensor<Self>,
     ) -> [FloatTensor<Self>; 3];
+    /// The input's gradient given the output's.
+    fn max_pool2d_2x2_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 impl FusedLayerBackend for Flex {
@@ -94,6 +98,10 @@ impl FusedLayerBackend for Flex {
         epsilon: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         flex_layers::batch_norm_relu(x, gamma, beta, epsilon)
+    }
+
+    fn max_pool2d_2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        flex_layers::max_pool2d_2x2(x)
     }
 }
 
@@ -130,6 +138,10 @@ impl FusedLayerKernels for Flex {
         grad: FloatTensor<Self>,
     ) -> [FloatTensor<Self>; 3] {
         flex_layers::batch_norm_relu_backward(x, gamma, beta, mean, variance, epsilon, grad)
+    }
+
+    fn max_pool2d_2x2_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        flex_layers::max_pool2d_2x2_backward(x, grad)
     }
 }
 
@@ -201,6 +213,20 @@ impl<B: FusedLayerKernels> Backward<B, 3> for BatchNormRelu {
                 grads.register::<B>(node.id, grad);
             }
         }
+    }
+}
+
+#[derive(Debug)]
+struct MaxPool2x2;
+
+impl<B: FusedLayerKernels> Backward<B, 1> for MaxPool2x2 {
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let x = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+            B::max_pool2d_2x2_backward(x, grad)
+        });
     }
 }
 
@@ -279,6 +305,21 @@ where
         // The statistics feed the running averages, not the graph.
         (output, Self::from_inner(mean), Self::from_inner(variance))
     }
+
+    fn max_pool2d_2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match MaxPool2x2
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let x = x.into_primitive();
+                let output = B::max_pool2d_2x2(x.clone());
+                prep.finish(x, output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::max_pool2d_2x2(x.into_primitive())),
+        }
+    }
 }
 
 pub(super) fn conv2d_same(x: Tensor<4>, weight: Tensor<4>) -> Tensor<4> {
@@ -317,4 +358,10 @@ pub(super) fn batch_norm_relu_train(
         Tensor::from_dispatch(mean),
         Tensor::from_dispatch(variance),
     )
+}
+
+pub(super) fn max_pool2d_2x2(x: Tensor<4>) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as FusedLayerBackend>::max_pool2d_2x2(
+        x.into_dispatch(),
+    ))
 }

@@ -1,12 +1,13 @@
 //! Fused layer kernels for the bundled models' convolution blocks: a stride-1 "same" 2-D
 //! convolution, a transposed convolution whose stride equals its kernel (a U-Net's
-//! up-sampling), and batch norm with batch statistics followed by ReLU (the training form).
+//! up-sampling), batch norm with batch statistics followed by ReLU (the training form), and
+//! the 2×2 stride-2 max pooling.
 //!
 //! On the Flex CPU backend with `f32` each runs as one operation with a hand-written backward
 //! pass (the kernels' notes say why burn-flex's own forms are slower); on every other backend
-//! and dtype each runs its [`composed`] form, burn's `conv2d`, `conv_transpose2d` and
-//! `batch_norm_train` then `relu`: same value, same gradient, to float rounding. Tests hold the
-//! two to each other.
+//! and dtype each runs its [`composed`] form, burn's `conv2d`, `conv_transpose2d`,
+//! `batch_norm_train` then `relu`, and `max_pool2d`: same value, same gradient, to float
+//! rounding (the pooling exactly). Tests hold the two to each other.
 
 use burn::tensor::Tensor;
 
@@ -91,14 +92,26 @@ pub fn batch_norm_relu_train(
     composed::batch_norm_relu_train(x, gamma, beta, epsilon)
 }
 
+/// The 2×2 max pooling with stride 2 of `x` `[N, C, H, W]`, `[N, C, H / 2, W / 2]` (no
+/// padding: an odd last row or column is dropped, as burn-nn's `MaxPool2d` with kernel
+/// `[2, 2]` and its default stride does). The gradient goes to each window's first largest
+/// element (its last NaN when there is one), as in burn and PyTorch.
+pub fn max_pool2d_2x2(x: Tensor<4>) -> Tensor<4> {
+    #[cfg(feature = "flex")]
+    if super::is_flex_f32(&x) {
+        return extension::max_pool2d_2x2(x);
+    }
+    composed::max_pool2d_2x2(x)
+}
+
 /// The same operations from burn's own: what runs where there is no fused kernel, and the
 /// reference the fused kernels are tested against.
 pub mod composed {
     use burn::tensor::{
         Tensor,
         activation::relu,
-        module::{batch_norm_train, conv_transpose2d, conv2d},
-        ops::{ConvOptions, ConvTransposeOptions},
+        module::{batch_norm_train, conv_transpose2d, conv2d, max_pool2d},
+        ops::{ConvOptions, ConvTransposeOptions, MaxPoolOptions},
     };
 
     /// See [`super::conv2d_same`].
@@ -128,6 +141,11 @@ pub mod composed {
     ) -> (Tensor<4>, Tensor<1>, Tensor<1>) {
         let result = batch_norm_train(x, gamma, beta, epsilon);
         (relu(result.output), result.mean, result.variance)
+    }
+
+    /// See [`super::max_pool2d_2x2`].
+    pub fn max_pool2d_2x2(x: Tensor<4>) -> Tensor<4> {
+        max_pool2d(x, MaxPoolOptions::new([2, 2]).with_stride([2, 2]))
     }
 }
 
@@ -338,6 +356,67 @@ mod tests {
             assert_close(&format!("{label} gamma grad"), &fused.3, &composed.3, 2e-5);
             assert_close(&format!("{label} beta grad"), &fused.4, &composed.4, 2e-5);
         }
+    }
+
+    /// The gradients and values of `pool` on `x`, with `upstream` weighting the output.
+    fn pooled(
+        pool: fn(Tensor<4>) -> Tensor<4>,
+        x: &Tensor<4>,
+        upstream: &Tensor<4>,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let x = x.clone().require_grad();
+        let out = pool(x.clone());
+        let value = floats(out.clone().inner());
+        let grads = (out * upstream.clone()).sum().backward();
+        (value, floats(x.grad(&grads).expect("an input gradient")))
+    }
+
+    #[test]
+    fn fused_max_pool_matches_burn_max_pool_with_ties_and_odd_sides() {
+        let device = Device::flex().autodiff();
+        // Even sides, odd sides (a row and a column dropped), one window per plane, and
+        // enough planes for the work to split over threads.
+        for (k, shape) in [[2, 3, 8, 8], [1, 2, 7, 5], [3, 1, 2, 2], [4, 8, 32, 30]]
+            .into_iter()
+            .enumerate()
+        {
+            let seed = 300 + 10 * k as u64;
+            let [n, c, h, w] = shape;
+            let upstream = random([n, c, h / 2, w / 2], seed + 1, &device);
+            let x = random(shape, seed, &device);
+            // Rounded to halves, most windows hold equal values: the gradient must go to
+            // the same one of them.
+            let ties = (x.clone() * 2.0).round() / 2.0;
+            for (label, x) in [("distinct", x), ("ties", ties)] {
+                let fused = pooled(max_pool2d_2x2, &x, &upstream);
+                let composed = pooled(composed::max_pool2d_2x2, &x, &upstream);
+                let label = format!("max_pool2d_2x2 {shape:?} {label}");
+                assert_eq!(fused.0, composed.0, "{label} value");
+                assert_eq!(fused.1, composed.1, "{label} input grad");
+            }
+        }
+    }
+
+    #[test]
+    fn a_nan_in_a_window_wins_the_max_pool_as_in_burn() {
+        let device = Device::flex().autodiff();
+        let mut values = values(16, 5, 1.0);
+        // Window (0, 0): one NaN; window (0, 1): two, the last one wins.
+        values[1] = f32::NAN;
+        values[2] = f32::NAN;
+        values[7] = f32::NAN;
+        let x = Tensor::<4>::from_data(TensorData::new(values, [1, 1, 4, 4]), &device);
+        let upstream = random([1, 1, 2, 2], 6, &device);
+        let fused = pooled(max_pool2d_2x2, &x, &upstream);
+        let composed = pooled(composed::max_pool2d_2x2, &x, &upstream);
+        let bits = |v: &[f32]| v.iter().map(|v| v.is_nan()).collect::<Vec<_>>();
+        assert_eq!(bits(&fused.0), vec![true, true, false, false]);
+        assert_eq!(bits(&fused.0), bits(&composed.0), "NaN outputs");
+        assert_eq!(fused.1, composed.1, "the gradient goes to the same element");
+        assert_ne!(
+            fused.1[7], 0.0,
+            "the last NaN of window (0, 1) takes its gradient"
+        );
     }
 
     #[test]
