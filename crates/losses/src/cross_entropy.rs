@@ -1,13 +1,13 @@
 use burn::{
     config::Config,
-    tensor::{Tensor, activation::log_softmax},
+    tensor::{Int, Tensor, activation::log_softmax},
 };
 use losskit_core::{
     Capabilities, ConfigError, Error, Loss, LossConfig, LossInput, LossValue, Reduction, Target,
     TargetKind,
     config::{OptionError, check_weights, ensure},
     fused,
-    reduce::reduce_maybe_weighted,
+    reduce::{MIN_TOTAL_WEIGHT, reduce_maybe_weighted},
     targets::{channel_vector, checked_indices},
 };
 
@@ -156,6 +156,73 @@ impl CrossEntropyLoss {
         )?))
     }
 
+    /// The class indices checked (ignored ones replaced by class 0), the class weight of each
+    /// position's target `[N, S]` (with class weights), and the mask `[N, S]` of the positions
+    /// that count (with `ignore_index`).
+    #[allow(clippy::type_complexity)]
+    fn checked_targets(
+        &self,
+        indices: &Tensor<2, Int>,
+        weights: Option<&Tensor<3>>,
+        classes: usize,
+    ) -> Result<(Tensor<2, Int>, Option<Tensor<2>>, Option<Tensor<2>>), Error> {
+        let [n, s] = indices.dims();
+        let (indices, valid) = checked_indices(indices, classes, self.ignore_index)?;
+        let target_weight = weights.map(|weights| {
+            weights
+                .clone()
+                .reshape([classes])
+                .select(0, indices.clone().reshape([n * s]))
+                .reshape([n, s])
+        });
+        Ok((indices, target_weight, valid))
+    }
+
+    /// The mean or sum of the common case (logits, class indices, no smoothing) as one fused
+    /// operation ([`fused::log_softmax_nll_sum`]: on the CPU backend its forward pass also
+    /// computes the gradient); `None` for every other case.
+    fn reduced_in_one_operation(
+        &self,
+        input: &LossInput,
+        reduction: Reduction,
+    ) -> Result<Option<Tensor<1>>, Error> {
+        let Target::Indices(indices) = input.target() else {
+            return Ok(None);
+        };
+        let output = input.output();
+        if reduction == Reduction::None
+            || !self.from_logits
+            || self.label_smoothing != 0.0
+            || !fused::is_fused(output)
+        {
+            return Ok(None);
+        }
+        let [n, classes, s] = output.dims();
+        let weights = self.class_weights(classes, input)?;
+        let (indices, target_weight, valid) =
+            self.checked_targets(indices, weights.as_ref(), classes)?;
+        let position_weight = match (target_weight, valid) {
+            (Some(weight), Some(valid)) => Some(weight * valid),
+            (weight, None) => weight,
+            (None, valid) => valid,
+        };
+        // The mean divides by the number of positions, or by the total weight (see
+        // `reduce_weighted`).
+        let scale = match (reduction, &position_weight) {
+            (Reduction::Sum, _) => 1.0,
+            (_, None) => 1.0 / (n * s) as f64,
+            (_, Some(weight)) => {
+                1.0 / f64::from(weight.clone().sum().into_scalar::<f32>()).max(MIN_TOTAL_WEIGHT)
+            }
+        };
+        Ok(Some(fused::log_softmax_nll_sum(
+            output.clone(),
+            indices,
+            position_weight,
+            scale as f32,
+        )))
+    }
+
     /// The loss per position `[N, S]` and, for class-index targets, the weight of each position
     /// (the mean's denominator).
     pub fn per_position(&self, input: LossInput) -> Result<(Tensor<2>, Option<Tensor<2>>), Error> {
@@ -165,14 +232,8 @@ impl CrossEntropyLoss {
         let epsilon = self.label_smoothing as f64;
         match target {
             Target::Indices(indices) => {
-                let (indices, valid) = checked_indices(&indices, classes, self.ignore_index)?;
-                let target_weight = weights.as_ref().map(|weights| {
-                    weights
-                        .clone()
-                        .reshape([classes])
-                        .select(0, indices.clone().reshape([n * s]))
-                        .reshape([n, s])
-                });
+                let (indices, target_weight, valid) =
+                    self.checked_targets(&indices, weights.as_ref(), classes)?;
                 let weighted = |values: Tensor<2>| match &target_weight {
                     Some(w) => values * w.clone(),
                     None => values,
@@ -228,6 +289,9 @@ impl CrossEntropyLoss {
 
 impl Loss for CrossEntropyLoss {
     fn forward(&self, input: LossInput, reduction: Reduction) -> Result<LossValue, Error> {
+        if let Some(reduced) = self.reduced_in_one_operation(&input, reduction)? {
+            return Ok(reduced.into());
+        }
         let (loss, weights) = self.per_position(input)?;
         Ok(reduce_maybe_weighted(loss, weights, reduction).into())
     }

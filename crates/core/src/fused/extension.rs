@@ -29,6 +29,14 @@ pub trait FusedLossBackend: Backend {
         logits: FloatTensor<Self>,
         target: IntTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
+    /// See [`super::log_softmax_nll_sum`]: `weights` `[N·S]`, or `[1]` for one weight at
+    /// every position.
+    fn log_softmax_nll_sum(
+        logits: FloatTensor<Self>,
+        target: IntTensor<Self>,
+        weights: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self>;
     /// See [`super::squared_error_sum`].
     fn squared_error_sum(output: FloatTensor<Self>, target: FloatTensor<Self>)
     -> FloatTensor<Self>;
@@ -54,6 +62,19 @@ pub trait FusedLossKernels: Backend {
         logits: FloatTensor<Self>,
         log_sum_exp: FloatTensor<Self>,
         target: IntTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+    /// The loss `[1]` of [`FusedLossBackend::log_softmax_nll_sum`] and its gradient with
+    /// respect to the logits, computed together.
+    fn log_softmax_nll_sum_forward(
+        logits: FloatTensor<Self>,
+        target: IntTensor<Self>,
+        weights: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+    /// `gradient` times the one-element upstream gradient `grad`.
+    fn scaled_by_upstream(
+        gradient: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
     /// The stacked intersection and prediction sums `[2, N, C]`, the truth sums `[N, C]`, and
@@ -94,6 +115,25 @@ pub trait FusedLossKernels: Backend {
 }
 
 impl FusedLossKernels for Flex {
+    fn log_softmax_nll_sum_forward(
+        logits: FloatTensor<Self>,
+        target: IntTensor<Self>,
+        weights: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (weights, scale) = flex::position_weights(weights, scale);
+        let (loss, gradient) =
+            flex::log_softmax_nll_sum_with_gradient(logits, target, weights, scale);
+        (flex::tensor(vec![loss], vec![1]), gradient)
+    }
+
+    fn scaled_by_upstream(
+        gradient: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        flex::scaled_by_upstream(gradient, grad)
+    }
+
     fn log_softmax_nll_forward(
         logits: FloatTensor<Self>,
         target: IntTensor<Self>,
@@ -156,6 +196,18 @@ impl FusedLossKernels for Flex {
 }
 
 impl FusedLossBackend for Flex {
+    fn log_softmax_nll_sum(
+        logits: FloatTensor<Self>,
+        target: IntTensor<Self>,
+        weights: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        // Without a graph, no gradient: the per-position losses, then their weighted sum.
+        let (loss, _) = flex::log_softmax_nll(logits, target);
+        let (weights, scale) = flex::position_weights(weights, scale);
+        flex::weighted_sum(loss, weights, scale)
+    }
+
     fn log_softmax_nll(logits: FloatTensor<Self>, target: IntTensor<Self>) -> FloatTensor<Self> {
         flex::log_softmax_nll(logits, target).0
     }
@@ -194,6 +246,21 @@ impl<B: FusedLossKernels> Backward<B, 1> for LogSoftmaxNll {
         let (logits, log_sum_exp, target) = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |grad| {
             B::log_softmax_nll_backward(logits, log_sum_exp, target, grad)
+        });
+    }
+}
+
+// The forward pass computed the gradient; the backward pass only scales it.
+#[derive(Debug)]
+struct LogSoftmaxNllSum;
+
+impl<B: FusedLossKernels> Backward<B, 1> for LogSoftmaxNllSum {
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let gradient = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+            B::scaled_by_upstream(gradient, grad)
         });
     }
 }
@@ -274,6 +341,32 @@ where
         }
     }
 
+    fn log_softmax_nll_sum(
+        logits: FloatTensor<Self>,
+        target: IntTensor<Self>,
+        weights: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        let weights = weights.into_primitive();
+        match LogSoftmaxNllSum
+            .prepare::<C>([logits.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (loss, gradient) =
+                    B::log_softmax_nll_sum_forward(logits.into_primitive(), target, weights, scale);
+                prep.finish(gradient, loss)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::log_softmax_nll_sum(
+                logits.into_primitive(),
+                target,
+                weights,
+                scale,
+            )),
+        }
+    }
+
     fn softmax_overlap_sums(
         logits: FloatTensor<Self>,
         target: IntTensor<Self>,
@@ -344,6 +437,20 @@ pub(super) fn log_softmax_nll(logits: Tensor<3>, target: Tensor<2, Int>) -> Tens
     Tensor::from_dispatch(<Dispatch as FusedLossBackend>::log_softmax_nll(
         logits.into_dispatch(),
         target.into_dispatch(),
+    ))
+}
+
+pub(super) fn log_softmax_nll_sum(
+    logits: Tensor<3>,
+    target: Tensor<2, Int>,
+    weights: Tensor<1>,
+    scale: f32,
+) -> Tensor<1> {
+    Tensor::from_dispatch(<Dispatch as FusedLossBackend>::log_softmax_nll_sum(
+        logits.into_dispatch(),
+        target.into_dispatch(),
+        weights.into_dispatch(),
+        scale,
     ))
 }
 

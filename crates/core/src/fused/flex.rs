@@ -142,9 +142,9 @@ pub(super) fn lane_sum_of(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     lanes.iter().sum::<f32>() + rest
 }
 
-/// Log-sum-exp over one contiguous row of classes.
+/// The largest value of a contiguous row, in eight lanes.
 #[inline(always)]
-fn log_sum_exp_row(row: &[f32]) -> f32 {
+fn row_max(row: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; 8];
     let chunks = row.chunks_exact(8);
     let rest = chunks.remainder();
@@ -153,10 +153,15 @@ fn log_sum_exp_row(row: &[f32]) -> f32 {
             *m = m.max(v);
         }
     }
-    let max = rest
-        .iter()
+    rest.iter()
         .chain(&lanes)
-        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+}
+
+/// Log-sum-exp over one contiguous row of classes.
+#[inline(always)]
+fn log_sum_exp_row(row: &[f32]) -> f32 {
+    let max = row_max(row);
     // The exponentials a block at a time into a buffer, then summed: a loop over a buffer
     // vectorises with fused multiply-adds, eight fixed lanes of them do not.
     let mut sum = 0f32;
@@ -259,8 +264,7 @@ pub(super) fn log_softmax_nll(logits: FlexTensor, target: FlexTensor) -> (FlexTe
 }
 
 /// The gradient of [`log_softmax_nll`] given the upstream gradient `[N, S]`:
-/// `grad · (softmax(logits) - onehot(target))`. Each element depends only on its own
-/// position's statistics, so the gradient is written chunk by chunk ([`written_in_chunks`]).
+/// `grad · (softmax(logits) - onehot(target))`.
 pub(super) fn log_softmax_nll_backward(
     logits: FlexTensor,
     lse: FlexTensor,
@@ -269,8 +273,23 @@ pub(super) fn log_softmax_nll_backward(
 ) -> FlexTensor {
     let (logits, target, grad) = (contiguous(logits), contiguous(target), contiguous(grad));
     let dims = Dims::of(&logits);
-    let (x, lse, upstream) = (floats(&logits), floats(&lse), floats(&grad));
-    let out = with_classes!(target, |t| {
+    let out = nll_gradient(&logits, floats(&lse), &target, Some(floats(&grad)), 1.0);
+    tensor(out, vec![dims.n, dims.c, dims.s])
+}
+
+/// `scale · g · (softmax(logits) - onehot(target))` with `g` the per-position `upstream`
+/// values (1 without them), from the kept log-sum-exp. Each element depends only on its own
+/// position's statistics, so the gradient is written chunk by chunk ([`written_in_runs`]).
+fn nll_gradient(
+    logits: &FlexTensor,
+    lse: &[f32],
+    target: &FlexTensor,
+    upstream: Option<&[f32]>,
+    scale: f32,
+) -> Vec<f32> {
+    let dims = Dims::of(logits);
+    let x = floats(logits);
+    with_classes!(target, |t| {
         if dims.s == 1 {
             written_in_runs(
                 x.len(),
@@ -278,7 +297,8 @@ pub(super) fn log_softmax_nll_backward(
                 dims.c,
                 #[inline(always)]
                 |row, first, piece| {
-                    nll_backward_row_piece(x, lse, upstream, t, dims.c, row, first, piece)
+                    let g = scale * upstream.map_or(1.0, |u| u[row]);
+                    nll_backward_row_piece(x, lse[row], g, t, dims.c, row, first, piece)
                 },
             )
         } else {
@@ -288,12 +308,200 @@ pub(super) fn log_softmax_nll_backward(
                 dims.s,
                 #[inline(always)]
                 |row, first, piece| {
-                    nll_backward_class_piece(x, lse, upstream, t, dims, row, first, piece)
+                    let position = (row / dims.c) * dims.s + first;
+                    let upstream = upstream.map(|u| &u[position..][..piece.len()]);
+                    nll_backward_class_piece(x, lse, upstream, scale, t, dims, row, first, piece)
                 },
             )
         }
+    })
+}
+
+/// One row's softmax over its classes and its loss `−log softmax[target]`, kept by a parallel
+/// task while it writes that row's gradient chunks (a row of many classes spans several), so
+/// that each exponential is computed once.
+struct RowSoftmax {
+    row: Option<usize>,
+    p: Vec<f32>,
+    nll: f32,
+}
+
+impl RowSoftmax {
+    fn new() -> Self {
+        Self {
+            row: None,
+            p: Vec::new(),
+            nll: 0.0,
+        }
+    }
+
+    /// Makes this the softmax of row `row` of `x` `[N, C]`, unless it is already.
+    #[inline(always)]
+    fn of<I: ClassIndex>(&mut self, x: &[f32], t: &[I], c: usize, row: usize) -> &Self {
+        if self.row != Some(row) {
+            let logits = &x[row * c..][..c];
+            let max = row_max(logits);
+            self.p.resize(c, 0.0);
+            for (p, &v) in self.p.iter_mut().zip(logits) {
+                *p = fast_exp(v - max);
+            }
+            let sum = lane_sum(&self.p);
+            let inv = 1.0 / sum;
+            for p in &mut self.p {
+                *p *= inv;
+            }
+            self.nll = max + fast_ln(sum) - logits[t[row].class()];
+            self.row = Some(row);
+        }
+        self
+    }
+}
+
+/// `scale · Σ w · (−log softmax(logits)[target])` over every position, with `w` the
+/// per-position `weights` `[N, S]` (1 when `None`), and its gradient with respect to the
+/// logits, `scale · w · (softmax − onehot(target))`, computed together: a loss whose backward
+/// pass starts here (a mean or sum of cross-entropy) then only scales this gradient by its
+/// upstream value, which is 1 for the loss itself. Rows (`S = 1`) take one pass, each
+/// exponential computed once ([`RowSoftmax`]); tiles take the log-sum-exp pass of
+/// [`log_softmax_nll`] and then the gradient's.
+pub(super) fn log_softmax_nll_sum_with_gradient(
+    logits: FlexTensor,
+    target: FlexTensor,
+    weights: Option<FlexTensor>,
+    scale: f32,
+) -> (f32, FlexTensor) {
+    let (logits, target) = (contiguous(logits), contiguous(target));
+    let weights = weights.map(contiguous);
+    let weights = weights.as_ref().map(floats);
+    let dims = Dims::of(&logits);
+    let shape = vec![dims.n, dims.c, dims.s];
+    if dims.s > 1 {
+        let (loss, lse) = log_softmax_nll(logits.clone(), target.clone());
+        let total = scale * weighted_total(floats(&loss), weights);
+        let gradient = nll_gradient(&logits, floats(&lse), &target, weights, scale);
+        return (total, tensor(gradient, shape));
+    }
+    let (x, len, c) = (floats(&logits), dims.n * dims.c, dims.c);
+    let (mut chunks, mut losses): (Vec<[f32; CHUNK]>, Vec<f64>) = (Vec::new(), Vec::new());
+    with_classes!(target, |t| {
+        (0..len.div_ceil(CHUNK))
+            .into_par_iter()
+            .with_min_len(chunks_per_task(1))
+            .map_init(RowSoftmax::new, |softmax, k| {
+                let start = k * CHUNK;
+                let mut chunk = [0f32; CHUNK];
+                let filled = &mut chunk[..CHUNK.min(len - start)];
+                let loss = simd(
+                    #[inline(always)]
+                    || {
+                        let mut loss = 0f64;
+                        for_each_run(
+                            start,
+                            filled,
+                            c,
+                            #[inline(always)]
+                            |row, first, out| {
+                                let softmax = softmax.of(x, t, c, row);
+                                let w = scale * weights.map_or(1.0, |w| w[row]);
+                                let p = &softmax.p[first..][..out.len()];
+                                for (o, &p) in out.iter_mut().zip(p) {
+                                    *o = w * p;
+                                }
+                                let target = t[row].class().checked_sub(first);
+                                if let Some(o) = target.and_then(|k| out.get_mut(k)) {
+                                    *o -= w;
+                                }
+                                // Each row's loss counted by the piece holding its first class.
+                                if first == 0 {
+                                    loss += f64::from(w * softmax.nll);
+                                }
+                            },
+                        );
+                        loss
+                    },
+                );
+                (chunk, loss)
+            })
+            .unzip_into_vecs(&mut chunks, &mut losses)
     });
-    tensor(out, vec![dims.n, dims.c, dims.s])
+    let mut gradient = chunks.into_flattened();
+    gradient.truncate(len);
+    // Chunk by chunk in order: the same sum however the chunks were split over threads.
+    let total = losses.iter().sum::<f64>() as f32;
+    (total, tensor(gradient, shape))
+}
+
+/// `Σ loss · w` (`w` = 1 without `weights`), in 8-lane sums over fixed blocks added in order:
+/// the same value however the blocks are split over threads.
+fn weighted_total(loss: &[f32], weights: Option<&[f32]>) -> f32 {
+    const BLOCK: usize = 1 << 14;
+    let blocks: Vec<f64> = loss
+        .par_chunks(BLOCK)
+        .enumerate()
+        .map(|(k, block)| {
+            simd(
+                #[inline(always)]
+                || match weights.map(|w| &w[k * BLOCK..][..block.len()]) {
+                    Some(w) => {
+                        let mut lanes = [0f32; 8];
+                        for (l, w) in block.chunks(8).zip(w.chunks(8)) {
+                            for ((lane, &l), &w) in lanes.iter_mut().zip(l).zip(w) {
+                                *lane += l * w;
+                            }
+                        }
+                        f64::from(lanes.iter().sum::<f32>())
+                    }
+                    None => f64::from(lane_sum(block)),
+                },
+            )
+        })
+        .collect();
+    blocks.iter().sum::<f64>() as f32
+}
+
+/// The per-position weights of [`log_softmax_nll_sum_with_gradient`] from the operation's
+/// `weights` (`[N·S]`, or `[1]`: one weight everywhere, folded into the scale).
+pub(super) fn position_weights(weights: FlexTensor, scale: f32) -> (Option<FlexTensor>, f32) {
+    let weights = contiguous(weights);
+    match floats(&weights) {
+        [w] => (None, scale * w),
+        _ => (Some(weights), scale),
+    }
+}
+
+/// `scale · Σ loss · w` of per-position losses `[N, S]`, `[1]` (`w` = 1 without `weights`).
+pub(super) fn weighted_sum(
+    loss: FlexTensor,
+    weights: Option<FlexTensor>,
+    scale: f32,
+) -> FlexTensor {
+    let (loss, weights) = (contiguous(loss), weights.map(contiguous));
+    let total = weighted_total(floats(&loss), weights.as_ref().map(floats));
+    tensor(vec![scale * total], vec![1])
+}
+
+/// `gradient · g` for the one-element upstream gradient `g` of a reduced loss: `gradient`
+/// itself when `g` is 1, as it is for the loss that `backward` starts from.
+pub(super) fn scaled_by_upstream(gradient: FlexTensor, upstream: FlexTensor) -> FlexTensor {
+    let upstream = contiguous(upstream);
+    let g = floats(&upstream)[0];
+    if g == 1.0 {
+        return gradient;
+    }
+    let gradient = contiguous(gradient);
+    let shape = gradient.layout().shape().to_vec();
+    let values = floats(&gradient);
+    let scaled = written_in_chunks(
+        values.len(),
+        1,
+        #[inline(always)]
+        |start, chunk| {
+            for (o, &v) in chunk.iter_mut().zip(&values[start..]) {
+                *o = v * g;
+            }
+        },
+    );
+    tensor(scaled, shape)
 }
 
 /// Elements per chunk of [`written_in_chunks`]: a kilobyte, written in L1 and then moved once.
@@ -878,23 +1086,23 @@ fn nll_tile<I: ClassIndex>(
     }
 }
 
-/// The logits' gradient on classes `first..` of one row (`S = 1`).
+/// The logits' gradient on classes `first..` of one row (`S = 1`), whose log-sum-exp is `lse`
+/// and upstream gradient `g`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn nll_backward_row_piece<I: ClassIndex>(
     x: &[f32],
-    lse: &[f32],
-    upstream: &[f32],
+    lse: f32,
+    g: f32,
     t: &[I],
     c: usize,
     row: usize,
     first: usize,
     out: &mut [f32],
 ) {
-    let (l, g) = (lse[row], upstream[row]);
     let input = &x[row * c + first..][..out.len()];
     for (o, &v) in out.iter_mut().zip(input) {
-        *o = g * fast_exp(v - l);
+        *o = g * fast_exp(v - lse);
     }
     if let Some(o) = t[row]
         .class()
@@ -906,13 +1114,14 @@ fn nll_backward_row_piece<I: ClassIndex>(
 }
 
 /// The logits' gradient on positions `first..` of one class row (`row` = sample · C + class)
-/// of `[N, C, S]`.
+/// of `[N, C, S]`, the upstream gradient `scale · upstream` (`scale` without `upstream`).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn nll_backward_class_piece<I: ClassIndex>(
     x: &[f32],
     lse: &[f32],
-    upstream: &[f32],
+    upstream: Option<&[f32]>,
+    scale: f32,
     t: &[I],
     dims: Dims,
     row: usize,
@@ -922,12 +1131,24 @@ fn nll_backward_class_piece<I: ClassIndex>(
     let (sample, class) = (row / dims.c, row % dims.c);
     let position = sample * dims.s + first;
     let len = out.len();
-    let (l, g) = (&lse[position..][..len], &upstream[position..][..len]);
+    let l = &lse[position..][..len];
     let (column, classes) = (&x[row * dims.s + first..][..len], &t[position..][..len]);
-    let terms = column.iter().zip(l).zip(g).zip(classes);
-    for (o, (((&v, &l), &g), &k)) in out.iter_mut().zip(terms) {
+    let terms = column.iter().zip(l).zip(classes);
+    let gradient = |v: f32, l: f32, k: I| {
         let hit = if k.class() == class { 1.0 } else { 0.0 };
-        *o = g * (fast_exp(v - l) - hit);
+        fast_exp(v - l) - hit
+    };
+    match upstream {
+        Some(g) => {
+            for ((o, ((&v, &l), &k)), &g) in out.iter_mut().zip(terms).zip(g) {
+                *o = scale * g * gradient(v, l, k);
+            }
+        }
+        None => {
+            for (o, ((&v, &l), &k)) in out.iter_mut().zip(terms) {
+                *o = scale * gradient(v, l, k);
+            }
+        }
     }
 }
 

@@ -31,6 +31,38 @@ pub fn log_softmax_nll(logits: Tensor<3>, target: Tensor<2, Int>) -> Tensor<2> {
     composed::log_softmax_nll(logits, target)
 }
 
+/// `scale · Σ w · (−log softmax(logits)[target])` over all positions, `[1]`: logits
+/// `[N, C, S]`, class indices `[N, S]` in `0..C` (checked first, as for [`log_softmax_nll`]),
+/// per-position weights `[N, S]` (1 everywhere when `None`; constants, without gradient). A
+/// cross-entropy's mean or sum as one operation: on the CPU backend the forward pass also
+/// computes the logits' gradient, each exponential once, so the backward pass only scales it
+/// by its upstream value.
+pub fn log_softmax_nll_sum(
+    logits: Tensor<3>,
+    target: Tensor<2, Int>,
+    weights: Option<Tensor<2>>,
+    scale: f32,
+) -> Tensor<1> {
+    #[cfg(feature = "flex")]
+    if fused_runs_on(&logits, &target)
+        && weights.as_ref().is_none_or(|weights| {
+            is_flex_f32(weights)
+                && weights.dims() == target.dims()
+                && weights.device() == logits.device()
+        })
+    {
+        let weights = match weights {
+            Some(weights) => {
+                let [n, s] = weights.dims();
+                weights.reshape([n * s])
+            }
+            None => Tensor::ones([1], &logits.device()),
+        };
+        return extension::log_softmax_nll_sum(logits, target, weights, scale);
+    }
+    composed::log_softmax_nll_sum(logits, target, weights, scale)
+}
+
 /// Per sample and class, `[N, C]` each: the sums over positions of `p · onehot(target)`, of
 /// `p`, and of `onehot(target)`, with `p = softmax(logits)` over the classes; logits
 /// `[N, C, S]`, class indices `[N, S]` in `0..C`. The soft Dice family's intersection,
@@ -136,6 +168,21 @@ pub mod composed {
             .gather(1, target.reshape([n, 1, s]))
             .reshape([n, s])
             .neg()
+    }
+
+    /// See [`super::log_softmax_nll_sum`].
+    pub fn log_softmax_nll_sum(
+        logits: Tensor<3>,
+        target: Tensor<2, Int>,
+        weights: Option<Tensor<2>>,
+        scale: f32,
+    ) -> Tensor<1> {
+        let nll = log_softmax_nll(logits, target);
+        let weighted = match weights {
+            Some(weights) => nll * weights,
+            None => nll,
+        };
+        weighted.sum() * scale
     }
 
     /// See [`super::softmax_overlap_sums`].
@@ -376,6 +423,84 @@ mod tests {
             log_softmax_nll,
             composed::log_softmax_nll,
         );
+    }
+
+    /// Per-position weights `[N, S]` for indices `target`: in `[0, 2)`, every seventh zero (an
+    /// ignored position).
+    fn position_weights(target: &Tensor<2, Int>) -> Tensor<2> {
+        let [n, s] = target.dims();
+        let weights = values(n * s, 77, 1.0)
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| if i % 7 == 3 { 0.0 } else { v + 1.0 })
+            .collect::<Vec<f32>>();
+        Tensor::from_data(TensorData::new(weights, [n, s]), &target.device())
+    }
+
+    /// The weighted sums of [`log_softmax_nll_sum`] the losses use: a mean (scale 1 / N·S), a
+    /// sum with per-position weights, and an arbitrary scale.
+    #[allow(clippy::type_complexity)]
+    fn nll_sums() -> Vec<(
+        &'static str,
+        Box<dyn Fn(Tensor<3>, Tensor<2, Int>, bool) -> Tensor<1>>,
+    )> {
+        let run = |weighted: bool, scale: Option<f32>| {
+            move |logits: Tensor<3>, target: Tensor<2, Int>, fused: bool| {
+                let [n, _, s] = logits.dims();
+                let weights = weighted.then(|| position_weights(&target));
+                let scale = scale.unwrap_or(1.0 / (n * s) as f32);
+                if fused {
+                    log_softmax_nll_sum(logits, target, weights, scale)
+                } else {
+                    composed::log_softmax_nll_sum(logits, target, weights, scale)
+                }
+            }
+        };
+        vec![
+            ("mean", Box::new(run(false, None))),
+            ("weighted sum", Box::new(run(true, Some(1.0)))),
+            ("weighted, scaled", Box::new(run(true, Some(0.37)))),
+        ]
+    }
+
+    #[test]
+    fn fused_log_softmax_nll_sum_matches_its_composed_form() {
+        for (name, sum) in nll_sums() {
+            let name = format!("log_softmax_nll_sum {name}");
+            check(&name, |l, t| sum(l, t, true), |l, t| sum(l, t, false));
+            check_rows(&name, |l, t| sum(l, t, true), |l, t| sum(l, t, false));
+        }
+    }
+
+    /// The backward pass that starts at the loss itself (upstream gradient exactly 1) takes
+    /// the gradient the forward pass computed as it is.
+    #[test]
+    fn the_fused_nll_sum_s_own_backward_gives_the_composed_gradient() {
+        let device = Device::flex().autodiff();
+        for (name, sum) in nll_sums() {
+            for (k, &[n, c, s]) in SHAPES.iter().chain(&[[300, 1000, 1]]).enumerate() {
+                let seed = 500 + k as u64;
+                let logits = Tensor::<3>::from_data(
+                    TensorData::new(values(n * c * s, seed, 6.0), [n, c, s]),
+                    &device,
+                );
+                let target = Tensor::<2, Int>::from_data(
+                    TensorData::new(classes(n * s, c, seed + 1), [n, s]),
+                    &device,
+                );
+                let run = |fused: bool| {
+                    let x = logits.clone().require_grad();
+                    let loss = sum(x.clone(), target.clone(), fused);
+                    let value = loss.clone().inner().reshape([1, 1, 1]);
+                    let grads = loss.backward();
+                    (floats(value), floats(x.grad(&grads).expect("a gradient")))
+                };
+                let (fused, composed) = (run(true), run(false));
+                let label = format!("log_softmax_nll_sum {name} {n}x{c}x{s}");
+                assert_close(&format!("{label} value"), &fused.0, &composed.0, 2e-5);
+                assert_close(&format!("{label} grad"), &fused.1, &composed.1, 2e-5);
+            }
+        }
     }
 
     /// The three sums side by side, `[N, 3C]`, with the truth detached (it has no gradient).
