@@ -35,8 +35,8 @@ pub fn log_softmax_nll(logits: Tensor<3>, target: Tensor<2, Int>) -> Tensor<2> {
 /// `[N, C, S]`, class indices `[N, S]` in `0..C` (checked first, as for [`log_softmax_nll`]),
 /// per-position weights `[N, S]` (1 everywhere when `None`; constants, without gradient). A
 /// cross-entropy's mean or sum as one operation: on the CPU backend the forward pass also
-/// computes the logits' gradient, each exponential once, so the backward pass only scales it
-/// by its upstream value.
+/// computes the logits' gradient, so the backward pass only scales it by its upstream value
+/// (rows of classes take one pass over the logits, positions of segmentation maps two).
 pub fn log_softmax_nll_sum(
     logits: Tensor<3>,
     target: Tensor<2, Int>,
