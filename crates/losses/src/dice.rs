@@ -158,6 +158,12 @@ impl DiceLoss {
 impl Loss for DiceLoss {
     fn forward(&self, input: LossInput, reduction: Reduction) -> Result<LossValue, Error> {
         let channels = input.channels();
+        if let Some(total) = self
+            .overlap
+            .dice_rows_reduced(&input, self.jaccard, reduction)?
+        {
+            return Ok(total.into());
+        }
         if let Some(values) = self.overlap.dice_rows(&input, self.jaccard)? {
             return Ok(self
                 .overlap
@@ -180,6 +186,7 @@ impl Loss for DiceLoss {
 mod tests {
     use super::*;
     use crate::testing::*;
+    use losskit_core::input::to_f64_vec;
 
     /// Two positions, two classes: softmax probabilities [3/4, 1/4] and [1/4, 3/4].
     fn two_by_two() -> Tensor<3> {
@@ -214,6 +221,45 @@ mod tests {
         let d_p = -1.0 / (p + 1.0f64).powi(2);
         // dp/dx0 = p(1 - p), dp/dx1 = -p(1 - p).
         assert_close(&grad, &[d_p * p * (1.0 - p), -d_p * p * (1.0 - p)], 1e-5);
+    }
+
+    /// Over rows (a classifier's `[N, C]`) the mean and the sum run as one fused operation;
+    /// with class weights and the background left out they equal the per-sample values
+    /// (`none`, reduced apart) summed, and divided by the (sample, class) pairs for the mean,
+    /// in value and gradient.
+    #[test]
+    fn the_fused_reductions_over_rows_equal_the_per_sample_values_reduced() {
+        let logits: Vec<f32> = (0..24)
+            .map(|i| ((i * 29 % 13) as f32 - 6.0) / 3.0)
+            .collect();
+        let classes = [0, 3, 1, 2, 2, 1];
+        for config in [
+            r#"{"name": "dice", "include_background": false, "weights": [0.5, 2.0, 1.0, 3.0]}"#,
+            r#"{"name": "dice", "jaccard": true, "smooth_nr": 0.0}"#,
+        ] {
+            let loss = build(config);
+            let run = |reduction: Reduction, divisor: f64| {
+                let x = floats(&logits, [6, 4]).require_grad();
+                let input = LossInput::with_indices(x.clone(), ints(&classes, [6])).unwrap();
+                let value = loss.forward(input, reduction).expect("loss computes").value;
+                let total = value.sum() / divisor;
+                let grads = total.backward();
+                let grad = to_f64_vec(x.grad(&grads).expect("a gradient"));
+                (to_f64_vec(total), grad)
+            };
+            let kept = if config.contains("include_background") {
+                3.0
+            } else {
+                4.0
+            };
+            let (mean, per_sample_mean) =
+                (run(Reduction::Mean, 1.0), run(Reduction::None, 6.0 * kept));
+            assert_close(&mean.0, &per_sample_mean.0, 1e-6);
+            assert_close(&mean.1, &per_sample_mean.1, 1e-6);
+            let (sum, per_sample_sum) = (run(Reduction::Sum, 1.0), run(Reduction::None, 1.0));
+            assert_close(&sum.0, &per_sample_sum.0, 1e-6);
+            assert_close(&sum.1, &per_sample_sum.1, 1e-6);
+        }
     }
 
     #[test]

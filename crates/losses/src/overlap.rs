@@ -15,7 +15,7 @@
 //!   where the values belong to the whole batch, every sample gets `sum / N`).
 
 use burn::tensor::{
-    Tensor,
+    Int, Tensor,
     activation::{sigmoid, softmax},
 };
 use losskit_core::{
@@ -426,16 +426,11 @@ impl Overlap {
         })
     }
 
-    /// The Dice (or, with `jaccard`, Jaccard) loss per (sample, class) `[N, K]` where each
+    /// The checked class indices of the case [`Overlap::dice_rows`] computes fused: each
     /// sample has one position (a classifier's `[N, C]`), softmax over class indices, none
-    /// ignored, per sample and without `ignore_empty` or `squared_pred`: with one position each
-    /// sum is one element, so the fused kernel computes the ratio in the softmax's pass
-    /// ([`fused::softmax_dice_rows`]) on the CPU backend; `None` for every other case.
-    pub(crate) fn dice_rows(
-        &self,
-        input: &LossInput,
-        jaccard: bool,
-    ) -> Result<Option<Tensor<2>>, Error> {
+    /// ignored, per sample and without `ignore_empty` or `squared_pred`, on the CPU backend;
+    /// `None` for every other case.
+    fn dice_rows_indices(&self, input: &LossInput) -> Result<Option<Tensor<2, Int>>, Error> {
         let channels = input.channels();
         let Target::Indices(indices) = input.target() else {
             return Ok(None);
@@ -452,9 +447,22 @@ impl Overlap {
             return Ok(None);
         }
         let (indices, valid) = checked_indices(indices, channels, self.ignore_index)?;
-        if valid.is_some() {
+        Ok(valid.is_none().then_some(indices))
+    }
+
+    /// The Dice (or, with `jaccard`, Jaccard) loss per (sample, class) `[N, K]` of the case
+    /// [`Overlap::dice_rows_indices`] describes: with one position each sum is one element, so
+    /// the fused kernel computes the ratio in the softmax's pass
+    /// ([`fused::softmax_dice_rows`]); `None` for every other case.
+    pub(crate) fn dice_rows(
+        &self,
+        input: &LossInput,
+        jaccard: bool,
+    ) -> Result<Option<Tensor<2>>, Error> {
+        let Some(indices) = self.dice_rows_indices(input)? else {
             return Ok(None);
-        }
+        };
+        let channels = input.channels();
         let values = fused::softmax_dice_rows(
             input.output().clone(),
             indices,
@@ -468,6 +476,45 @@ impl Overlap {
         } else {
             values
         }))
+    }
+
+    /// The mean or sum of [`Overlap::dice_rows`] as [`Overlap::reduce_rows`] takes it (class
+    /// weights, the mean over samples and kept classes), as one fused operation
+    /// ([`fused::softmax_dice_rows_sum`]: on the CPU backend its forward pass also computes
+    /// the gradient); `None` for `none` and wherever `dice_rows` is `None`.
+    pub(crate) fn dice_rows_reduced(
+        &self,
+        input: &LossInput,
+        jaccard: bool,
+        reduction: Reduction,
+    ) -> Result<Option<Tensor<1>>, Error> {
+        if reduction == Reduction::None {
+            return Ok(None);
+        }
+        let Some(indices) = self.dice_rows_indices(input)? else {
+            return Ok(None);
+        };
+        let channels = input.channels();
+        let (dropped, kept) = (self.dropped(channels), channels - self.dropped(channels));
+        let weights = match self.class_weights(channels, &input.device())? {
+            Some(weights) => losskit_core::input::to_f64_vec(weights),
+            None => vec![1.0; kept],
+        };
+        let scale = match reduction {
+            Reduction::Mean => 1.0 / (input.batch_size() * kept) as f64,
+            _ => 1.0,
+        };
+        let class_scale: Vec<f32> = std::iter::repeat_n(0.0, dropped)
+            .chain(weights.iter().map(|w| (w * scale) as f32))
+            .collect();
+        Ok(Some(fused::softmax_dice_rows_sum(
+            input.output().clone(),
+            indices,
+            self.smooth_nr as f32,
+            self.smooth_dr as f32,
+            jaccard,
+            &class_scale,
+        )))
     }
 
     /// The sums of the common case, softmax over class indices with none ignored, in one fused

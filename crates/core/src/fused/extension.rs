@@ -37,6 +37,13 @@ pub trait FusedLossBackend: Backend {
         weights: FloatTensor<Self>,
         scale: f32,
     ) -> FloatTensor<Self>;
+    /// See [`super::softmax_dice_rows_sum`]; `params` as for `softmax_dice_rows`.
+    fn softmax_dice_rows_sum(
+        logits: FloatTensor<Self>,
+        target: IntTensor<Self>,
+        params: FloatTensor<Self>,
+        class_scale: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
     /// See [`super::squared_error_sum`].
     fn squared_error_sum(output: FloatTensor<Self>, target: FloatTensor<Self>)
     -> FloatTensor<Self>;
@@ -71,6 +78,14 @@ pub trait FusedLossKernels: Backend {
         target: IntTensor<Self>,
         weights: FloatTensor<Self>,
         scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+    /// The loss `[1]` of [`FusedLossBackend::softmax_dice_rows_sum`] and its gradient with
+    /// respect to the logits, computed together.
+    fn softmax_dice_rows_sum_forward(
+        logits: FloatTensor<Self>,
+        target: IntTensor<Self>,
+        params: FloatTensor<Self>,
+        class_scale: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
     /// `gradient` times the one-element upstream gradient `grad`.
     fn scaled_by_upstream(
@@ -124,6 +139,17 @@ impl FusedLossKernels for Flex {
         let (weights, scale) = flex::position_weights(weights, scale);
         let (loss, gradient) =
             flex::log_softmax_nll_sum_with_gradient(logits, target, weights, scale);
+        (flex::tensor(vec![loss], vec![1]), gradient)
+    }
+
+    fn softmax_dice_rows_sum_forward(
+        logits: FloatTensor<Self>,
+        target: IntTensor<Self>,
+        params: FloatTensor<Self>,
+        class_scale: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (loss, gradient) =
+            flex::softmax_dice_rows_sum_with_gradient(logits, target, &params, &class_scale);
         (flex::tensor(vec![loss], vec![1]), gradient)
     }
 
@@ -208,6 +234,16 @@ impl FusedLossBackend for Flex {
         flex::weighted_sum(loss, weights, scale)
     }
 
+    fn softmax_dice_rows_sum(
+        logits: FloatTensor<Self>,
+        target: IntTensor<Self>,
+        params: FloatTensor<Self>,
+        class_scale: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let (values, _) = flex::softmax_dice_rows(logits, target, &params);
+        flex::class_weighted_sum(values, &class_scale)
+    }
+
     fn log_softmax_nll(logits: FloatTensor<Self>, target: IntTensor<Self>) -> FloatTensor<Self> {
         flex::log_softmax_nll(logits, target).0
     }
@@ -250,11 +286,11 @@ impl<B: FusedLossKernels> Backward<B, 1> for LogSoftmaxNll {
     }
 }
 
-// The forward pass computed the gradient; the backward pass only scales it.
+// A reduced loss whose forward pass computed the gradient: the backward pass only scales it.
 #[derive(Debug)]
-struct LogSoftmaxNllSum;
+struct ScaledGradient;
 
-impl<B: FusedLossKernels> Backward<B, 1> for LogSoftmaxNllSum {
+impl<B: FusedLossKernels> Backward<B, 1> for ScaledGradient {
     type State = FloatTensor<B>;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -348,7 +384,7 @@ where
         scale: f32,
     ) -> FloatTensor<Self> {
         let weights = weights.into_primitive();
-        match LogSoftmaxNllSum
+        match ScaledGradient
             .prepare::<C>([logits.node()])
             .compute_bound()
             .stateful()
@@ -363,6 +399,36 @@ where
                 target,
                 weights,
                 scale,
+            )),
+        }
+    }
+
+    fn softmax_dice_rows_sum(
+        logits: FloatTensor<Self>,
+        target: IntTensor<Self>,
+        params: FloatTensor<Self>,
+        class_scale: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let (params, class_scale) = (params.into_primitive(), class_scale.into_primitive());
+        match ScaledGradient
+            .prepare::<C>([logits.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (loss, gradient) = B::softmax_dice_rows_sum_forward(
+                    logits.into_primitive(),
+                    target,
+                    params,
+                    class_scale,
+                );
+                prep.finish(gradient, loss)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::softmax_dice_rows_sum(
+                logits.into_primitive(),
+                target,
+                params,
+                class_scale,
             )),
         }
     }
@@ -451,6 +517,20 @@ pub(super) fn log_softmax_nll_sum(
         target.into_dispatch(),
         weights.into_dispatch(),
         scale,
+    ))
+}
+
+pub(super) fn softmax_dice_rows_sum(
+    logits: Tensor<3>,
+    target: Tensor<2, Int>,
+    params: Tensor<1>,
+    class_scale: Tensor<1>,
+) -> Tensor<1> {
+    Tensor::from_dispatch(<Dispatch as FusedLossBackend>::softmax_dice_rows_sum(
+        logits.into_dispatch(),
+        target.into_dispatch(),
+        params.into_dispatch(),
+        class_scale.into_dispatch(),
     ))
 }
 

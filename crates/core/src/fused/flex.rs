@@ -317,44 +317,74 @@ fn nll_gradient(
     })
 }
 
-/// One row's softmax over its classes and its loss `−log softmax[target]`, kept by a parallel
-/// task while it writes that row's gradient chunks (a row of many classes spans several), so
-/// that each exponential is computed once.
-struct RowSoftmax {
-    row: Option<usize>,
-    p: Vec<f32>,
-    nll: f32,
+/// A buffer of `rows · row_len` values written chunk by chunk (as [`written_in_chunks`]),
+/// each row first computed whole by `row(index, values)` into a buffer its parallel task
+/// keeps while it writes that row's chunks (a row of 1000 classes spans four), so that a row
+/// that needs all of itself before any value (a softmax) is computed once; and the sum of
+/// what `row` returns, in row order.
+#[inline(always)]
+fn written_by_rows(
+    rows: usize,
+    row_len: usize,
+    row: impl Fn(usize, &mut [f32]) -> f32 + Send + Sync,
+) -> (Vec<f32>, f64) {
+    let len = rows * row_len;
+    let (mut chunks, mut totals): (Vec<[f32; CHUNK]>, Vec<f64>) = (Vec::new(), Vec::new());
+    (0..len.div_ceil(CHUNK))
+        .into_par_iter()
+        .with_min_len(chunks_per_task(1))
+        .map_init(
+            || (None, vec![0f32; row_len], 0f32),
+            |(kept, values, value), k| {
+                let start = k * CHUNK;
+                let mut chunk = [0f32; CHUNK];
+                let filled = &mut chunk[..CHUNK.min(len - start)];
+                let mut total = 0f64;
+                simd(
+                    #[inline(always)]
+                    || {
+                        for_each_run(
+                            start,
+                            filled,
+                            row_len,
+                            #[inline(always)]
+                            |index, first, out| {
+                                if *kept != Some(index) {
+                                    *value = row(index, values);
+                                    *kept = Some(index);
+                                }
+                                out.copy_from_slice(&values[first..][..out.len()]);
+                                // Each row's value counted by the piece holding its start.
+                                if first == 0 {
+                                    total += f64::from(*value);
+                                }
+                            },
+                        )
+                    },
+                );
+                (chunk, total)
+            },
+        )
+        .unzip_into_vecs(&mut chunks, &mut totals);
+    let mut out = chunks.into_flattened();
+    out.truncate(len);
+    // Chunk by chunk in order: the same sum however the chunks were split over threads.
+    (out, totals.iter().sum())
 }
 
-impl RowSoftmax {
-    fn new() -> Self {
-        Self {
-            row: None,
-            p: Vec::new(),
-            nll: 0.0,
-        }
+/// `p = softmax(row)` into `p`; returns `(max, Σ exp(row − max))`.
+#[inline(always)]
+fn softmax_row(row: &[f32], p: &mut [f32]) -> (f32, f32) {
+    let max = row_max(row);
+    for (p, &v) in p.iter_mut().zip(row) {
+        *p = fast_exp(v - max);
     }
-
-    /// Makes this the softmax of row `row` of `x` `[N, C]`, unless it is already.
-    #[inline(always)]
-    fn of<I: ClassIndex>(&mut self, x: &[f32], t: &[I], c: usize, row: usize) -> &Self {
-        if self.row != Some(row) {
-            let logits = &x[row * c..][..c];
-            let max = row_max(logits);
-            self.p.resize(c, 0.0);
-            for (p, &v) in self.p.iter_mut().zip(logits) {
-                *p = fast_exp(v - max);
-            }
-            let sum = lane_sum(&self.p);
-            let inv = 1.0 / sum;
-            for p in &mut self.p {
-                *p *= inv;
-            }
-            self.nll = max + fast_ln(sum) - logits[t[row].class()];
-            self.row = Some(row);
-        }
-        self
+    let sum = lane_sum(p);
+    let inv = 1.0 / sum;
+    for p in p.iter_mut() {
+        *p *= inv;
     }
+    (max, sum)
 }
 
 /// `scale · Σ w · (−log softmax(logits)[target])` over every position, with `w` the
@@ -362,7 +392,7 @@ impl RowSoftmax {
 /// logits, `scale · w · (softmax − onehot(target))`, computed together: a loss whose backward
 /// pass starts here (a mean or sum of cross-entropy) then only scales this gradient by its
 /// upstream value, which is 1 for the loss itself. Rows (`S = 1`) take one pass, each
-/// exponential computed once ([`RowSoftmax`]); tiles take the log-sum-exp pass of
+/// exponential computed once ([`written_by_rows`]); tiles take the log-sum-exp pass of
 /// [`log_softmax_nll`] and then the gradient's.
 pub(super) fn log_softmax_nll_sum_with_gradient(
     logits: FlexTensor,
@@ -381,54 +411,25 @@ pub(super) fn log_softmax_nll_sum_with_gradient(
         let gradient = nll_gradient(&logits, floats(&lse), &target, weights, scale);
         return (total, tensor(gradient, shape));
     }
-    let (x, len, c) = (floats(&logits), dims.n * dims.c, dims.c);
-    let (mut chunks, mut losses): (Vec<[f32; CHUNK]>, Vec<f64>) = (Vec::new(), Vec::new());
-    with_classes!(target, |t| {
-        (0..len.div_ceil(CHUNK))
-            .into_par_iter()
-            .with_min_len(chunks_per_task(1))
-            .map_init(RowSoftmax::new, |softmax, k| {
-                let start = k * CHUNK;
-                let mut chunk = [0f32; CHUNK];
-                let filled = &mut chunk[..CHUNK.min(len - start)];
-                let loss = simd(
-                    #[inline(always)]
-                    || {
-                        let mut loss = 0f64;
-                        for_each_run(
-                            start,
-                            filled,
-                            c,
-                            #[inline(always)]
-                            |row, first, out| {
-                                let softmax = softmax.of(x, t, c, row);
-                                let w = scale * weights.map_or(1.0, |w| w[row]);
-                                let p = &softmax.p[first..][..out.len()];
-                                for (o, &p) in out.iter_mut().zip(p) {
-                                    *o = w * p;
-                                }
-                                let target = t[row].class().checked_sub(first);
-                                if let Some(o) = target.and_then(|k| out.get_mut(k)) {
-                                    *o -= w;
-                                }
-                                // Each row's loss counted by the piece holding its first class.
-                                if first == 0 {
-                                    loss += f64::from(w * softmax.nll);
-                                }
-                            },
-                        );
-                        loss
-                    },
-                );
-                (chunk, loss)
-            })
-            .unzip_into_vecs(&mut chunks, &mut losses)
+    let (x, c) = (floats(&logits), dims.c);
+    let (gradient, total) = with_classes!(target, |t| {
+        written_by_rows(
+            dims.n,
+            c,
+            #[inline(always)]
+            |row, out| {
+                let (logits, class) = (&x[row * c..][..c], t[row].class());
+                let (max, sum) = softmax_row(logits, out);
+                let w = scale * weights.map_or(1.0, |w| w[row]);
+                for o in out.iter_mut() {
+                    *o *= w;
+                }
+                out[class] -= w;
+                w * (max + fast_ln(sum) - logits[class])
+            },
+        )
     });
-    let mut gradient = chunks.into_flattened();
-    gradient.truncate(len);
-    // Chunk by chunk in order: the same sum however the chunks were split over threads.
-    let total = losses.iter().sum::<f64>() as f32;
-    (total, tensor(gradient, shape))
+    (total as f32, tensor(gradient, shape))
 }
 
 /// `Σ loss · w` (`w` = 1 without `weights`), in 8-lane sums over fixed blocks added in order:
@@ -953,6 +954,72 @@ pub(super) fn softmax_dice_rows_backward(
         out
     });
     tensor(out, vec![dims.n, c, 1])
+}
+
+/// `Σ_{n,c} scale_c · (1 − r_{n,c})` of [`softmax_dice_rows`] with per-class `class_scale`
+/// `[C]` (a dropped class's 0, a kept one's weight over the mean's divisor), and its gradient
+/// with respect to the logits, computed together in one pass over the rows
+/// ([`written_by_rows`]): per row the softmax `p`, the loss's slope `G_c = scale_c ·
+/// d(1 − r)/dp_c`, and the softmax backward `p · (G − Σ_c p · G)`, each exponential once.
+pub(super) fn softmax_dice_rows_sum_with_gradient(
+    logits: FlexTensor,
+    target: FlexTensor,
+    params: &FlexTensor,
+    class_scale: &FlexTensor,
+) -> (f32, FlexTensor) {
+    let (logits, target) = (contiguous(logits), contiguous(target));
+    let dims = Dims::of(&logits);
+    debug_assert_eq!(dims.s, 1, "rows only");
+    let (x, c, scales) = (floats(&logits), dims.c, floats(class_scale));
+    let ratio = DiceRatio::of(params);
+    let (gradient, total) = with_classes!(target, |t| {
+        written_by_rows(
+            dims.n,
+            c,
+            #[inline(always)]
+            |row, out| {
+                let class = t[row].class();
+                softmax_row(&x[row * c..][..c], out);
+                let off = |p: f32, s: f32| s * ratio.slope_off(p);
+                // The sums as if the target were 0 everywhere, then the target class set right.
+                let (mut losses, mut dots) = ([0f32; 8], [0f32; 8]);
+                for (ps, ss) in out.chunks(8).zip(scales.chunks(8)) {
+                    let lanes = losses.iter_mut().zip(dots.iter_mut()).zip(ps).zip(ss);
+                    for (((loss, dot), &p), &s) in lanes {
+                        *loss += s * ratio.loss_off(p);
+                        *dot += p * off(p, s);
+                    }
+                }
+                let (p_class, s_class) = (out[class], scales[class]);
+                let on = s_class * ratio.slope_on(p_class);
+                let loss = losses.iter().sum::<f32>()
+                    + s_class * (ratio.loss_on(p_class) - ratio.loss_off(p_class));
+                let dot = dots.iter().sum::<f32>() + p_class * (on - off(p_class, s_class));
+                for (o, &s) in out.iter_mut().zip(scales) {
+                    *o *= off(*o, s) - dot;
+                }
+                out[class] = p_class * (on - dot);
+                loss
+            },
+        )
+    });
+    (total as f32, tensor(gradient, vec![dims.n, c, 1]))
+}
+
+/// `Σ_{n,c} scale_c · v_{n,c}` of values `[N, C]`, in fixed blocks of rows added in order.
+pub(super) fn class_weighted_sum(values: FlexTensor, class_scale: &FlexTensor) -> FlexTensor {
+    let values = contiguous(values);
+    let scales = floats(class_scale);
+    let c = scales.len().max(1);
+    let blocks: Vec<f64> = floats(&values)
+        .par_chunks(c * ROWS_PER_TASK)
+        .map(|rows| {
+            rows.chunks(c)
+                .map(|row| f64::from(row.iter().zip(scales).map(|(&v, &s)| v * s).sum::<f32>()))
+                .sum::<f64>()
+        })
+        .collect();
+    tensor(vec![blocks.iter().sum::<f64>() as f32], vec![1])
 }
 
 /// Classes `first..` of one row of [`softmax_dice_rows`].

@@ -94,14 +94,55 @@ pub fn softmax_dice_rows(
 ) -> Tensor<2> {
     #[cfg(feature = "flex")]
     if fused_runs_on(&logits, &target) && logits.dims()[2] == 1 {
-        let k = if jaccard { 2.0 } else { 1.0 };
-        let params = Tensor::<1>::from_data(
-            burn::tensor::TensorData::new(vec![smooth_nr, smooth_dr, k], [3]),
-            &logits.device(),
-        );
+        let params = dice_params(smooth_nr, smooth_dr, jaccard, &logits.device());
         return extension::softmax_dice_rows(logits, target, params);
     }
     composed::softmax_dice_rows(logits, target, smooth_nr, smooth_dr, jaccard)
+}
+
+/// `Σ_{n,c} class_scale[c] · loss_{n,c}` over [`softmax_dice_rows`]'s `[N, C]` loss, `[1]`:
+/// with `class_scale` 0 for a class left out and each kept class's weight over the mean's
+/// divisor, a Dice loss's mean or sum as one operation. On the CPU backend its forward pass
+/// also computes the logits' gradient (one pass over the rows, each exponential once), so
+/// the backward pass only scales it by its upstream value.
+pub fn softmax_dice_rows_sum(
+    logits: Tensor<3>,
+    target: Tensor<2, Int>,
+    smooth_nr: f32,
+    smooth_dr: f32,
+    jaccard: bool,
+    class_scale: &[f32],
+) -> Tensor<1> {
+    let device = logits.device();
+    let scales = Tensor::<1>::from_data(
+        burn::tensor::TensorData::new(class_scale.to_vec(), [class_scale.len()]),
+        &device,
+    );
+    #[cfg(feature = "flex")]
+    {
+        let [_, c, s] = logits.dims();
+        if fused_runs_on(&logits, &target) && s == 1 && class_scale.len() == c {
+            let params = dice_params(smooth_nr, smooth_dr, jaccard, &device);
+            return extension::softmax_dice_rows_sum(logits, target, params, scales);
+        }
+    }
+    composed::softmax_dice_rows_sum(logits, target, smooth_nr, smooth_dr, jaccard, scales)
+}
+
+/// The ratio's constants for the fused Dice rows: `smooth_nr`, `smooth_dr`, and 1 (Dice) or 2
+/// (Jaccard).
+#[cfg(feature = "flex")]
+fn dice_params(
+    smooth_nr: f32,
+    smooth_dr: f32,
+    jaccard: bool,
+    device: &burn::tensor::Device,
+) -> Tensor<1> {
+    let k = if jaccard { 2.0 } else { 1.0 };
+    Tensor::from_data(
+        burn::tensor::TensorData::new(vec![smooth_nr, smooth_dr, k], [3]),
+        device,
+    )
 }
 
 /// `Σ (output - target)²` over all elements, `[1]`.
@@ -219,6 +260,20 @@ pub mod composed {
             total
         };
         ((intersection * 2.0 + smooth_nr) / (denominator + smooth_dr)).neg() + 1.0
+    }
+
+    /// See [`super::softmax_dice_rows_sum`]; `class_scale` `[C]`.
+    pub fn softmax_dice_rows_sum(
+        logits: Tensor<3>,
+        target: Tensor<2, Int>,
+        smooth_nr: f32,
+        smooth_dr: f32,
+        jaccard: bool,
+        class_scale: Tensor<1>,
+    ) -> Tensor<1> {
+        let [c] = class_scale.dims();
+        let loss = softmax_dice_rows(logits, target, smooth_nr, smooth_dr, jaccard);
+        (loss * class_scale.reshape([1, c])).sum()
     }
 
     /// See [`super::squared_error_sum`]: burn-nn's `MseLoss` with a sum.
@@ -473,33 +528,86 @@ mod tests {
     }
 
     /// The backward pass that starts at the loss itself (upstream gradient exactly 1) takes
-    /// the gradient the forward pass computed as it is.
+    /// the gradient the forward pass computed as it is: compares it with the composed form's.
+    fn check_own_backward(
+        name: &str,
+        shapes: &[[usize; 3]],
+        sum: impl Fn(Tensor<3>, Tensor<2, Int>, bool) -> Tensor<1>,
+    ) {
+        let device = Device::flex().autodiff();
+        for (k, &[n, c, s]) in shapes.iter().enumerate() {
+            let seed = 500 + k as u64;
+            let logits = Tensor::<3>::from_data(
+                TensorData::new(values(n * c * s, seed, 6.0), [n, c, s]),
+                &device,
+            );
+            let target = Tensor::<2, Int>::from_data(
+                TensorData::new(classes(n * s, c, seed + 1), [n, s]),
+                &device,
+            );
+            let run = |fused: bool| {
+                let x = logits.clone().require_grad();
+                let loss = sum(x.clone(), target.clone(), fused);
+                let value = loss.clone().inner().reshape([1, 1, 1]);
+                let grads = loss.backward();
+                (floats(value), floats(x.grad(&grads).expect("a gradient")))
+            };
+            let (fused, composed) = (run(true), run(false));
+            let label = format!("{name} {n}x{c}x{s}");
+            assert_close(&format!("{label} value"), &fused.0, &composed.0, 2e-5);
+            assert_close(&format!("{label} grad"), &fused.1, &composed.1, 2e-5);
+        }
+    }
+
     #[test]
     fn the_fused_nll_sum_s_own_backward_gives_the_composed_gradient() {
-        let device = Device::flex().autodiff();
         for (name, sum) in nll_sums() {
-            for (k, &[n, c, s]) in SHAPES.iter().chain(&[[300, 1000, 1]]).enumerate() {
-                let seed = 500 + k as u64;
-                let logits = Tensor::<3>::from_data(
-                    TensorData::new(values(n * c * s, seed, 6.0), [n, c, s]),
-                    &device,
-                );
-                let target = Tensor::<2, Int>::from_data(
-                    TensorData::new(classes(n * s, c, seed + 1), [n, s]),
-                    &device,
-                );
-                let run = |fused: bool| {
-                    let x = logits.clone().require_grad();
-                    let loss = sum(x.clone(), target.clone(), fused);
-                    let value = loss.clone().inner().reshape([1, 1, 1]);
-                    let grads = loss.backward();
-                    (floats(value), floats(x.grad(&grads).expect("a gradient")))
-                };
-                let (fused, composed) = (run(true), run(false));
-                let label = format!("log_softmax_nll_sum {name} {n}x{c}x{s}");
-                assert_close(&format!("{label} value"), &fused.0, &composed.0, 2e-5);
-                assert_close(&format!("{label} grad"), &fused.1, &composed.1, 2e-5);
+            let shapes: Vec<[usize; 3]> = SHAPES.iter().copied().chain([[300, 1000, 1]]).collect();
+            check_own_backward(&format!("log_softmax_nll_sum {name}"), &shapes, sum);
+        }
+    }
+
+    /// The Dice rows' reductions: per class scales with the first class left out (0), and
+    /// the Jaccard form with every class counted.
+    #[allow(clippy::type_complexity)]
+    fn dice_rows_sums() -> Vec<(
+        &'static str,
+        Box<dyn Fn(Tensor<3>, Tensor<2, Int>, bool) -> Tensor<1>>,
+    )> {
+        let run = |jaccard: bool, drop_first: bool| {
+            move |logits: Tensor<3>, target: Tensor<2, Int>, fused: bool| {
+                let [n, c, _] = logits.dims();
+                let class_scale: Vec<f32> = (0..c)
+                    .map(|k| {
+                        if drop_first && k == 0 {
+                            0.0
+                        } else {
+                            (0.5 + k as f32 / c as f32) / n as f32
+                        }
+                    })
+                    .collect();
+                if fused {
+                    softmax_dice_rows_sum(logits, target, 1e-5, 1e-5, jaccard, &class_scale)
+                } else {
+                    let scales =
+                        Tensor::<1>::from_data(TensorData::new(class_scale, [c]), &logits.device());
+                    composed::softmax_dice_rows_sum(logits, target, 1e-5, 1e-5, jaccard, scales)
+                }
             }
+        };
+        vec![
+            ("dice, first class left out", Box::new(run(false, true))),
+            ("jaccard", Box::new(run(true, false))),
+        ]
+    }
+
+    #[test]
+    fn fused_dice_rows_sums_match_their_composed_form() {
+        for (name, sum) in dice_rows_sums() {
+            let name = format!("softmax_dice_rows_sum {name}");
+            check_rows(&name, |l, t| sum(l, t, true), |l, t| sum(l, t, false));
+            let rows = [[5, 7, 1], [3, 2, 1], [130, 10, 1], [300, 1000, 1]];
+            check_own_backward(&name, &rows, sum);
         }
     }
 
