@@ -352,6 +352,26 @@ impl<B: FusedLossKernels> Backward<B, 2> for SquaredErrorSum {
     }
 }
 
+/// A reduced loss of `logits` as one graph node ([`ScaledGradient`]): when the logits are
+/// tracked, `with_gradient` gives the loss and its gradient together; otherwise `loss` alone.
+fn reduced_with_gradient<B: FusedLossKernels, C: CheckpointStrategy>(
+    logits: FloatTensor<Autodiff<B, C>>,
+    with_gradient: impl FnOnce(FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>),
+    loss: impl FnOnce(FloatTensor<B>) -> FloatTensor<B>,
+) -> FloatTensor<Autodiff<B, C>> {
+    match ScaledGradient
+        .prepare::<C>([logits.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let (loss, gradient) = with_gradient(logits.into_primitive());
+            prep.finish(gradient, loss)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(loss(logits.into_primitive())),
+    }
+}
+
 // The forward values are computed once, on the inner backend; the graph keeps the inputs'
 // primitives (shared, not copied) and the per-position log-sum-exp.
 impl<B, C> FusedLossBackend for Autodiff<B, C>
@@ -384,23 +404,12 @@ where
         scale: f32,
     ) -> FloatTensor<Self> {
         let weights = weights.into_primitive();
-        match ScaledGradient
-            .prepare::<C>([logits.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (loss, gradient) =
-                    B::log_softmax_nll_sum_forward(logits.into_primitive(), target, weights, scale);
-                prep.finish(gradient, loss)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::log_softmax_nll_sum(
-                logits.into_primitive(),
-                target,
-                weights,
-                scale,
-            )),
-        }
+        let weights_too = weights.clone();
+        reduced_with_gradient::<B, C>(
+            logits,
+            |logits| B::log_softmax_nll_sum_forward(logits, target.clone(), weights, scale),
+            |logits| B::log_softmax_nll_sum(logits, target.clone(), weights_too, scale),
+        )
     }
 
     fn softmax_dice_rows_sum(
@@ -410,27 +419,12 @@ where
         class_scale: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         let (params, class_scale) = (params.into_primitive(), class_scale.into_primitive());
-        match ScaledGradient
-            .prepare::<C>([logits.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (loss, gradient) = B::softmax_dice_rows_sum_forward(
-                    logits.into_primitive(),
-                    target,
-                    params,
-                    class_scale,
-                );
-                prep.finish(gradient, loss)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::softmax_dice_rows_sum(
-                logits.into_primitive(),
-                target,
-                params,
-                class_scale,
-            )),
-        }
+        let (params_too, class_scale_too) = (params.clone(), class_scale.clone());
+        reduced_with_gradient::<B, C>(
+            logits,
+            |logits| B::softmax_dice_rows_sum_forward(logits, target.clone(), params, class_scale),
+            |logits| B::softmax_dice_rows_sum(logits, target.clone(), params_too, class_scale_too),
+        )
     }
 
     fn softmax_overlap_sums(
