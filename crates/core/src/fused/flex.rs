@@ -372,6 +372,109 @@ fn written_by_rows(
     (out, totals.iter().sum())
 }
 
+/// A buffer of `[N, C, S]` values written a tile at a time: `tile(sample, start, pieces)`
+/// gets the tile's `C` class pieces (positions `start..` of each class of `sample`, at most
+/// [`TILE`] of them), so that a statistic over the classes (a softmax) is computed once per
+/// position and its results written where they belong; and the sum of what `tile` returns, in
+/// tile order. The pieces of a tile are `C` strided runs of the buffer, which the chunk
+/// writers ([`written_in_chunks`], filled in the buffer's own order) cannot give: this buffer
+/// is cleared first, one pass of writes, cheaper than the second pass over the logits that
+/// the chunk order would cost (each exponential computed twice).
+#[inline(always)]
+fn written_by_tiles(
+    dims: Dims,
+    tile: impl Fn(usize, usize, &mut [&mut [f32]]) -> f64 + Send + Sync,
+) -> (Vec<f32>, f64) {
+    let tiles = dims.s.div_ceil(TILE);
+    // Cleared on every thread (a single-threaded `vec![0.0; len]` was 8% of a tiled loss).
+    let mut out = Vec::new();
+    rayon::iter::repeat_n(0f32, dims.n * dims.c * dims.s)
+        .with_min_len(ELEMENTS_PER_TASK)
+        .collect_into_vec(&mut out);
+    // Tile by tile, each tile's class pieces in class order.
+    let mut pieces: Vec<&mut [f32]> = Vec::with_capacity(dims.n * tiles * dims.c);
+    for sample in out.chunks_mut(dims.c * dims.s) {
+        let mut rows: Vec<_> = sample.chunks_mut(dims.s).map(|row| row.chunks_mut(TILE)).collect();
+        for _ in 0..tiles {
+            for row in rows.iter_mut() {
+                pieces.push(row.next().expect("every class row has the sample's tiles"));
+            }
+        }
+    }
+    let totals: Vec<f64> = pieces
+        .par_chunks_mut(dims.c)
+        .enumerate()
+        .with_min_len((ELEMENTS_PER_TASK / (TILE * dims.c)).max(1))
+        .map(|(k, pieces)| {
+            simd(
+                #[inline(always)]
+                || tile(k / tiles, (k % tiles) * TILE, pieces),
+            )
+        })
+        .collect();
+    // Tile by tile in order: the same sum however the tiles were split over threads.
+    (out, totals.iter().sum())
+}
+
+/// One tile of [`log_softmax_nll_sum_with_gradient`]: writes `scale · w · (softmax −
+/// onehot(target))` into the tile's class `pieces` (each exponential once: written, summed,
+/// then scaled in place while the tile is in L1) and returns `Σ scale · w · (−log
+/// softmax[target])` over its positions. `t` holds the class indices from the tile's first
+/// position on; `weights` the tile's own `w` (1 without them).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn nll_sum_tile<I: ClassIndex>(
+    x: &[f32],
+    t: &[I],
+    weights: Option<&[f32]>,
+    scale: f32,
+    dims: Dims,
+    sample: usize,
+    start: usize,
+    pieces: &mut [&mut [f32]],
+) -> f64 {
+    let len = pieces[0].len();
+    let base = dims.base(sample, start);
+    let classes = tile_classes(&t[..len]);
+    let classes = &classes[..len];
+    let mut max = [f32::NEG_INFINITY; TILE];
+    for class in 0..dims.c {
+        let column = &x[base + class * dims.s..][..len];
+        for (m, &v) in max[..len].iter_mut().zip(column) {
+            *m = m.max(v);
+        }
+    }
+    let (mut sum, mut picked) = ([0f32; TILE], [0f32; TILE]);
+    for (class, piece) in pieces.iter_mut().enumerate() {
+        let column = &x[base + class * dims.s..][..len];
+        let class = class as i32;
+        let lanes = piece.iter_mut().zip(column).zip(&max[..len]);
+        for ((((e, &v), &m), z), (p, &k)) in lanes.zip(&mut sum).zip(picked.iter_mut().zip(classes)) {
+            *e = fast_exp(v - m);
+            *z += *e;
+            *p += if k == class { v } else { 0.0 };
+        }
+    }
+    let mut w = [scale; TILE];
+    if let Some(weights) = weights {
+        for (w, &u) in w.iter_mut().zip(weights) {
+            *w *= u;
+        }
+    }
+    let (mut inv, mut loss) = ([0f32; TILE], [0f32; TILE]);
+    for i in 0..len {
+        inv[i] = w[i] / sum[i];
+        loss[i] = w[i] * (max[i] + fast_ln(sum[i]) - picked[i]);
+    }
+    for (class, piece) in pieces.iter_mut().enumerate() {
+        let class = class as i32;
+        for (((o, &r), &w), &k) in piece.iter_mut().zip(&inv).zip(&w).zip(classes) {
+            *o = *o * r - if k == class { w } else { 0.0 };
+        }
+    }
+    f64::from(lane_sum(&loss[..len]))
+}
+
 /// `p = softmax(row)` into `p`; returns `(max, Σ exp(row − max))`.
 #[inline(always)]
 fn softmax_row(row: &[f32], p: &mut [f32]) -> (f32, f32) {
@@ -405,13 +508,21 @@ pub(super) fn log_softmax_nll_sum_with_gradient(
     let weights = weights.as_ref().map(floats);
     let dims = Dims::of(&logits);
     let shape = vec![dims.n, dims.c, dims.s];
-    if dims.s > 1 {
-        let (loss, lse) = log_softmax_nll(logits.clone(), target.clone());
-        let total = scale * weighted_total(floats(&loss), weights);
-        let gradient = nll_gradient(&logits, floats(&lse), &target, weights, scale);
-        return (total, tensor(gradient, shape));
-    }
     let (x, c) = (floats(&logits), dims.c);
+    if dims.s > 1 {
+        let (gradient, total) = with_classes!(target, |t| {
+            written_by_tiles(
+                dims,
+                #[inline(always)]
+                |sample, start, pieces| {
+                    let position = sample * dims.s + start;
+                    let weights = weights.map(|w| &w[position..][..pieces[0].len()]);
+                    nll_sum_tile(x, &t[position..], weights, scale, dims, sample, start, pieces)
+                },
+            )
+        });
+        return (total as f32, tensor(gradient, shape));
+    }
     let (gradient, total) = with_classes!(target, |t| {
         written_by_rows(
             dims.n,
@@ -765,9 +876,9 @@ fn overlap_tile<I: ClassIndex>(
 
 /// The gradient of [`softmax_overlap_sums`] given the stacked sums' upstream gradient
 /// `[2, N, C]` (`g_I`, then `g_P`): with `dp = g_I · onehot + g_P`, the softmax backward
-/// `p · (dp - Σ_c p · dp)`. Two passes: the dot `Σ_c p · dp` per position, then the gradient
-/// chunk by chunk ([`written_in_runs`]), each recomputing `p`, so that the gradient needs no
-/// cleared buffer.
+/// `p · (dp - Σ_c p · dp)`. Over positions (`S > 1`) one pass, a tile at a time
+/// ([`written_by_tiles`]: `p` once per element); over rows two, the dot per row and then the
+/// gradient chunk by chunk ([`written_in_runs`]), each recomputing `p`.
 pub(super) fn softmax_overlap_sums_backward(
     logits: FlexTensor,
     lse: FlexTensor,
@@ -778,33 +889,39 @@ pub(super) fn softmax_overlap_sums_backward(
     let dims = Dims::of(&logits);
     let (x, lse, grad) = (floats(&logits), floats(&lse), floats(&grad));
     let (g_i, g_p) = grad.split_at(dims.n * dims.c);
+    if dims.s > 1 {
+        let (out, _) = with_classes!(target, |t| {
+            written_by_tiles(
+                dims,
+                #[inline(always)]
+                |sample, start, pieces| {
+                    let weights = OverlapWeights::of(g_i, g_p, dims.c, sample);
+                    overlap_backward_tile(x, lse, t, dims, weights, sample, start, pieces);
+                    0.0
+                },
+            )
+        });
+        return tensor(out, vec![dims.n, dims.c, dims.s]);
+    }
     let out = with_classes!(target, |t| {
         let dot = written_in_runs(
-            dims.n * dims.s,
+            dims.n,
             dims.c,
-            dims.s,
+            1,
             #[inline(always)]
-            |sample, first, dot| {
+            |sample, _, dot| {
                 let weights = OverlapWeights::of(g_i, g_p, dims.c, sample);
-                overlap_dot(x, lse, t, dims, sample, first, weights, dot)
+                dot[0] = overlap_dot(x, lse, t, dims.c, sample, weights);
             },
         );
         written_in_runs(
             x.len(),
             1,
-            if dims.s == 1 { dims.c } else { dims.s },
+            dims.c,
             #[inline(always)]
-            |run, first, piece| {
-                if dims.s == 1 {
-                    let weights = OverlapWeights::of(g_i, g_p, dims.c, run);
-                    overlap_backward_row_piece(x, lse, &dot, t, dims.c, weights, run, first, piece)
-                } else {
-                    let (sample, class) = (run / dims.c, run % dims.c);
-                    let weights = OverlapWeights::of(g_i, g_p, dims.c, sample);
-                    overlap_backward_class_piece(
-                        x, lse, &dot, t, dims, weights, sample, class, first, piece,
-                    )
-                }
+            |row, first, piece| {
+                let weights = OverlapWeights::of(g_i, g_p, dims.c, row);
+                overlap_backward_row_piece(x, lse, &dot, t, dims.c, weights, row, first, piece)
             },
         )
     });
@@ -867,6 +984,14 @@ impl DiceRatio {
     fn loss_on(self, p: f32) -> f32 {
         let denominator = if self.k == 1.0 { p + 1.0 } else { 2.0 };
         1.0 - (2.0 * p + self.nr) / (denominator + self.dr)
+    }
+
+    /// `(1 − r, d(1 − r)/dp)` where the target is 0, with one division.
+    #[inline(always)]
+    fn off(self, p: f32) -> (f32, f32) {
+        let inv = 1.0 / (self.k * p + self.dr);
+        let r = self.nr * inv;
+        (1.0 - r, self.k * r * inv)
     }
 
     /// `d(1 − r)/dp` where the target is 0.
@@ -981,13 +1106,16 @@ pub(super) fn softmax_dice_rows_sum_with_gradient(
                 let class = t[row].class();
                 softmax_row(&x[row * c..][..c], out);
                 let off = |p: f32, s: f32| s * ratio.slope_off(p);
-                // The sums as if the target were 0 everywhere, then the target class set right.
+                // The sums as if the target were 0 everywhere, then the target class set right;
+                // the loss and the slope from one reciprocal (a division is as dear as the
+                // rest of the element's arithmetic).
                 let (mut losses, mut dots) = ([0f32; 8], [0f32; 8]);
                 for (ps, ss) in out.chunks(8).zip(scales.chunks(8)) {
                     let lanes = losses.iter_mut().zip(dots.iter_mut()).zip(ps).zip(ss);
                     for (((loss, dot), &p), &s) in lanes {
-                        *loss += s * ratio.loss_off(p);
-                        *dot += p * off(p, s);
+                        let (loss_off, slope_off) = ratio.off(p);
+                        *loss += s * loss_off;
+                        *dot += p * s * slope_off;
                     }
                 }
                 let (p_class, s_class) = (out[class], scales[class]);
@@ -1236,45 +1364,18 @@ fn overlap_row(
     truth[class] = 1.0;
 }
 
-/// `Σ_c p · dp` at positions `first..` of `sample` (`dot.len()` of them; one row when
-/// `S = 1`).
+/// `Σ_c p · dp` over the row (`S = 1`) of `sample`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn overlap_dot<I: ClassIndex>(
     x: &[f32],
     lse: &[f32],
     t: &[I],
-    dims: Dims,
+    c: usize,
     sample: usize,
-    first: usize,
     weights: OverlapWeights<'_>,
-    dot: &mut [f32],
-) {
-    let position = sample * dims.s + first;
-    if dims.s == 1 {
-        let (row, l, class) = (
-            &x[position * dims.c..][..dims.c],
-            lse[position],
-            t[position].class(),
-        );
-        dot[0] = exp_dot(row, l, weights.prediction)
-            + fast_exp(row[class] - l) * weights.intersection[class];
-        return;
-    }
-    let len = dot.len();
-    let (lse, classes) = (&lse[position..][..len], &t[position..][..len]);
-    dot.fill(0.0);
-    for class in 0..dims.c {
-        let column = &x[dims.base(sample, first) + class * dims.s..][..len];
-        let (g_all, g_hit) = (
-            weights.of_class(class, false),
-            weights.of_class(class, true),
-        );
-        for (d, ((&v, &l), &k)) in dot.iter_mut().zip(column.iter().zip(lse).zip(classes)) {
-            let g = if k.class() == class { g_hit } else { g_all };
-            *d += fast_exp(v - l) * g;
-        }
-    }
+) -> f32 {
+    let (row, l, class) = (&x[sample * c..][..c], lse[sample], t[sample].class());
+    exp_dot(row, l, weights.prediction) + fast_exp(row[class] - l) * weights.intersection[class]
 }
 
 /// `Σ exp(v - lse) · w` over a row, the exponentials a block at a time (see
@@ -1320,37 +1421,49 @@ fn overlap_backward_row_piece<I: ClassIndex>(
     }
 }
 
-/// The logits' gradient on positions `first..` of one class of one sample.
+/// One tile of [`softmax_overlap_sums_backward`] over positions (`S > 1`): `p` of every class
+/// of the tile into its class `pieces` (each exponential once), their dot with the slopes per
+/// position, then `p · (dp − dot)` in place while the tile is in L1.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn overlap_backward_class_piece<I: ClassIndex>(
+fn overlap_backward_tile<I: ClassIndex>(
     x: &[f32],
     lse: &[f32],
-    dot: &[f32],
     t: &[I],
     dims: Dims,
     weights: OverlapWeights<'_>,
     sample: usize,
-    class: usize,
-    first: usize,
-    out: &mut [f32],
+    start: usize,
+    pieces: &mut [&mut [f32]],
 ) {
-    let position = sample * dims.s + first;
-    let len = out.len();
-    let (lse, dot, classes) = (
-        &lse[position..][..len],
-        &dot[position..][..len],
-        &t[position..][..len],
-    );
-    let column = &x[dims.base(sample, first) + class * dims.s..][..len];
-    let (g_all, g_hit) = (
-        weights.of_class(class, false),
-        weights.of_class(class, true),
-    );
-    let terms = column.iter().zip(lse).zip(dot).zip(classes);
-    for (o, (((&v, &l), &d), &k)) in out.iter_mut().zip(terms) {
-        let g = if k.class() == class { g_hit } else { g_all };
-        *o = fast_exp(v - l) * (g - d);
+    let len = pieces[0].len();
+    let position = sample * dims.s + start;
+    let lse = &lse[position..][..len];
+    let classes = tile_classes(&t[position..][..len]);
+    let classes = &classes[..len];
+    let base = dims.base(sample, start);
+    let slopes = |class: usize| {
+        (
+            weights.of_class(class, false),
+            weights.of_class(class, true),
+            class as i32,
+        )
+    };
+    let mut dot = [0f32; TILE];
+    for (class, piece) in pieces.iter_mut().enumerate() {
+        let column = &x[base + class * dims.s..][..len];
+        let (g_all, g_hit, class) = slopes(class);
+        let lanes = piece.iter_mut().zip(column).zip(lse);
+        for (((p, &v), &l), (d, &k)) in lanes.zip(dot.iter_mut().zip(classes)) {
+            *p = fast_exp(v - l);
+            *d += *p * if k == class { g_hit } else { g_all };
+        }
+    }
+    for (class, piece) in pieces.iter_mut().enumerate() {
+        let (g_all, g_hit, class) = slopes(class);
+        for ((o, &d), &k) in piece.iter_mut().zip(&dot).zip(classes) {
+            *o *= if k == class { g_hit } else { g_all } - d;
+        }
     }
 }
 
