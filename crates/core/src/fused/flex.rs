@@ -21,8 +21,9 @@ use rayon::prelude::*;
 
 use super::{fast_exp, fast_ln};
 
-/// Runs `kernel` compiled for the widest vector instructions this CPU has (AVX2 and FMA on
-/// x86-64 when present; baseline SSE2 otherwise), through pulp's safe runtime dispatch. The
+/// Runs `kernel` compiled for the widest vector instructions this CPU has (on x86-64:
+/// AVX-512, through burn-flex's `x86-v4` feature, or AVX2 and FMA when present; baseline SSE2
+/// otherwise), through pulp's safe runtime dispatch. The
 /// closures passed here and the kernels they call are `#[inline(always)]`: code that is not
 /// inlined into the dispatched function is compiled for the baseline only.
 #[inline(always)]

@@ -296,7 +296,7 @@ pub(crate) fn fast_exp(x: f32) -> f32 {
     // 1.5 · 2^23: adding it rounds to the nearest integer in the low mantissa bits.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.336_54, 88.0);
-    // Fused multiply-adds: the kernels run this inside their AVX2 + FMA dispatch, where each
+    // Fused multiply-adds: the kernels run this inside their AVX-512 or AVX2 + FMA dispatch, where each
     // is one instruction (separate multiplies and adds were a third of the exponential's
     // instructions). On a CPU without FMA each is a call to libm's `fmaf`: same values, slower.
     let shifted = x.mul_add(LOG2_E, ROUND);
