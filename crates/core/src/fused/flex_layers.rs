@@ -129,15 +129,40 @@ fn valid(len: usize, offset: isize) -> (usize, usize) {
 /// positions whose shifted row lies inside the image, one contiguous run of the input (one
 /// copy, not one a row), in which the elements that wrapped around a row's end are then
 /// zeroed. The buffer is written front to back, each element once, so it is never cleared
-/// first.
+/// first. Where the runs lie depends on the kernel position only, so it is worked out once
+/// per position ([`Shift`]) rather than once per row: for small images (7×7, 14×14) the
+/// per-row bookkeeping, with its divisions, took as long as the copying.
 fn im2col_tile(sample: &[f32], d: ConvDims, start: usize, end: usize) -> Vec<f32> {
-    let (w, plane, len) = (d.w as isize, d.plane() as isize, end - start);
-    let (ph, pw) = (((d.kh - 1) / 2) as isize, ((d.kw - 1) / 2) as isize);
+    let len = end - start;
     let mut cols = Vec::with_capacity(d.patch() * len);
-    for row in 0..d.patch() {
-        let (c, ky, kx) = (row / (d.kh * d.kw), (row / d.kw) % d.kh, row % d.kw);
-        let (dy, dx) = (ky as isize - ph, kx as isize - pw);
-        let input = &sample[c * d.plane()..][..d.plane()];
+    let shifts: Vec<Shift> = (0..d.kh)
+        .flat_map(|ky| (0..d.kw).map(move |kx| Shift::of(d, ky, kx, start, end)))
+        .collect();
+    for input in sample.chunks_exact(d.plane()).take(d.ci) {
+        for shift in &shifts {
+            shift.append(input, d.w, start, end, &mut cols);
+        }
+    }
+    debug_assert_eq!(cols.len(), d.patch() * len);
+    cols
+}
+
+/// Where one kernel position's im2col row takes its values, for output positions
+/// `start..end`: the input from `first + shift` to `last + shift` (flat), zeros around it, and
+/// the columns `0..lo` and `hi..w` of every image row zeroed (they wrapped around a row's end).
+struct Shift {
+    shift: isize,
+    first: usize,
+    last: usize,
+    lo: usize,
+    hi: usize,
+}
+
+impl Shift {
+    fn of(d: ConvDims, ky: usize, kx: usize, start: usize, end: usize) -> Self {
+        let (w, plane) = (d.w as isize, d.plane() as isize);
+        let dy = ky as isize - ((d.kh - 1) / 2) as isize;
+        let dx = kx as isize - ((d.kw - 1) / 2) as isize;
         let shift = dy * w + dx;
         // Positions whose shifted row is inside the image, and whose shifted flat index is
         // inside the plane (the two differ only by elements the column fix-up zeroes).
@@ -146,28 +171,41 @@ fn im2col_tile(sample: &[f32], d: ConvDims, start: usize, end: usize) -> Vec<f32
             .min((d.h as isize - dy) * w)
             .min(plane - shift)
             .max(first);
-        let at = cols.len();
-        cols.resize(at + (first - start as isize) as usize, 0.0);
-        if first < last {
-            cols.extend_from_slice(&input[(first + shift) as usize..(last + shift) as usize]);
-        }
-        cols.resize(at + len, 0.0);
-        if dx != 0 {
-            let (lo, hi) = valid(d.w, dx);
-            let out = &mut cols[at..];
-            let mut line = start - start % d.w;
-            while line < end {
-                for x in (0..lo).chain(hi..d.w) {
-                    let position = line + x;
-                    if (start..end).contains(&position) {
-                        out[position - start] = 0.0;
-                    }
-                }
-                line += d.w;
-            }
+        let (lo, hi) = if dx == 0 { (0, d.w) } else { valid(d.w, dx) };
+        Self {
+            shift,
+            first: first as usize,
+            last: last as usize,
+            lo,
+            hi,
         }
     }
-    cols
+
+    /// Appends this kernel position's row of the im2col matrix of one channel `input`.
+    #[inline]
+    fn append(&self, input: &[f32], w: usize, start: usize, end: usize, cols: &mut Vec<f32>) {
+        let at = cols.len();
+        cols.resize(at + (self.first - start), 0.0);
+        if self.first < self.last {
+            let from = (self.first as isize + self.shift) as usize;
+            cols.extend_from_slice(&input[from..][..self.last - self.first]);
+        }
+        cols.resize(at + (end - start), 0.0);
+        if self.lo == 0 && self.hi == w {
+            return;
+        }
+        let out = &mut cols[at..];
+        let mut line = start - start % w;
+        while line < end {
+            for (from, to) in [(line, line + self.lo), (line + self.hi, line + w)] {
+                let (from, to) = (from.max(start), to.min(end));
+                if from < to {
+                    out[from - start..to - start].fill(0.0);
+                }
+            }
+            line += w;
+        }
+    }
 }
 
 /// The im2col tile of sample `sample` of `x` (`[n, ci, h, w]`, contiguous) as a tensor `[ci·kh·kw,
