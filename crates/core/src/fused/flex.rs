@@ -1111,13 +1111,25 @@ pub(super) fn softmax_dice_rows_sum_with_gradient(
                 // the loss and the slope from one reciprocal (a division is as dear as the
                 // rest of the element's arithmetic).
                 let (mut losses, mut dots) = ([0f32; 8], [0f32; 8]);
-                for (ps, ss) in out.chunks(8).zip(scales.chunks(8)) {
+                let (ps, ss) = (out.chunks_exact(8), scales.chunks_exact(8));
+                let rest = ps.remainder().iter().zip(ss.remainder());
+                // Whole blocks of eight lanes, which stay in registers, then the rest: over
+                // `chunks(8)` the lanes were stored and reloaded every block (dice_4096x1000
+                // 3.8-4.6 ms against 3.2-3.5 with exact blocks; 16 lanes were no faster there
+                // and slower on 10 classes). Keeping each slope for the last loop instead of
+                // dividing again measured slower (3.3-3.4 against 3.0-3.1 ms).
+                for (ps, ss) in ps.zip(ss) {
                     let lanes = losses.iter_mut().zip(dots.iter_mut()).zip(ps).zip(ss);
                     for (((loss, dot), &p), &s) in lanes {
                         let (loss_off, slope_off) = ratio.off(p);
                         *loss += s * loss_off;
                         *dot += p * s * slope_off;
                     }
+                }
+                for ((loss, dot), (&p, &s)) in losses.iter_mut().zip(dots.iter_mut()).zip(rest) {
+                    let (loss_off, slope_off) = ratio.off(p);
+                    *loss += s * loss_off;
+                    *dot += p * s * slope_off;
                 }
                 let (p_class, s_class) = (out[class], scales[class]);
                 let on = s_class * ratio.slope_on(p_class);
