@@ -64,16 +64,16 @@ impl Loss for MseLoss {
                 BurnMseLoss::new().forward_no_reduction(output, target)
             });
         }
-        // The sum of squares in one fused pass each way; burn-nn's MseLoss where no kernel is.
+        // The mean or sum of squares as one fused operation (with a constant target, one
+        // pass over the arrays computes the loss and the output's gradient); burn-nn's
+        // MseLoss where no kernel is.
         let (output, target) = input.into_parts();
         let target = dense_only("mse", target)?;
-        let elements = output.shape().num_elements();
-        let sum = fused::squared_error_sum(output, target);
-        Ok(match reduction {
-            Reduction::Mean => sum / elements as f64,
-            _ => sum,
-        }
-        .into())
+        let scale = match reduction {
+            Reduction::Mean => 1.0 / output.shape().num_elements() as f64,
+            _ => 1.0,
+        };
+        Ok(fused::squared_error_sum(output, target, scale as f32).into())
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -45,8 +45,11 @@ pub trait FusedLossBackend: Backend {
         class_scale: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
     /// See [`super::squared_error_sum`].
-    fn squared_error_sum(output: FloatTensor<Self>, target: FloatTensor<Self>)
-    -> FloatTensor<Self>;
+    fn squared_error_sum(
+        output: FloatTensor<Self>,
+        target: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self>;
     /// See [`super::softmax_dice_rows`]; `params` `[3]`: `smooth_nr`, `smooth_dr`, and 1
     /// (Dice) or 2 (Jaccard).
     fn softmax_dice_rows(
@@ -86,6 +89,13 @@ pub trait FusedLossKernels: Backend {
         target: IntTensor<Self>,
         params: FloatTensor<Self>,
         class_scale: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+    /// The loss `[1]` of [`FusedLossBackend::squared_error_sum`] and its gradient with
+    /// respect to the output, computed together.
+    fn squared_error_sum_forward(
+        output: FloatTensor<Self>,
+        target: FloatTensor<Self>,
+        scale: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
     /// `gradient` times the one-element upstream gradient `grad`.
     fn scaled_by_upstream(
@@ -150,6 +160,15 @@ impl FusedLossKernels for Flex {
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let (loss, gradient) =
             flex::softmax_dice_rows_sum_with_gradient(logits, target, &params, &class_scale);
+        (flex::tensor(vec![loss], vec![1]), gradient)
+    }
+
+    fn squared_error_sum_forward(
+        output: FloatTensor<Self>,
+        target: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (loss, gradient) = flex::squared_error_sum_with_gradient(output, target, scale);
         (flex::tensor(vec![loss], vec![1]), gradient)
     }
 
@@ -259,8 +278,9 @@ impl FusedLossBackend for Flex {
     fn squared_error_sum(
         output: FloatTensor<Self>,
         target: FloatTensor<Self>,
+        scale: f32,
     ) -> FloatTensor<Self> {
-        flex::squared_error_sum(output, target)
+        flex::squared_error_sum(output, target, scale)
     }
 
     fn softmax_dice_rows(
@@ -337,17 +357,17 @@ impl<B: FusedLossKernels> Backward<B, 1> for DiceRows {
 struct SquaredErrorSum;
 
 impl<B: FusedLossKernels> Backward<B, 2> for SquaredErrorSum {
-    type State = (FloatTensor<B>, FloatTensor<B>);
+    type State = (FloatTensor<B>, FloatTensor<B>, f32);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (output, target) = ops.state;
+        let (output, target, scale) = ops.state;
         let (output_for_target, target_for_target) = (output.clone(), target.clone());
         binary::<B, _, _>(
             ops.parents,
             ops.node,
             grads,
-            |grad| B::squared_error_backward(output, target, grad, 1.0),
-            |grad| B::squared_error_backward(output_for_target, target_for_target, grad, -1.0),
+            |grad| B::squared_error_backward(output, target, grad, scale),
+            |grad| B::squared_error_backward(output_for_target, target_for_target, grad, -scale),
         );
     }
 }
@@ -474,7 +494,19 @@ where
     fn squared_error_sum(
         output: FloatTensor<Self>,
         target: FloatTensor<Self>,
+        scale: f32,
     ) -> FloatTensor<Self> {
+        // A constant target (a regression's labels): the output's gradient in the forward
+        // pass. A target with a gradient of its own takes the two-parent node below.
+        if !target.is_tracked() {
+            let target = target.into_primitive();
+            let target_too = target.clone();
+            return reduced_with_gradient::<B, C>(
+                output,
+                |output| B::squared_error_sum_forward(output, target, scale),
+                |output| B::squared_error_sum(output, target_too, scale),
+            );
+        }
         match SquaredErrorSum
             .prepare::<C>([output.node(), target.node()])
             .compute_bound()
@@ -482,12 +514,13 @@ where
         {
             OpsKind::Tracked(prep) => {
                 let (output, target) = (output.into_primitive(), target.into_primitive());
-                let sum = B::squared_error_sum(output.clone(), target.clone());
-                prep.finish((output, target), sum)
+                let sum = B::squared_error_sum(output.clone(), target.clone(), scale);
+                prep.finish((output, target, scale), sum)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::squared_error_sum(
                 output.into_primitive(),
                 target.into_primitive(),
+                scale,
             )),
         }
     }
@@ -545,10 +578,11 @@ pub(super) fn softmax_overlap_sums(
     )
 }
 
-pub(super) fn squared_error_sum(output: Tensor<3>, target: Tensor<3>) -> Tensor<1> {
+pub(super) fn squared_error_sum(output: Tensor<3>, target: Tensor<3>, scale: f32) -> Tensor<1> {
     Tensor::from_dispatch(<Dispatch as FusedLossBackend>::squared_error_sum(
         output.into_dispatch(),
         target.into_dispatch(),
+        scale,
     ))
 }
 

@@ -395,7 +395,10 @@ fn written_by_tiles(
     // Tile by tile, each tile's class pieces in class order.
     let mut pieces: Vec<&mut [f32]> = Vec::with_capacity(dims.n * tiles * dims.c);
     for sample in out.chunks_mut(dims.c * dims.s) {
-        let mut rows: Vec<_> = sample.chunks_mut(dims.s).map(|row| row.chunks_mut(TILE)).collect();
+        let mut rows: Vec<_> = sample
+            .chunks_mut(dims.s)
+            .map(|row| row.chunks_mut(TILE))
+            .collect();
         for _ in 0..tiles {
             for row in rows.iter_mut() {
                 pieces.push(row.next().expect("every class row has the sample's tiles"));
@@ -450,7 +453,8 @@ fn nll_sum_tile<I: ClassIndex>(
         let column = &x[base + class * dims.s..][..len];
         let class = class as i32;
         let lanes = piece.iter_mut().zip(column).zip(&max[..len]);
-        for ((((e, &v), &m), z), (p, &k)) in lanes.zip(&mut sum).zip(picked.iter_mut().zip(classes)) {
+        for ((((e, &v), &m), z), (p, &k)) in lanes.zip(&mut sum).zip(picked.iter_mut().zip(classes))
+        {
             *e = fast_exp(v - m);
             *z += *e;
             *p += if k == class { v } else { 0.0 };
@@ -518,7 +522,16 @@ pub(super) fn log_softmax_nll_sum_with_gradient(
                 |sample, start, pieces| {
                     let position = sample * dims.s + start;
                     let weights = weights.map(|w| &w[position..][..pieces[0].len()]);
-                    nll_sum_tile(x, &t[position..], weights, scale, dims, sample, start, pieces)
+                    nll_sum_tile(
+                        x,
+                        &t[position..],
+                        weights,
+                        scale,
+                        dims,
+                        sample,
+                        start,
+                        pieces,
+                    )
                 },
             )
         });
@@ -1229,10 +1242,10 @@ impl DiceRow<'_> {
 
 /// `Σ (output - target)²`, `[1]`, accumulated per task in `f32` lanes and across tasks in
 /// `f64`.
-pub(super) fn squared_error_sum(output: FlexTensor, target: FlexTensor) -> FlexTensor {
+pub(super) fn squared_error_sum(output: FlexTensor, target: FlexTensor, scale: f32) -> FlexTensor {
     let (output, target) = (contiguous(output), contiguous(target));
     let (x, y) = (floats(&output), floats(&target));
-    let sum: f64 = x
+    let sums: Vec<f64> = x
         .par_chunks(ELEMENTS_PER_TASK)
         .zip(y.par_chunks(ELEMENTS_PER_TASK))
         .map(|(x, y)| {
@@ -1241,12 +1254,52 @@ pub(super) fn squared_error_sum(output: FlexTensor, target: FlexTensor) -> FlexT
                 || squared_error_chunk(x, y),
             )
         })
-        .sum();
+        .collect();
+    // Added in chunk order (rayon's `sum` groups by the split): the same value every run.
+    let sum = f64::from(scale) * sums.iter().sum::<f64>();
     tensor(vec![sum as f32], vec![1])
 }
 
+/// [`squared_error_sum`] and its gradient with respect to the output, `2 · scale · (output −
+/// target)`, in one pass over both: each chunk of the gradient is written (as in
+/// [`written_in_chunks`]) together with its chunk's sum of squares.
+pub(super) fn squared_error_sum_with_gradient(
+    output: FlexTensor,
+    target: FlexTensor,
+    scale: f32,
+) -> (f32, FlexTensor) {
+    let (output, target) = (contiguous(output), contiguous(target));
+    let shape = output.layout().shape().to_vec();
+    let (x, y) = (floats(&output), floats(&target));
+    let len = x.len();
+    let (mut chunks, mut sums): (Vec<[f32; CHUNK]>, Vec<f64>) = (Vec::new(), Vec::new());
+    (0..len.div_ceil(CHUNK))
+        .into_par_iter()
+        .with_min_len(chunks_per_task(2))
+        .map(|k| {
+            let start = k * CHUNK;
+            let n = CHUNK.min(len - start);
+            let (x, y) = (&x[start..][..n], &y[start..][..n]);
+            let mut chunk = [0f32; CHUNK];
+            let sum = simd(
+                #[inline(always)]
+                || {
+                    scaled_difference(&mut chunk[..n], x, y, 2.0 * scale);
+                    squared_error_chunk(x, y)
+                },
+            );
+            (chunk, sum)
+        })
+        .unzip_into_vecs(&mut chunks, &mut sums);
+    let mut gradient = chunks.into_flattened();
+    gradient.truncate(len);
+    // Chunk by chunk in order: the same sum however the chunks were split over threads.
+    let sum = f64::from(scale) * sums.iter().sum::<f64>();
+    (sum as f32, tensor(gradient, shape))
+}
+
 /// `sign · 2 · (output - target) · grad`: the gradient of [`squared_error_sum`] with respect
-/// to the output (`sign = 1`) or the target (`-1`).
+/// to the output (`sign` its scale) or the target (minus its scale).
 pub(super) fn squared_error_backward(
     output: FlexTensor,
     target: FlexTensor,

@@ -145,13 +145,17 @@ fn dice_params(
     )
 }
 
-/// `Σ (output - target)²` over all elements, `[1]`.
-pub fn squared_error_sum(output: Tensor<3>, target: Tensor<3>) -> Tensor<1> {
+/// `scale · Σ (output - target)²` over all elements, `[1]` (an MSE's mean with `scale` one
+/// over the element count, its sum with 1). On the CPU backend, when the target is a constant
+/// (no gradient), the forward pass also computes the output's gradient `2 · scale · (output −
+/// target)`, so the backward pass only scales it by its upstream value (one pass over the
+/// arrays instead of one each way).
+pub fn squared_error_sum(output: Tensor<3>, target: Tensor<3>, scale: f32) -> Tensor<1> {
     #[cfg(feature = "flex")]
     if is_flex_f32(&output) && is_flex_f32(&target) && output.dims() == target.dims() {
-        return extension::squared_error_sum(output, target);
+        return extension::squared_error_sum(output, target, scale);
     }
-    composed::squared_error_sum(output, target)
+    composed::squared_error_sum(output, target, scale)
 }
 
 /// Whether this build has the fused kernels for the device and dtype of `tensor`: `f32` on the
@@ -276,9 +280,9 @@ pub mod composed {
         (loss * class_scale.reshape([1, c])).sum()
     }
 
-    /// See [`super::squared_error_sum`]: burn-nn's `MseLoss` with a sum.
-    pub fn squared_error_sum(output: Tensor<3>, target: Tensor<3>) -> Tensor<1> {
-        MseLoss::new().forward(output, target, Reduction::Sum)
+    /// See [`super::squared_error_sum`]: burn-nn's `MseLoss` with a sum, scaled.
+    pub fn squared_error_sum(output: Tensor<3>, target: Tensor<3>, scale: f32) -> Tensor<1> {
+        MseLoss::new().forward(output, target, Reduction::Sum) * scale
     }
 }
 
@@ -664,32 +668,53 @@ mod tests {
         }
     }
 
+    /// Both ways of the fused squared error: a target with a gradient of its own (the
+    /// two-parent node) and a constant one (the gradient computed in the forward pass), with
+    /// a scale, under a random upstream and exactly 1 (the loss itself).
     #[test]
     fn fused_squared_error_sum_matches_burn_nn() {
         let device = Device::flex().autodiff();
-        for (k, [n, c, s]) in SHAPES.into_iter().enumerate() {
+        let shapes = SHAPES.into_iter().chain([[3, 7, 40_001]]);
+        for (k, [n, c, s]) in shapes.enumerate() {
             let seed = k as u64 + 7;
             let make = |seed| {
                 Tensor::<3>::from_data(
                     TensorData::new(values(n * c * s, seed, 3.0), [n, c, s]),
                     &device,
                 )
-                .require_grad()
             };
-            let run = |f: fn(Tensor<3>, Tensor<3>) -> Tensor<1>| {
-                let (output, target) = (make(seed), make(seed + 50));
-                let value = f(output.clone(), target.clone());
-                let grads = (value.clone() * 0.75).backward();
-                let value = value.inner().into_data().try_to_vec::<f32>().expect("f32");
-                let grad = |t: &Tensor<3>| floats(t.grad(&grads).expect("a gradient"));
-                (value, grad(&output), grad(&target))
-            };
-            let fused = run(squared_error_sum);
-            let composed = run(composed::squared_error_sum);
-            let label = format!("squared_error_sum {n}x{c}x{s}");
-            assert_close(&format!("{label} value"), &fused.0, &composed.0, 1e-5);
-            assert_close(&format!("{label} output grad"), &fused.1, &composed.1, 1e-5);
-            assert_close(&format!("{label} target grad"), &fused.2, &composed.2, 1e-5);
+            for (tracked_target, upstream) in [(true, 0.75), (false, 0.75), (false, 1.0)] {
+                let run = |f: fn(Tensor<3>, Tensor<3>, f32) -> Tensor<1>| {
+                    let output = make(seed).require_grad();
+                    let target = make(seed + 50);
+                    let target = if tracked_target {
+                        target.require_grad()
+                    } else {
+                        target
+                    };
+                    let value = f(output.clone(), target.clone(), 0.37);
+                    let grads = if upstream == 1.0 {
+                        value.clone().backward()
+                    } else {
+                        (value.clone() * upstream).backward()
+                    };
+                    let value = value.inner().into_data().try_to_vec::<f32>().expect("f32");
+                    let target_grad = target.grad(&grads).map(floats);
+                    let output_grad = floats(output.grad(&grads).expect("a gradient"));
+                    (value, output_grad, target_grad)
+                };
+                let fused = run(squared_error_sum);
+                let composed = run(composed::squared_error_sum);
+                let label = format!(
+                    "squared_error_sum {n}x{c}x{s}, target tracked {tracked_target}, upstream {upstream}"
+                );
+                assert_close(&format!("{label} value"), &fused.0, &composed.0, 1e-5);
+                assert_close(&format!("{label} output grad"), &fused.1, &composed.1, 1e-5);
+                assert_eq!(fused.2.is_some(), tracked_target, "{label}");
+                if let (Some(fused), Some(composed)) = (&fused.2, &composed.2) {
+                    assert_close(&format!("{label} target grad"), fused, composed, 1e-5);
+                }
+            }
         }
     }
 
