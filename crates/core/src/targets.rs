@@ -18,9 +18,7 @@ pub fn checked_indices(
     ignore_index: Option<i64>,
 ) -> Result<(Tensor<2, Int>, Option<Tensor<2>>), InputError> {
     // One read-back of the bounds on the hot path; the whole tensor only to name a bad index.
-    let [n, s] = indices.dims();
-    let flat = indices.clone().reshape([n * s]);
-    let bounds = to_i64_vec(Tensor::cat(vec![flat.clone().min(), flat.max()], 0));
+    let bounds = crate::fused::index_bounds(indices);
     let in_range = bounds[0] >= 0 && bounds[1] < classes as i64;
     if !in_range {
         let values = to_i64_vec(indices.clone());

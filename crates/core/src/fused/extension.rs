@@ -57,6 +57,8 @@ pub trait FusedLossBackend: Backend {
         target: IntTensor<Self>,
         params: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
+    /// See [`super::index_bounds`]: the smallest and the largest index, `[2]`.
+    fn index_bounds(indices: IntTensor<Self>) -> IntTensor<Self>;
 }
 
 /// What a concrete backend provides so that its fused operations are differentiable: the
@@ -289,6 +291,10 @@ impl FusedLossBackend for Flex {
         params: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         flex::softmax_dice_rows(logits, target, &params).0
+    }
+
+    fn index_bounds(indices: IntTensor<Self>) -> IntTensor<Self> {
+        flex::index_bounds(indices)
     }
 }
 
@@ -524,6 +530,11 @@ where
             )),
         }
     }
+
+    fn index_bounds(indices: IntTensor<Self>) -> IntTensor<Self> {
+        // Integer tensors carry no graph.
+        B::index_bounds(indices)
+    }
 }
 
 pub(super) fn log_softmax_nll(logits: Tensor<3>, target: Tensor<2, Int>) -> Tensor<2> {
@@ -576,6 +587,12 @@ pub(super) fn softmax_overlap_sums(
         sums.slice([1..2]).reshape([n, c]),
         Tensor::from_dispatch(truth),
     )
+}
+
+pub(super) fn index_bounds(indices: Tensor<2, Int>) -> Tensor<1, Int> {
+    Tensor::from_dispatch(<Dispatch as FusedLossBackend>::index_bounds(
+        indices.into_dispatch(),
+    ))
 }
 
 pub(super) fn squared_error_sum(output: Tensor<3>, target: Tensor<3>, scale: f32) -> Tensor<1> {

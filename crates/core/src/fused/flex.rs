@@ -966,6 +966,43 @@ impl<'a> OverlapWeights<'a> {
     }
 }
 
+/// The smallest and the largest of `indices` (`i64` or `i32`, any shape), `[2]` as `i64`:
+/// one pass over them, per task in lanes.
+pub(super) fn index_bounds(indices: FlexTensor) -> FlexTensor {
+    fn bounds<T: Copy + Into<i64> + Send + Sync>(values: &[T]) -> (i64, i64) {
+        values
+            .par_chunks(ELEMENTS_PER_TASK)
+            .map(|chunk| {
+                simd(
+                    #[inline(always)]
+                    || {
+                        let (mut lo, mut hi) = ([i64::MAX; 8], [i64::MIN; 8]);
+                        let blocks = chunk.chunks_exact(8);
+                        let rest = blocks.remainder();
+                        for block in blocks {
+                            for ((lo, hi), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(block) {
+                                let v: i64 = v.into();
+                                *lo = (*lo).min(v);
+                                *hi = (*hi).max(v);
+                            }
+                        }
+                        let rest = rest.iter().map(|&v| -> i64 { v.into() });
+                        let lo = lo.into_iter().chain(rest.clone()).min();
+                        let hi = hi.into_iter().chain(rest).max();
+                        (lo.unwrap_or(i64::MAX), hi.unwrap_or(i64::MIN))
+                    },
+                )
+            })
+            .reduce(|| (i64::MAX, i64::MIN), |a, b| (a.0.min(b.0), a.1.max(b.1)))
+    }
+    let indices = contiguous(indices);
+    let (lo, hi) = match indices.dtype() {
+        DType::I32 => bounds(indices.as_slice::<i32>().expect("contiguous i32 indices")),
+        _ => bounds(indices.as_slice::<i64>().expect("contiguous i64 indices")),
+    };
+    FlexTensor::from_data(TensorData::new(vec![lo, hi], vec![2]))
+}
+
 /// The soft Dice ratio's constants, read from the `[3]` parameter tensor: `smooth_nr`,
 /// `smooth_dr`, and the denominator's factor `k` (1: Dice, `p + t`; 2: Jaccard,
 /// `2·(p + t − p·t)`).

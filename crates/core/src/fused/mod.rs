@@ -158,6 +158,17 @@ pub fn squared_error_sum(output: Tensor<3>, target: Tensor<3>, scale: f32) -> Te
     composed::squared_error_sum(output, target, scale)
 }
 
+/// The smallest and the largest of the class indices `indices`, as a loss checks them against
+/// its class count: one pass on the CPU backend (burn's `min` and `max` are a pass each).
+pub fn index_bounds(indices: &Tensor<2, Int>) -> [i64; 2] {
+    #[cfg(feature = "flex")]
+    if is_flex_int(indices) {
+        let bounds = crate::input::to_i64_vec(extension::index_bounds(indices.clone()));
+        return [bounds[0], bounds[1]];
+    }
+    composed::index_bounds(indices)
+}
+
 /// Whether this build has the fused kernels for the device and dtype of `tensor`: `f32` on the
 /// Flex CPU backend (with or without autodiff).
 pub fn is_fused(tensor: &Tensor<3>) -> bool {
@@ -178,6 +189,17 @@ fn is_flex_f32<const D: usize>(tensor: &Tensor<D>) -> bool {
     // Empty tensors take the composed path: the kernels split their work by sizes.
     tensor.shape().num_elements() > 0
         && tensor.dtype() == DType::F32
+        && matches!(
+            tensor.device().as_dispatch().clone().inner(),
+            DispatchDevice::Flex(_)
+        )
+}
+
+#[cfg(feature = "flex")]
+fn is_flex_int(tensor: &Tensor<2, Int>) -> bool {
+    use burn::backend::DispatchDevice;
+    tensor.shape().num_elements() > 0
+        && matches!(tensor.dtype(), DType::I64 | DType::I32)
         && matches!(
             tensor.device().as_dispatch().clone().inner(),
             DispatchDevice::Flex(_)
@@ -278,6 +300,14 @@ pub mod composed {
         let [c] = class_scale.dims();
         let loss = softmax_dice_rows(logits, target, smooth_nr, smooth_dr, jaccard);
         (loss * class_scale.reshape([1, c])).sum()
+    }
+
+    /// See [`super::index_bounds`]: burn's `min` and `max`, read back together.
+    pub fn index_bounds(indices: &Tensor<2, Int>) -> [i64; 2] {
+        let [n, s] = indices.dims();
+        let flat = indices.clone().reshape([n * s]);
+        let bounds = crate::input::to_i64_vec(Tensor::cat(vec![flat.clone().min(), flat.max()], 0));
+        [bounds[0], bounds[1]]
     }
 
     /// See [`super::squared_error_sum`]: burn-nn's `MseLoss` with a sum, scaled.
@@ -715,6 +745,43 @@ mod tests {
                     assert_close(&format!("{label} target grad"), fused, composed, 1e-5);
                 }
             }
+        }
+    }
+
+    /// The one-pass bounds against burn's `min` and `max`: `i64` and `i32` indices, fewer
+    /// than a vector's lanes and more than a parallel task's share, negative and huge values
+    /// (the bad indices the check exists to catch) at either end and in the middle.
+    #[test]
+    fn fused_index_bounds_match_burn_s_min_and_max() {
+        let device = Device::flex().autodiff();
+        for (k, [n, s]) in [[1, 5], [3, 7], [2, 50_003]].into_iter().enumerate() {
+            let len = n * s;
+            let mut values = classes(len, 4, k as u64 + 90);
+            for (at, bad) in [(0, -3), (len / 2, 1 << 40), (len - 1, -(1 << 35))] {
+                let mut values = values.clone();
+                values[at] = bad;
+                let wide = TensorData::new(values.clone(), [n, s]);
+                let wide = Tensor::<2, Int>::from_data(wide, (&device, DType::I64));
+                assert_eq!(wide.dtype(), DType::I64);
+                assert_eq!(
+                    index_bounds(&wide),
+                    composed::index_bounds(&wide),
+                    "i64 {n}x{s} {at}"
+                );
+                let narrow: Vec<i32> = values
+                    .iter()
+                    .map(|&v| v.clamp(-(1 << 30), 1 << 30) as i32)
+                    .collect();
+                let narrow = TensorData::new(narrow, [n, s]);
+                let narrow = Tensor::<2, Int>::from_data(narrow, (&device, DType::I32));
+                assert_eq!(narrow.dtype(), DType::I32);
+                let bounds = index_bounds(&narrow);
+                assert_eq!(bounds, composed::index_bounds(&narrow), "i32 {n}x{s} {at}");
+            }
+            values.sort_unstable();
+            let sorted = TensorData::new(values.clone(), [n, s]);
+            let sorted = Tensor::<2, Int>::from_data(sorted, (&device, DType::I64));
+            assert_eq!(index_bounds(&sorted), [values[0], values[len - 1]]);
         }
     }
 
