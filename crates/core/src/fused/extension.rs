@@ -131,13 +131,13 @@ pub trait FusedLossKernels: Backend {
         params: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
-    /// `sign · 2 · (output - target) · grad`: the output's gradient with `sign = 1`, the
-    /// target's with `-1`.
+    /// `scale · 2 · (output - target) · grad`: the output's gradient with the sum's `scale`,
+    /// the target's with its negative.
     fn squared_error_backward(
         output: FloatTensor<Self>,
         target: FloatTensor<Self>,
         grad: FloatTensor<Self>,
-        sign: f32,
+        scale: f32,
     ) -> FloatTensor<Self>;
 }
 
@@ -218,9 +218,9 @@ impl FusedLossKernels for Flex {
         output: FloatTensor<Self>,
         target: FloatTensor<Self>,
         grad: FloatTensor<Self>,
-        sign: f32,
+        scale: f32,
     ) -> FloatTensor<Self> {
-        flex::squared_error_backward(output, target, grad, sign)
+        flex::squared_error_backward(output, target, grad, scale)
     }
 
     fn softmax_dice_rows_forward(

@@ -177,19 +177,27 @@ fn log_sum_exp_row(row: &[f32]) -> f32 {
     max + sum.ln()
 }
 
-/// Log-sum-exp over the classes of the `out.len()` positions of a tile.
+/// The largest logit over the classes at each of the `len` positions of a tile whose class 0
+/// starts at flat index `base`.
 #[inline(always)]
-fn log_sum_exp_tile(x: &[f32], dims: Dims, sample: usize, start: usize, out: &mut [f32]) {
-    let len = out.len();
-    let base = dims.base(sample, start);
+fn tile_max(x: &[f32], dims: Dims, base: usize, len: usize) -> [f32; TILE] {
     let mut max = [f32::NEG_INFINITY; TILE];
-    let mut sum = [0f32; TILE];
     for class in 0..dims.c {
         let column = &x[base + class * dims.s..][..len];
         for (m, &v) in max[..len].iter_mut().zip(column) {
             *m = m.max(v);
         }
     }
+    max
+}
+
+/// Log-sum-exp over the classes of the `out.len()` positions of a tile.
+#[inline(always)]
+fn log_sum_exp_tile(x: &[f32], dims: Dims, sample: usize, start: usize, out: &mut [f32]) {
+    let len = out.len();
+    let base = dims.base(sample, start);
+    let max = tile_max(x, dims, base, len);
+    let mut sum = [0f32; TILE];
     for class in 0..dims.c {
         let column = &x[base + class * dims.s..][..len];
         for ((z, &m), &v) in sum[..len].iter_mut().zip(&max[..len]).zip(column) {
@@ -441,13 +449,7 @@ fn nll_sum_tile<I: ClassIndex>(
     let base = dims.base(sample, start);
     let classes = tile_classes(&t[..len]);
     let classes = &classes[..len];
-    let mut max = [f32::NEG_INFINITY; TILE];
-    for class in 0..dims.c {
-        let column = &x[base + class * dims.s..][..len];
-        for (m, &v) in max[..len].iter_mut().zip(column) {
-            *m = m.max(v);
-        }
-    }
+    let max = tile_max(x, dims, base, len);
     let (mut sum, mut picked) = ([0f32; TILE], [0f32; TILE]);
     for (class, piece) in pieces.iter_mut().enumerate() {
         let column = &x[base + class * dims.s..][..len];
@@ -845,13 +847,7 @@ fn overlap_tile<I: ClassIndex>(
     let first = sample * dims.s + start;
     let classes = tile_classes(&t[first..][..len]);
     let base = dims.base(sample, start);
-    let mut max = [f32::NEG_INFINITY; TILE];
-    for class in 0..dims.c {
-        let column = &x[base + class * dims.s..][..len];
-        for (m, &v) in max[..len].iter_mut().zip(column) {
-            *m = m.max(v);
-        }
-    }
+    let max = tile_max(x, dims, base, len);
     let mut exps = vec![0f32; dims.c * len];
     let mut total = [0f32; TILE];
     for (class, exps) in exps.chunks_exact_mut(len).enumerate() {
@@ -1277,8 +1273,8 @@ impl DiceRow<'_> {
     }
 }
 
-/// `Σ (output - target)²`, `[1]`, accumulated per task in `f32` lanes and across tasks in
-/// `f64`.
+/// `scale · Σ (output - target)²`, `[1]`, accumulated per task in `f32` lanes and across
+/// tasks in `f64`.
 pub(super) fn squared_error_sum(output: FlexTensor, target: FlexTensor, scale: f32) -> FlexTensor {
     let (output, target) = (contiguous(output), contiguous(target));
     let (x, y) = (floats(&output), floats(&target));
@@ -1335,17 +1331,17 @@ pub(super) fn squared_error_sum_with_gradient(
     (sum as f32, tensor(gradient, shape))
 }
 
-/// `sign · 2 · (output - target) · grad`: the gradient of [`squared_error_sum`] with respect
-/// to the output (`sign` its scale) or the target (minus its scale).
+/// `scale · 2 · (output - target) · grad`: the gradient of [`squared_error_sum`] with respect
+/// to the output (`scale` the sum's own) or the target (its negative).
 pub(super) fn squared_error_backward(
     output: FlexTensor,
     target: FlexTensor,
     grad: FlexTensor,
-    sign: f32,
+    scale: f32,
 ) -> FlexTensor {
     let (output, target, grad) = (contiguous(output), contiguous(target), contiguous(grad));
     let (x, y) = (floats(&output), floats(&target));
-    let scale = 2.0 * sign * floats(&grad)[0];
+    let scale = 2.0 * scale * floats(&grad)[0];
     let out = written_in_chunks(
         x.len(),
         1,

@@ -185,25 +185,25 @@ pub fn is_fused(tensor: &Tensor<3>) -> bool {
 
 #[cfg(feature = "flex")]
 fn is_flex_f32<const D: usize>(tensor: &Tensor<D>) -> bool {
-    use burn::backend::DispatchDevice;
     // Empty tensors take the composed path: the kernels split their work by sizes.
-    tensor.shape().num_elements() > 0
-        && tensor.dtype() == DType::F32
-        && matches!(
-            tensor.device().as_dispatch().clone().inner(),
-            DispatchDevice::Flex(_)
-        )
+    tensor.shape().num_elements() > 0 && tensor.dtype() == DType::F32 && on_flex(&tensor.device())
 }
 
 #[cfg(feature = "flex")]
 fn is_flex_int(tensor: &Tensor<2, Int>) -> bool {
-    use burn::backend::DispatchDevice;
     tensor.shape().num_elements() > 0
         && matches!(tensor.dtype(), DType::I64 | DType::I32)
-        && matches!(
-            tensor.device().as_dispatch().clone().inner(),
-            DispatchDevice::Flex(_)
-        )
+        && on_flex(&tensor.device())
+}
+
+/// Whether `device` is the Flex CPU backend (with or without autodiff).
+#[cfg(feature = "flex")]
+fn on_flex(device: &burn::tensor::Device) -> bool {
+    use burn::backend::DispatchDevice;
+    matches!(
+        device.as_dispatch().clone().inner(),
+        DispatchDevice::Flex(_)
+    )
 }
 
 #[cfg(feature = "flex")]
@@ -330,9 +330,9 @@ pub(crate) fn fast_exp(x: f32) -> f32 {
     // 1.5 · 2^23: adding it rounds to the nearest integer in the low mantissa bits.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.336_54, 88.0);
-    // Fused multiply-adds: the kernels run this inside their AVX-512 or AVX2 + FMA dispatch, where each
-    // is one instruction (separate multiplies and adds were a third of the exponential's
-    // instructions). On a CPU without FMA each is a call to libm's `fmaf`: same values, slower.
+    // Fused multiply-adds: the kernels run this inside their AVX-512 or AVX2 + FMA dispatch,
+    // where each is one instruction (separate multiplies and adds were a third of the
+    // exponential's instructions). On a CPU without FMA each is a call to libm's `fmaf`: same values, slower.
     let shifted = x.mul_add(LOG2_E, ROUND);
     let k = shifted - ROUND;
     let r = k.mul_add(-LN2_LO, k.mul_add(-LN2_HI, x));
