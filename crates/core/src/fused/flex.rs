@@ -122,41 +122,60 @@ impl Dims {
     }
 }
 
-/// The sum of `values` in eight independent lanes: a strict left-to-right float sum does not
-/// vectorise.
+/// The sum of `values` in 32 independent lanes: a strict left-to-right float sum does not
+/// vectorise, and one vector of lanes is one chain of dependent additions.
 #[inline(always)]
 pub(super) fn lane_sum(values: &[f32]) -> f32 {
     lane_sum_of(values, |v| v)
 }
 
-/// `Σ f(v)` over `values` in eight independent lanes.
+/// `Σ f(v)` over `values` in 32 independent lanes (two or four vector registers).
 #[inline(always)]
 pub(super) fn lane_sum_of(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    let mut lanes = [0f32; 8];
-    let chunks = values.chunks_exact(8);
+    let chunks = values.chunks_exact(32);
     let rest: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    if values.len() < 32 {
+        return rest;
+    }
+    let mut lanes = [0f32; 32];
     for chunk in chunks {
         for (lane, &v) in lanes.iter_mut().zip(chunk) {
             *lane += f(v);
         }
     }
-    lanes.iter().sum::<f32>() + rest
+    let (low, high) = lanes.split_at(16);
+    let mut sixteen = [0f32; 16];
+    for ((s, &a), &b) in sixteen.iter_mut().zip(low).zip(high) {
+        *s = a + b;
+    }
+    sixteen.iter().sum::<f32>() + rest
 }
 
-/// The largest value of a contiguous row, in eight lanes.
+/// The largest value of a contiguous row, in 32 lanes (two or four vector registers of
+/// independent maxima). `if v > m` is one `maxps`; `f32::max`'s NaN handling added a compare
+/// and a blend to every step of one dependency chain.
 #[inline(always)]
 fn row_max(row: &[f32]) -> f32 {
-    let mut lanes = [f32::NEG_INFINITY; 8];
-    let chunks = row.chunks_exact(8);
-    let rest = chunks.remainder();
+    let chunks = row.chunks_exact(32);
+    let rest = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    if row.len() < 32 {
+        return rest;
+    }
+    let mut lanes = [f32::NEG_INFINITY; 32];
     for chunk in chunks {
         for (m, &v) in lanes.iter_mut().zip(chunk) {
-            *m = m.max(v);
+            *m = if v > *m { v } else { *m };
         }
     }
-    rest.iter()
-        .chain(&lanes)
-        .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+    let (low, high) = lanes.split_at(16);
+    let mut sixteen = [0f32; 16];
+    for ((s, &a), &b) in sixteen.iter_mut().zip(low).zip(high) {
+        *s = a.max(b);
+    }
+    sixteen.iter().fold(rest, |m, &v| m.max(v))
 }
 
 /// Log-sum-exp over one contiguous row of classes.
@@ -381,6 +400,22 @@ fn written_by_rows(
     (out, totals.iter().sum())
 }
 
+/// `len` zeros, cleared on every thread a chunk at a time: a single-threaded
+/// `vec![0.0; len]` was 8% of a tiled loss, and rayon's `repeat_n` collected one value at a
+/// time (16-byte stores, compiled outside the vector dispatch), where each chunk here is one
+/// `memset`.
+fn zeros(len: usize) -> Vec<f32> {
+    let mut chunks: Vec<[f32; CHUNK]> = Vec::new();
+    (0..len.div_ceil(CHUNK))
+        .into_par_iter()
+        .with_min_len(chunks_per_task(1))
+        .map(|_| [0f32; CHUNK])
+        .collect_into_vec(&mut chunks);
+    let mut out = chunks.into_flattened();
+    out.truncate(len);
+    out
+}
+
 /// A buffer of `[N, C, S]` values written a tile at a time: `tile(sample, start, pieces)`
 /// gets the tile's `C` class pieces (positions `start..` of each class of `sample`, at most
 /// [`TILE`] of them), so that a statistic over the classes (a softmax) is computed once per
@@ -395,37 +430,40 @@ fn written_by_tiles(
     tile: impl Fn(usize, usize, &mut [&mut [f32]]) -> f64 + Send + Sync,
 ) -> (Vec<f32>, f64) {
     let tiles = dims.s.div_ceil(TILE);
-    // Cleared on every thread (a single-threaded `vec![0.0; len]` was 8% of a tiled loss).
-    let mut out = Vec::new();
-    rayon::iter::repeat_n(0f32, dims.n * dims.c * dims.s)
-        .with_min_len(ELEMENTS_PER_TASK)
-        .collect_into_vec(&mut out);
-    // Tile by tile, each tile's class pieces in class order.
-    let mut pieces: Vec<&mut [f32]> = Vec::with_capacity(dims.n * tiles * dims.c);
-    for sample in out.chunks_mut(dims.c * dims.s) {
-        let mut rows: Vec<_> = sample
-            .chunks_mut(dims.s)
-            .map(|row| row.chunks_mut(TILE))
-            .collect();
-        for _ in 0..tiles {
-            for row in rows.iter_mut() {
-                pieces.push(row.next().expect("every class row has the sample's tiles"));
-            }
-        }
-    }
-    let totals: Vec<f64> = pieces
-        .par_chunks_mut(dims.c)
+    let mut out = zeros(dims.n * dims.c * dims.s);
+    // Sample by sample in parallel (the class pieces of a sample's tiles were gathered on one
+    // thread before: a serial pass that showed in the profiles), then its tiles in parallel.
+    let min_tiles = (ELEMENTS_PER_TASK / (TILE * dims.c)).max(1);
+    let per_sample: Vec<Vec<f64>> = out
+        .par_chunks_mut(dims.c * dims.s)
         .enumerate()
-        .with_min_len((ELEMENTS_PER_TASK / (TILE * dims.c)).max(1))
-        .map(|(k, pieces)| {
-            simd(
-                #[inline(always)]
-                || tile(k / tiles, (k % tiles) * TILE, pieces),
-            )
+        .map(|(sample, region)| {
+            // Tile by tile, each tile's class pieces in class order.
+            let mut rows: Vec<_> = region
+                .chunks_mut(dims.s)
+                .map(|row| row.chunks_mut(TILE))
+                .collect();
+            let mut pieces: Vec<&mut [f32]> = Vec::with_capacity(tiles * dims.c);
+            for _ in 0..tiles {
+                for row in rows.iter_mut() {
+                    pieces.push(row.next().expect("every class row has the sample's tiles"));
+                }
+            }
+            pieces
+                .par_chunks_mut(dims.c)
+                .enumerate()
+                .with_min_len(min_tiles)
+                .map(|(k, pieces)| {
+                    simd(
+                        #[inline(always)]
+                        || tile(sample, k * TILE, pieces),
+                    )
+                })
+                .collect()
         })
         .collect();
     // Tile by tile in order: the same sum however the tiles were split over threads.
-    (out, totals.iter().sum())
+    (out, per_sample.iter().flatten().sum())
 }
 
 /// One tile of [`log_softmax_nll_sum_with_gradient`]: writes `scale · w · (softmax −
@@ -482,14 +520,22 @@ fn nll_sum_tile<I: ClassIndex>(
     f64::from(lane_sum(&loss[..len]))
 }
 
-/// `p = softmax(row)` into `p`; returns `(max, Σ exp(row − max))`.
+/// `p = exp(row − max)` into `p`; returns `(max, Σ p)`.
 #[inline(always)]
-fn softmax_row(row: &[f32], p: &mut [f32]) -> (f32, f32) {
+fn exp_row(row: &[f32], p: &mut [f32]) -> (f32, f32) {
     let max = row_max(row);
+    // Summed after the loop that writes them: with the sum's lanes in the same loop LLVM kept
+    // the lanes on the stack, a store-to-load chain (`ce_4096x1000` slower by a tenth).
     for (p, &v) in p.iter_mut().zip(row) {
         *p = fast_exp(v - max);
     }
-    let sum = lane_sum(p);
+    (max, lane_sum(p))
+}
+
+/// `p = softmax(row)` into `p`; returns `(max, Σ exp(row − max))`.
+#[inline(always)]
+fn softmax_row(row: &[f32], p: &mut [f32]) -> (f32, f32) {
+    let (max, sum) = exp_row(row, p);
     let inv = 1.0 / sum;
     for p in p.iter_mut() {
         *p *= inv;
@@ -546,10 +592,11 @@ pub(super) fn log_softmax_nll_sum_with_gradient(
             #[inline(always)]
             |row, out| {
                 let (logits, class) = (&x[row * c..][..c], t[row].class());
-                let (max, sum) = softmax_row(logits, out);
+                let (max, sum) = exp_row(logits, out);
                 let w = scale * weights.map_or(1.0, |w| w[row]);
+                let w_over_sum = w / sum;
                 for o in out.iter_mut() {
-                    *o *= w;
+                    *o *= w_over_sum;
                 }
                 out[class] -= w;
                 w * (max + fast_ln(sum) - logits[class])
@@ -795,19 +842,22 @@ pub(super) fn softmax_overlap_sums(
                 });
             lse
         } else {
-            let mut lse = vec![0f32; dims.n * dims.s];
+            let mut lse = zeros(dims.n * dims.s);
             // Each tile's sums, in order; added up per sample in that order, so that the
             // sums do not depend on how rayon split the work.
             let per_tile: Vec<Vec<f64>> = lse
                 .par_chunks_mut(dims.s)
                 .enumerate()
                 .flat_map(|(sample, lse)| {
-                    lse.par_chunks_mut(TILE).enumerate().map(move |(k, lse)| {
-                        simd(
-                            #[inline(always)]
-                            || overlap_tile(x, t, dims, sample, k * TILE, lse),
-                        )
-                    })
+                    lse.par_chunks_mut(TILE).enumerate().map_init(
+                        Vec::new,
+                        move |exps, (k, lse)| {
+                            simd(
+                                #[inline(always)]
+                                || overlap_tile(x, t, dims, sample, k * TILE, lse, exps),
+                            )
+                        },
+                    )
                 })
                 .collect();
             for (sample, tiles) in per_tile.chunks(dims.s.div_ceil(TILE)).enumerate() {
@@ -833,7 +883,8 @@ pub(super) fn softmax_overlap_sums(
 
 /// One tile's contribution to [`softmax_overlap_sums`], `[3 * C]` (intersection, prediction
 /// and truth per class), and its positions' log-sum-exp, written to `lse`. Each exponential
-/// is computed once: kept for the tile, and scaled by its position's `1 / Σ exp` into `p`.
+/// is computed once: kept for the tile in `exps` (the task's scratch buffer), and scaled by
+/// its position's `1 / Σ exp` while the three sums are taken.
 #[inline(always)]
 fn overlap_tile<I: ClassIndex>(
     x: &[f32],
@@ -842,13 +893,14 @@ fn overlap_tile<I: ClassIndex>(
     sample: usize,
     start: usize,
     lse: &mut [f32],
+    exps: &mut Vec<f32>,
 ) -> Vec<f64> {
     let len = lse.len();
     let first = sample * dims.s + start;
     let classes = tile_classes(&t[first..][..len]);
     let base = dims.base(sample, start);
     let max = tile_max(x, dims, base, len);
-    let mut exps = vec![0f32; dims.c * len];
+    exps.resize(dims.c * len, 0.0);
     let mut total = [0f32; TILE];
     for (class, exps) in exps.chunks_exact_mut(len).enumerate() {
         let column = &x[base + class * dims.s..][..len];
@@ -863,25 +915,52 @@ fn overlap_tile<I: ClassIndex>(
         *l = m + fast_ln(z);
         *r = 1.0 / z;
     }
-    let (mut p, mut hit_p, mut hit) = ([0f32; TILE], [0f32; TILE], [0f32; TILE]);
     let mut sums = vec![0f64; 3 * dims.c];
     for (class, exps) in exps.chunks_exact(len).enumerate() {
-        let index = class as i32;
-        let outputs = p[..len]
-            .iter_mut()
-            .zip(&mut hit[..len])
-            .zip(&mut hit_p[..len]);
-        let terms = exps.iter().zip(&scale[..len]).zip(&classes[..len]);
-        for (((p, hit), hit_p), ((&e, &r), &k)) in outputs.zip(terms) {
-            *p = e * r;
-            *hit = if k == index { 1.0 } else { 0.0 };
-            *hit_p = *hit * *p;
-        }
-        sums[class] = lane_sum(&hit_p[..len]).into();
-        sums[dims.c + class] = lane_sum(&p[..len]).into();
-        sums[2 * dims.c + class] = lane_sum(&hit[..len]).into();
+        let [hit_p, p, hit] = class_sums(exps, &scale[..len], &classes[..len], class as i32);
+        sums[class] = hit_p.into();
+        sums[dims.c + class] = p.into();
+        sums[2 * dims.c + class] = hit.into();
     }
     sums
+}
+
+/// `[Σ hit · p, Σ p, Σ hit]` over a tile's positions for one class, with `p = e · r` and
+/// `hit` 1 where the position's class is `class`: one pass, sixteen lanes of each sum (three
+/// buffers summed one after the other were a pass each).
+#[inline(always)]
+fn class_sums(exps: &[f32], scale: &[f32], classes: &[i32], class: i32) -> [f32; 3] {
+    let (mut hit_p, mut p_sum, mut hits) = ([0f32; 16], [0f32; 16], [0f32; 16]);
+    let (es, rs, ks) = (
+        exps.chunks_exact(16),
+        scale.chunks_exact(16),
+        classes.chunks_exact(16),
+    );
+    let mut rest = [0f32; 3];
+    for ((&e, &r), &k) in es
+        .remainder()
+        .iter()
+        .zip(rs.remainder())
+        .zip(ks.remainder())
+    {
+        let (p, hit) = (e * r, if k == class { 1.0 } else { 0.0 });
+        rest[0] += hit * p;
+        rest[1] += p;
+        rest[2] += hit;
+    }
+    for ((es, rs), ks) in es.zip(rs).zip(ks) {
+        for i in 0..16 {
+            let (p, hit) = (es[i] * rs[i], if ks[i] == class { 1.0 } else { 0.0 });
+            hit_p[i] += hit * p;
+            p_sum[i] += p;
+            hits[i] += hit;
+        }
+    }
+    [
+        hit_p.iter().sum::<f32>() + rest[0],
+        p_sum.iter().sum::<f32>() + rest[1],
+        hits.iter().sum::<f32>() + rest[2],
+    ]
 }
 
 /// The gradient of [`softmax_overlap_sums`] given the stacked sums' upstream gradient
@@ -1590,5 +1669,76 @@ fn squared_error_chunk(x: &[f32], y: &[f32]) -> f64 {
 fn scaled_difference(out: &mut [f32], x: &[f32], y: &[f32], scale: f32) {
     for ((o, &a), &b) in out.iter_mut().zip(x).zip(y) {
         *o = scale * (a - b);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in `[-8, 8)`.
+    fn values(count: usize, seed: u64) -> Vec<f32> {
+        let mut rng = crate::Rng::new(seed);
+        (0..count).map(|_| rng.range(-8.0, 8.0) as f32).collect()
+    }
+
+    /// Every length from empty to past three blocks of lanes, so each remainder and the
+    /// short-row path are taken.
+    #[test]
+    fn lane_sums_and_row_maxima_match_plain_folds_at_every_length() {
+        for len in 0..=100 {
+            let row = values(len, len as u64);
+            let exact: f64 = row.iter().map(|&v| f64::from(v)).sum();
+            let sum = f64::from(lane_sum(&row));
+            assert!(
+                (sum - exact).abs() < 1e-4,
+                "len {len}: {sum} against {exact}"
+            );
+            let squares: f64 = row.iter().map(|&v| f64::from(v * v)).sum();
+            let of = f64::from(lane_sum_of(&row, |v| v * v));
+            assert!(
+                (of - squares).abs() < 1e-3 * (1.0 + squares),
+                "len {len}: {of} against {squares}"
+            );
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            assert_eq!(row_max(&row), max, "len {len}");
+        }
+        // The largest value in the last lane and in the remainder.
+        let mut row = vec![0f32; 70];
+        row[31] = 5.0;
+        assert_eq!(row_max(&row), 5.0);
+        row[69] = 6.0;
+        assert_eq!(row_max(&row), 6.0);
+    }
+
+    #[test]
+    fn class_sums_match_their_definition_at_every_length() {
+        for len in [0, 1, 15, 16, 17, 100, TILE] {
+            let exps: Vec<f32> = values(len, 3).iter().map(|v| v.abs()).collect();
+            let scale: Vec<f32> = values(len, 4).iter().map(|v| v.abs() / 8.0).collect();
+            let classes: Vec<i32> = (0..len).map(|i| (i * 7 % 3) as i32).collect();
+            let [hit_p, p, hit] = class_sums(&exps, &scale, &classes, 1);
+            let (mut want_hit_p, mut want_p, mut want_hit) = (0f64, 0f64, 0f64);
+            for ((&e, &r), &k) in exps.iter().zip(&scale).zip(&classes) {
+                let q = f64::from(e) * f64::from(r);
+                want_p += q;
+                if k == 1 {
+                    want_hit_p += q;
+                    want_hit += 1.0;
+                }
+            }
+            assert!((f64::from(hit_p) - want_hit_p).abs() < 1e-4, "len {len}");
+            assert!((f64::from(p) - want_p).abs() < 1e-4, "len {len}");
+            assert_eq!(f64::from(hit), want_hit, "len {len}");
+        }
+    }
+
+    #[test]
+    fn zeros_has_the_length_asked_for() {
+        for len in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * ELEMENTS_PER_TASK + 5] {
+            let buffer = zeros(len);
+            assert_eq!(buffer.len(), len);
+            assert!(buffer.iter().all(|&v| v == 0.0));
+        }
     }
 }
