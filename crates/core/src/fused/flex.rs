@@ -365,6 +365,24 @@ fn written_by_rows(
             || (None, vec![0f32; row_len], 0f32),
             |(kept, values, value), k| {
                 let start = k * CHUNK;
+                let (index, first) = (start / row_len, start % row_len);
+                if first + CHUNK <= row_len && start + CHUNK <= len {
+                    // A whole chunk inside one row: copied out of the row in one go, without
+                    // clearing a chunk first and copying into it (with 1000 classes three
+                    // chunks in four; the clearing and the copies were 30% of the profile).
+                    if *kept != Some(index) {
+                        *value = simd(
+                            #[inline(always)]
+                            || row(index, values),
+                        );
+                        *kept = Some(index);
+                    }
+                    let total = if first == 0 { f64::from(*value) } else { 0.0 };
+                    let chunk: [f32; CHUNK] = values[first..][..CHUNK]
+                        .try_into()
+                        .expect("a whole chunk of the row");
+                    return (chunk, total);
+                }
                 let mut chunk = [0f32; CHUNK];
                 let filled = &mut chunk[..CHUNK.min(len - start)];
                 let mut total = 0f64;
