@@ -201,17 +201,19 @@ fn log_sum_exp_row(row: &[f32]) -> f32 {
 }
 
 /// The largest logit over the classes at each of the `len` positions of a tile whose class 0
-/// starts at flat index `base`.
+/// starts at flat index `base` (NaN skipped, as `f32::max` does; `if v > m` is one `maxps`).
+/// Written into the caller's array: returned by value, each tile's array was copied once more
+/// (a `memcpy` call per tile in the profiles).
 #[inline(always)]
-fn tile_max(x: &[f32], dims: Dims, base: usize, len: usize) -> [f32; TILE] {
-    let mut max = [f32::NEG_INFINITY; TILE];
+fn tile_max(x: &[f32], dims: Dims, base: usize, len: usize, max: &mut [f32; TILE]) {
+    let max = &mut max[..len];
+    max.fill(f32::NEG_INFINITY);
     for class in 0..dims.c {
         let column = &x[base + class * dims.s..][..len];
-        for (m, &v) in max[..len].iter_mut().zip(column) {
-            *m = m.max(v);
+        for (m, &v) in max.iter_mut().zip(column) {
+            *m = if v > *m { v } else { *m };
         }
     }
-    max
 }
 
 /// Log-sum-exp over the classes of the `out.len()` positions of a tile.
@@ -219,7 +221,8 @@ fn tile_max(x: &[f32], dims: Dims, base: usize, len: usize) -> [f32; TILE] {
 fn log_sum_exp_tile(x: &[f32], dims: Dims, sample: usize, start: usize, out: &mut [f32]) {
     let len = out.len();
     let base = dims.base(sample, start);
-    let max = tile_max(x, dims, base, len);
+    let mut max = [0f32; TILE];
+    tile_max(x, dims, base, len, &mut max);
     let mut sum = [0f32; TILE];
     for class in 0..dims.c {
         let column = &x[base + class * dims.s..][..len];
@@ -232,15 +235,13 @@ fn log_sum_exp_tile(x: &[f32], dims: Dims, sample: usize, start: usize, out: &mu
     }
 }
 
-/// A tile's class indices as `i32`: compared with a class in 32-bit lanes, the inner loops
-/// vectorise even with SSE2 alone, which has no 64-bit lane compare.
+/// A tile's class indices as `i32` into the caller's array: compared with a class in 32-bit
+/// lanes, the inner loops vectorise even with SSE2 alone, which has no 64-bit lane compare.
 #[inline(always)]
-fn tile_classes<I: ClassIndex>(classes: &[I]) -> [i32; TILE] {
-    let mut out = [0i32; TILE];
+fn tile_classes<I: ClassIndex>(classes: &[I], out: &mut [i32; TILE]) {
     for (o, c) in out.iter_mut().zip(classes) {
         *o = c.class() as i32;
     }
-    out
 }
 
 /// The log-sum-exp over the classes at every position, `[N * S]`.
@@ -507,9 +508,11 @@ fn nll_sum_tile<I: ClassIndex>(
 ) -> f64 {
     let len = pieces[0].len();
     let base = dims.base(sample, start);
-    let classes = tile_classes(&t[..len]);
+    let mut classes = [0i32; TILE];
+    tile_classes(&t[..len], &mut classes);
     let classes = &classes[..len];
-    let max = tile_max(x, dims, base, len);
+    let mut max = [0f32; TILE];
+    tile_max(x, dims, base, len, &mut max);
     let (mut sum, mut picked) = ([0f32; TILE], [0f32; TILE]);
     for (class, piece) in pieces.iter_mut().enumerate() {
         let column = &x[base + class * dims.s..][..len];
@@ -919,9 +922,11 @@ fn overlap_tile<I: ClassIndex>(
 ) -> Vec<f64> {
     let len = lse.len();
     let first = sample * dims.s + start;
-    let classes = tile_classes(&t[first..][..len]);
+    let mut classes = [0i32; TILE];
+    tile_classes(&t[first..][..len], &mut classes);
     let base = dims.base(sample, start);
-    let max = tile_max(x, dims, base, len);
+    let mut max = [0f32; TILE];
+    tile_max(x, dims, base, len, &mut max);
     exps.resize(dims.c * len, 0.0);
     let mut total = [0f32; TILE];
     for (class, exps) in exps.chunks_exact_mut(len).enumerate() {
@@ -1640,7 +1645,8 @@ fn overlap_backward_tile<I: ClassIndex>(
     let len = pieces[0].len();
     let position = sample * dims.s + start;
     let lse = &lse[position..][..len];
-    let classes = tile_classes(&t[position..][..len]);
+    let mut classes = [0i32; TILE];
+    tile_classes(&t[position..][..len], &mut classes);
     let classes = &classes[..len];
     let base = dims.base(sample, start);
     let slopes = |class: usize| {
