@@ -277,15 +277,20 @@ def peak_of(command, request, env=None):
 
 
 def reps_for(case):
-    # About a tenth of a second a side a round on this machine's size of case, and at least
-    # five, so that a median over the rounds has enough samples to stand on.
+    # A loss case: about a tenth of a second of losskit a round (at roughly a nanosecond an
+    # element here, more for the small cases' fixed costs), so that each round's median is a
+    # steady state rather than the first calls after the pause (threads waking, caches the
+    # other side left cold). Until 7dd2ecd this was 2e6 // size, at least five: five calls of
+    # the million-element cases, 5-15 ms a round, well short of the tenth its comment said.
+    # A training step: five (its rounds' ratios are noisy; kept so the steps stay comparable
+    # with the earlier runs).
     if case in STEP_CASES:
         return 5
     kind, shape, _ = LOSS_CASES[case]
     size = 1
     for d in shape:
         size *= d
-    return max(5, min(200, int(2e6 // size)))
+    return max(5, min(1000, int(1e8 // size)))
 
 
 # Before each side's timed batch: both libraries keep their worker threads spinning for a
