@@ -526,9 +526,9 @@ fn softmax_row(row: &[f32], p: &mut [f32]) -> (f32, f32) {
 /// per-position `weights` `[N, S]` (1 when `None`), and its gradient with respect to the
 /// logits, `scale · w · (softmax − onehot(target))`, computed together: a loss whose backward
 /// pass starts here (a mean or sum of cross-entropy) then only scales this gradient by its
-/// upstream value, which is 1 for the loss itself. Rows (`S = 1`) take one pass, each
-/// exponential computed once ([`written_by_rows`]); tiles take the log-sum-exp pass of
-/// [`log_softmax_nll`] and then the gradient's.
+/// upstream value, which is 1 for the loss itself. One pass, each exponential computed once:
+/// row by row for rows (`S = 1`, [`written_by_rows`]), tile by tile for positions
+/// ([`written_by_tiles`], [`nll_sum_tile`]).
 pub(super) fn log_softmax_nll_sum_with_gradient(
     logits: FlexTensor,
     target: FlexTensor,
